@@ -1,0 +1,88 @@
+"""The Typer application, its global options and the error boundary.
+
+Each command lives in its own module and exposes ``command``; they are registered here, in the order
+``fqtool --help`` lists them. Only commands that work are registered.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from fqtool import __version__
+from fqtool.cli.console import err_console
+from fqtool.errors import FqtoolError
+
+#: (command name, module path); the module defines ``command``.
+COMMANDS: list[tuple[str, str]] = [
+]
+
+_state = {"debug": False}
+
+
+class _ErrorBoundary(TyperGroup):
+    """Turns :class:`FqtoolError` into one line on stderr and exit code 2 (``--debug`` keeps the traceback)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FqtoolError as exc:
+            if _state["debug"]:
+                raise
+            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if _state["debug"]:
+                raise
+            err_console.print("interrupted", highlight=False)
+            raise typer.Exit(130) from None
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [name for name, _ in COMMANDS if name in self.commands] + sorted(
+            name for name in self.commands if name not in dict(COMMANDS)
+        )
+
+
+app = typer.Typer(
+    cls=_ErrorBoundary,
+    name="fqtool",
+    help="Face recognition training and label-free face image quality: data, training, evaluation, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"fqtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _register_commands() -> None:
+    for name, module_path in COMMANDS:
+        module = importlib.import_module(module_path)
+        app.command(name, help=(module.command.__doc__ or "").strip() or None)(module.command)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())

@@ -1,0 +1,43 @@
+"""Options shared by several commands, defined once so that ``--device`` means the same everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Weights = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        "-w",
+        envvar="FQTOOL_WEIGHTS",
+        help="Model weights: an fqtool checkpoint (.safetensors), a MagFace / arcface_torch / EQFace .pth, "
+        "or an exported .onnx. Default: $FQTOOL_WEIGHTS.",
+        show_default=False,
+    ),
+]
+QualityWeights = Annotated[
+    Path | None,
+    typer.Option(
+        "--quality-weights",
+        help="EQFace quality-head weights (quality.pth) to pair with an EQFace backbone.",
+        show_default=False,
+    ),
+]
+Arch = Annotated[
+    str | None,
+    typer.Option("--arch", help="Architecture name from the registry (see `fqtool models`); "
+                 "normally read from the checkpoint."),
+]
+Device = Annotated[
+    str,
+    typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch (per GPU).")]
+Workers = Annotated[int, typer.Option("--workers", "-j", min=0, help="DataLoader worker processes.")]
+Output = Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the result.")]
+OutputDir = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]

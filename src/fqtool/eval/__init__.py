@@ -1,0 +1,1 @@
+"""Evaluation: embedding extraction, verification protocols, error-versus-reject curves."""

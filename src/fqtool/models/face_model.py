@@ -1,0 +1,91 @@
+"""``FaceModel``: a backbone, an optional quality head, and everything needed to feed and read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from fqtool.models.preprocess import Preprocess
+
+
+@dataclass
+class QualityCalibration:
+    """Maps a raw quality to 0–100: ``100 * clip((q - low) / (high - low), 0, 1)``.
+
+    For MagFace-style models the raw quality is the embedding norm, for head models a probability.
+    ``low``/``high`` normally come from the training data (e.g. 1st / 99th percentile), and are saved in
+    the checkpoint so that every user of it gets the same scale.
+    """
+
+    low: float
+    high: float
+    source: str = "default"
+
+    def __call__(self, quality: torch.Tensor) -> torch.Tensor:
+        span = max(self.high - self.low, 1e-12)
+        return ((quality - self.low) / span).clamp(0.0, 1.0) * 100.0
+
+    def to_dict(self) -> dict:
+        return {"low": self.low, "high": self.high, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> QualityCalibration:
+        return cls(float(data["low"]), float(data["high"]), str(data.get("source", "checkpoint")))
+
+
+@dataclass
+class ModelInfo:
+    """What a model needs to be rebuilt and fed: arch, its kwargs, preprocessing, quality semantics."""
+
+    arch: str
+    arch_kwargs: dict = field(default_factory=dict)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    family: str = "fqtool"
+    calibration: QualityCalibration | None = None
+
+
+class FaceModel(nn.Module):
+    """Backbone (+ EQFace-style quality head). ``forward`` maps normalised images to ``(embedding, quality)``.
+
+    The quality is the head's score when there is a head and ``quality_method == "head"``, else the
+    embedding's L2 norm (MagFace). ``prepare`` turns RGB uint8 images into the network's input.
+    """
+
+    def __init__(self, backbone: nn.Module, info: ModelInfo, quality_head: nn.Module | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.quality_head = quality_head
+        self.info = info
+        self.quality_method = "head" if quality_head is not None else "norm"
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.info.preprocess
+
+    @property
+    def embedding_size(self) -> int:
+        return int(self.backbone.embedding_size)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB uint8 (N, 3, H, W) → normalised float input for this network."""
+        return self.info.preprocess(images)
+
+    def set_quality_method(self, method: str) -> None:
+        if method not in ("norm", "head"):
+            raise ValueError("quality method must be 'norm' or 'head'")
+        if method == "head" and self.quality_head is None:
+            from fqtool.errors import FqtoolError
+
+            raise FqtoolError("--method head needs a model with a quality head (e.g. --quality-weights)")
+        self.quality_method = method
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding, flat = self.backbone.forward_features(x)
+        embedding = embedding.float()
+        if self.quality_method == "head" and self.quality_head is not None:
+            quality = self.quality_head(flat)
+        else:
+            quality = torch.linalg.vector_norm(embedding, dim=1)
+        return embedding, quality

@@ -1,0 +1,23 @@
+"""Device selection and other run-time choices shared by inference and training."""
+
+from __future__ import annotations
+
+import torch
+
+from fqtool.errors import FqtoolError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Map ``auto|cpu|cuda|cuda:N`` to a device; asking for CUDA where there is none is a clear error."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FqtoolError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FqtoolError(f"device {name!r} was asked for but CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise FqtoolError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    return device
