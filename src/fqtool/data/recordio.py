@@ -358,6 +358,29 @@ class RecordIOReader:
             return False
         return True
 
+    def has_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of ``keys`` the index holds (vectorised)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        t = self._table
+        if t.dense:
+            inside = (keys >= 0) & (keys < len(t.slot))
+            out = np.zeros(len(keys), dtype=bool)
+            out[inside] = t.slot[keys[inside]] >= 0
+            return out
+        pos = np.searchsorted(t.sorted_keys, keys).clip(max=max(len(t.sorted_keys) - 1, 0))
+        return (t.sorted_keys[pos] == keys) if len(t.sorted_keys) else np.zeros(len(keys), dtype=bool)
+
+    def read_prefix(self, key: int, size: int) -> bytes:
+        """At least the first ``size`` bytes of a record's payload (fewer if it is shorter), in one read
+        when the record is not split; used to read image headers without the image."""
+        i = self._table.index_of(int(key))
+        offset = int(self._table.offsets[i])
+        head = self._read_at(offset, _PART.size + size)
+        _, lrec = self._unpack_part(head, offset)
+        if lrec >> 29 != 0:
+            return self.read_at(offset, int(self._table.spans[i]))[:size]
+        return head[_PART.size:_PART.size + min(size, lrec & _LEN_MASK)]
+
     def read(self, key: int) -> bytes:
         """The payload stored under ``key``."""
         try:

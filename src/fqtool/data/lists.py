@@ -1,0 +1,309 @@
+"""Image list files: read the formats other face tools use, write three of them, and build lists.
+
+Written formats (``fmt``):
+
+* ``space``     — ``<path> <label>`` (ronghuaiyang/arcface-pytorch and most PyTorch loaders)
+* ``semicolon`` — ``<path>;<label>`` (EQFace ``generate_file_list.py``)
+* ``lst``       — ``<idx>\\t<label as %f>\\t<path>`` (MXNet im2rec / insightface)
+
+Also read: MagFace training lists ``<path> 0 <label> 0`` (label = third column) and bare path lists
+(one path per line, label -1). Relative paths are relative to the list file's folder.
+``classes.tsv`` holds ``<label>\\t<folder name>`` per class.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fqtool.data.decode import IMAGE_EXTENSIONS
+from fqtool.errors import BadInputError, FormatError
+from fqtool.fsutil import atomic_open
+
+__all__ = [
+    "LIST_FORMATS",
+    "ImageList",
+    "MakeListResult",
+    "classes_file_for",
+    "default_list_name",
+    "format_list",
+    "make_list",
+    "read_classes",
+    "read_list",
+    "scan_image_folder",
+    "write_classes",
+    "write_list",
+]
+
+LIST_FORMATS = ("space", "semicolon", "lst")
+
+
+@dataclass
+class ImageList:
+    """Paths (as written in the list) with integer labels (-1 = unlabelled)."""
+
+    paths: list[str]
+    labels: np.ndarray
+    fmt: str = "space"
+    root: Path = field(default_factory=lambda: Path("."))
+
+
+def default_list_name(fmt: str) -> str:
+    """``train.lst`` for the im2rec format, ``train.txt`` otherwise."""
+    return "train.lst" if fmt == "lst" else "train.txt"
+
+
+def _check_fmt(fmt: str) -> None:
+    if fmt not in LIST_FORMATS:
+        raise BadInputError(f"unknown list format {fmt!r}; use one of {', '.join(LIST_FORMATS)}")
+
+
+def format_list(paths: Sequence[str], labels: Sequence[int] | np.ndarray, fmt: str = "space") -> str:
+    """The text of a list file (one line per image)."""
+    _check_fmt(fmt)
+    labels = np.asarray(labels, dtype=np.int64).tolist()
+    if fmt == "space":
+        return "".join(f"{p} {lab}\n" for p, lab in zip(paths, labels, strict=True))
+    if fmt == "semicolon":
+        return "".join(f"{p};{lab}\n" for p, lab in zip(paths, labels, strict=True))
+    return "".join(f"{i}\t{lab:f}\t{p}\n" for i, (p, lab) in enumerate(zip(paths, labels, strict=True)))
+
+
+def write_list(
+    path: str | Path, paths: Sequence[str], labels: Sequence[int] | np.ndarray, fmt: str = "space"
+) -> None:
+    """Write a list file atomically."""
+    text = format_list(paths, labels, fmt)
+    with atomic_open(path, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+
+
+def _detect(line: str) -> str:
+    if "\t" in line and len(line.split("\t")) >= 3:
+        return "lst"
+    if ";" in line:
+        return "semicolon"
+    n = len(line.split())
+    return {1: "bare", 2: "space"}.get(n, "magface")
+
+
+def _parse_line(line: str, kind: str) -> tuple[str, int]:
+    if kind == "lst":
+        fields = line.split("\t")
+        return fields[-1].strip(), int(float(fields[1]))
+    if kind == "semicolon":
+        path, label = line.rsplit(";", 1)
+        return path.strip(), int(float(label))
+    if kind == "space":
+        path, label = line.rsplit(None, 1)
+        return path.strip(), int(float(label))
+    if kind == "bare":
+        return line.strip(), -1
+    fields = line.split()
+    return fields[0], int(float(fields[2]))
+
+
+def read_list(path: str | Path) -> ImageList:
+    """Read any supported list format (detected from the first line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise BadInputError(f"cannot read list file ({reason})", path) from None
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise BadInputError("list file has no entries", path)
+    kind = _detect(lines[0])
+    paths: list[str] = []
+    labels = np.empty(len(lines), dtype=np.int64)
+    for i, line in enumerate(lines):
+        try:
+            p, labels[i] = _parse_line(line, kind)
+        except (ValueError, IndexError):
+            msg = f"line {i + 1} does not match the {kind} list format: {line[:80]!r}"
+            raise FormatError(msg, path) from None
+        paths.append(p)
+    fmt = kind if kind in LIST_FORMATS else "space"
+    return ImageList(paths, labels, fmt, path.parent)
+
+
+def write_classes(path: str | Path, classes: Sequence[str]) -> None:
+    """Write ``classes.tsv``: ``<label>\\t<folder>`` per class, label = position."""
+    with atomic_open(path, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write("".join(f"{i}\t{name}\n" for i, name in enumerate(classes)))
+
+
+def read_classes(path: str | Path) -> list[str]:
+    """Read ``classes.tsv`` back into a list indexed by label."""
+    path = Path(path)
+    out: dict[int, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            label, name = line.split("\t", 1)
+            out[int(label)] = name
+        except ValueError:
+            raise FormatError(f"line {n} is not '<label>\\t<folder>'", path) from None
+    return [out[i] for i in sorted(out)]
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _images_under(folder: str) -> list[str]:
+    """Image files below ``folder`` (recursively), as sorted paths relative to it."""
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = os.path.relpath(dirpath, folder)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        found.extend(prefix + f for f in filenames if _is_image(f) and not f.startswith("."))
+    found.sort()
+    return found
+
+
+def scan_image_folder(root: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """Scan an image folder: identity sub-folders give labels 0.. in sorted name order (folders
+    without images get no label); a flat folder of images gives label -1 for each.
+
+    Returns (paths relative to ``root`` with ``/``, labels, class folder names).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise BadInputError("not a folder", root)
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as exc:
+        raise BadInputError(f"cannot read folder ({exc.strerror or exc})", root) from None
+    paths: list[str] = []
+    labels: list[int] = []
+    classes: list[str] = []
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        files = _images_under(entry.path)
+        if not files:
+            continue
+        label = len(classes)
+        classes.append(entry.name)
+        paths.extend(f"{entry.name}/{f}" for f in files)
+        labels.extend([label] * len(files))
+    if not classes:
+        paths = [e.name for e in entries if e.is_file() and _is_image(e.name) and not e.name.startswith(".")]
+        labels = [-1] * len(paths)
+    if not paths:
+        raise BadInputError("no images found (expected identity sub-folders or image files)", root)
+    return paths, np.asarray(labels, dtype=np.int64), classes
+
+
+@dataclass
+class MakeListResult:
+    """What :func:`make_list` found and wrote."""
+
+    list_path: Path | None
+    num_images: int
+    num_classes: int
+    skipped_classes: int = 0
+    bad_images: list[str] = field(default_factory=list)
+    classes_path: Path | None = None
+
+
+def make_list(
+    root: str | Path,
+    *,
+    fmt: str = "space",
+    min_images: int = 1,
+    absolute: bool = False,
+    check: bool = False,
+    output: str | Path | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> MakeListResult:
+    """Write a list file (and ``classes.tsv`` beside it) for an image folder.
+
+    Order is deterministic (sorted folders and files). Identities with fewer than ``min_images``
+    images are left out and labels stay contiguous. ``check`` decodes every image and leaves out the
+    unreadable ones (listed in ``bad_images``). Paths are relative to the list's folder unless
+    ``absolute``.
+    """
+    _check_fmt(fmt)
+    root = Path(root)
+    paths, labels, classes = scan_image_folder(root)
+    if check:
+        keep, bad = _check_images(root, paths, on_progress)
+        paths = [p for p, k in zip(paths, keep, strict=True) if k]
+        labels = labels[keep]
+    else:
+        bad = []
+    paths, labels, classes, skipped = _apply_min_images(paths, labels, classes, min_images)
+    if not paths:
+        raise BadInputError(f"no images left after filtering (min images per identity: {min_images})", root)
+    out = Path(output) if output is not None else root / default_list_name(fmt)
+    written = _list_paths(root, paths, out, absolute)
+    write_list(out, written, labels, fmt)
+    classes_path = None
+    if classes:
+        classes_path = classes_file_for(out)
+        write_classes(classes_path, classes)
+    return MakeListResult(out, len(paths), len(classes), skipped, bad, classes_path)
+
+
+def classes_file_for(list_path: str | Path) -> Path:
+    """``classes.tsv`` beside a ``train.*`` list, ``<stem>.classes.tsv`` beside any other list."""
+    list_path = Path(list_path)
+    if list_path.stem == "train":
+        return list_path.with_name("classes.tsv")
+    return list_path.with_name(f"{list_path.stem}.classes.tsv")
+
+
+def _list_paths(root: Path, paths: list[str], out: Path, absolute: bool) -> list[str]:
+    if absolute:
+        base = root.resolve()
+        return [(base / p).as_posix() for p in paths]
+    rel = os.path.relpath(root.resolve(), out.parent.resolve()).replace(os.sep, "/")
+    prefix = "" if rel == "." else rel + "/"
+    return [prefix + p for p in paths]
+
+
+def _apply_min_images(
+    paths: list[str], labels: np.ndarray, classes: list[str], min_images: int
+) -> tuple[list[str], np.ndarray, list[str], int]:
+    if not classes or min_images <= 1:
+        return paths, labels, classes, 0
+    counts = np.bincount(labels, minlength=len(classes))
+    kept = counts >= min_images
+    remap = np.cumsum(kept) - 1
+    mask = kept[labels]
+    new_paths = [p for p, k in zip(paths, mask, strict=True) if k]
+    new_classes = [c for c, k in zip(classes, kept, strict=True) if k]
+    return new_paths, remap[labels[mask]], new_classes, int((~kept & (counts > 0)).sum())
+
+
+def _check_images(
+    root: Path, paths: list[str], on_progress: Callable[[int], None] | None
+) -> tuple[np.ndarray, list[str]]:
+    """Decode every image with a few threads (decoders release the GIL); returns (keep mask, bad)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fqtool.data.decode import decode_image
+
+    def ok(rel: str) -> bool:
+        try:
+            decode_image((root / rel).read_bytes(), rel)
+        except (BadInputError, OSError):
+            return False
+        return True
+
+    keep = np.ones(len(paths), dtype=bool)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for i, good in enumerate(pool.map(ok, paths, chunksize=64)):
+            keep[i] = good
+            if on_progress is not None:
+                on_progress(1)
+    return keep, [p for p, k in zip(paths, keep, strict=True) if not k]
