@@ -1,0 +1,115 @@
+"""Additive angular / cosine margins (ArcFace, CosFace and their combination).
+
+A margin turns the cosine matrix ``cos`` (B, C) between L2-normalised embeddings and class centres into
+scaled logits for softmax cross entropy: only the target column is changed. The maths runs in fp32 with
+autocast switched off, because ``cos(θ + m)`` near θ≈0 and the ``th``/``mm`` fallback lose their meaning
+in fp16 (a ``cos`` of 0.9999 is 1.0 in half precision).
+
+Labels of ``-1`` mark rows whose target class lives on another Partial FC shard: those rows get no margin
+here (the rank owning the class applies it).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractContextManager
+
+import torch
+from torch import Tensor
+
+# sin θ is computed as sqrt(1 − cos²θ); its derivative is infinite at |cos| = 1. The floor keeps the
+# gradient finite (the clamp then passes a zero gradient) and changes sin θ by at most 1e-6.
+_SIN2_FLOOR = 1e-12
+
+
+def fp32_region(t: Tensor) -> AbstractContextManager[None]:
+    """A context with autocast disabled on ``t``'s device, so margin maths stays in fp32 under AMP."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
+
+def arc_margin(cos: Tensor, m: Tensor | float, easy_margin: bool = False) -> Tensor:
+    """``cos(θ + m)`` with ArcFace's guard against a non-monotonic target logit.
+
+    For θ + m > π, cos(θ + m) would rise again, rewarding a *larger* angle. The standard fix (ArcFace,
+    MagFace, EQFace) switches to the CosFace-like ``cos θ − mm`` past ``th = cos(π − m)`` with
+    ``mm = sin(π − m)·m``. ``easy_margin`` instead applies the margin only where cos θ > 0 (θ < 90°).
+    ``m`` may be a tensor broadcastable to ``cos`` (MagFace's per-sample margin).
+    """
+    m_t = torch.as_tensor(m, dtype=cos.dtype, device=cos.device)
+    sin = torch.sqrt((1.0 - cos * cos).clamp(min=_SIN2_FLOOR))
+    phi = cos * torch.cos(m_t) - sin * torch.sin(m_t)
+    if easy_margin:
+        return torch.where(cos > 0, phi, cos)
+    th = torch.cos(math.pi - m_t)
+    mm = torch.sin(math.pi - m_t) * m_t
+    return torch.where(cos > th, phi, cos - mm)
+
+
+def replace_target(cos: Tensor, labels: Tensor, new_target: Tensor) -> Tensor:
+    """Return ``cos`` with ``cos[i, labels[i]]`` replaced by ``new_target[i]`` where ``labels[i] >= 0``.
+
+    Out of place (autograd-friendly). ``new_target`` is a function of the target cosines, see
+    :func:`target_cos`.
+    """
+    valid = labels >= 0
+    index = labels.clamp(min=0).unsqueeze(1)
+    old = cos.gather(1, index).squeeze(1)
+    return cos.scatter(1, index, torch.where(valid, new_target, old).unsqueeze(1))
+
+
+def target_cos(cos: Tensor, labels: Tensor) -> Tensor:
+    """The target cosine per row (B,); rows with label −1 read column 0 (their value is not used)."""
+    return cos.gather(1, labels.clamp(min=0).unsqueeze(1)).squeeze(1)
+
+
+class CombinedMarginLoss:
+    """``s·(cos(m1·θ_y + m2) − m3)`` on the target, ``s·cos θ_j`` elsewhere (arcface_torch's margin).
+
+    ``(m1, m2, m3) = (1, 0.5, 0)`` is ArcFace, ``(1, 0, 0.4)`` CosFace; both non-zero is the combined
+    margin. Like arcface_torch, ``m1 ≠ 1`` (SphereFace's multiplicative margin) is not supported.
+    Unlike current arcface_torch (straight-through ``arccos`` under ``no_grad``), the ArcFace part is the
+    classic differentiable form with the ``th``/``mm`` fallback (or ``easy_margin``), as in the ArcFace
+    paper, MagFace and EQFace.
+    """
+
+    def __init__(
+        self, s: float = 64.0, m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, easy_margin: bool = False
+    ) -> None:
+        if m1 != 1.0:
+            raise ValueError(f"m1={m1}: only m1 = 1.0 is supported (multiplicative margins are not)")
+        if s <= 0 or m2 < 0 or m3 < 0:
+            raise ValueError(f"need s > 0 and m2, m3 >= 0, got s={s}, m2={m2}, m3={m3}")
+        self.s, self.m1, self.m2, self.m3 = float(s), float(m1), float(m2), float(m3)
+        self.easy_margin = bool(easy_margin)
+
+    def target_logit(self, cos_y: Tensor) -> Tensor:
+        """The unscaled target value ``cos(θ + m2) − m3`` (fp32)."""
+        out = arc_margin(cos_y, self.m2, self.easy_margin) if self.m2 > 0 else cos_y
+        return out - self.m3 if self.m3 > 0 else out
+
+    def margin_cos(self, cos: Tensor, labels: Tensor) -> Tensor:
+        """Cosines with the margin applied to the target column, not yet scaled by ``s``."""
+        cos = cos.float()
+        with fp32_region(cos):
+            return replace_target(cos, labels, self.target_logit(target_cos(cos, labels)))
+
+    def __call__(self, cos: Tensor, labels: Tensor) -> Tensor:
+        """Scaled logits (B, C) fp32 from cosines (B, C) and labels (B,) (−1 = not on this shard)."""
+        with fp32_region(cos):
+            return self.margin_cos(cos, labels) * self.s
+
+    def __repr__(self) -> str:
+        return (
+            f"CombinedMarginLoss(s={self.s}, m1={self.m1}, m2={self.m2}, m3={self.m3}, "
+            f"easy_margin={self.easy_margin})"
+        )
+
+
+def arcface(s: float = 64.0, m: float = 0.5, easy_margin: bool = False) -> CombinedMarginLoss:
+    """ArcFace: ``s·cos(θ_y + m)`` (insightface defaults s=64, m=0.5)."""
+    return CombinedMarginLoss(s=s, m1=1.0, m2=m, m3=0.0, easy_margin=easy_margin)
+
+
+def cosface(s: float = 64.0, m: float = 0.4) -> CombinedMarginLoss:
+    """CosFace: ``s·(cos θ_y − m)`` (arcface_torch's margin_list (1.0, 0.0, 0.4))."""
+    return CombinedMarginLoss(s=s, m1=1.0, m2=0.0, m3=m)
