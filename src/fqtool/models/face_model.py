@@ -44,6 +44,8 @@ class ModelInfo:
     preprocess: Preprocess = field(default_factory=Preprocess)
     family: str = "fqtool"
     calibration: QualityCalibration | None = None
+    #: Where imported weights came from (file names, sha256), kept in converted checkpoints.
+    source: dict | None = None
 
 
 class FaceModel(nn.Module):

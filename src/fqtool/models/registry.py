@@ -110,3 +110,24 @@ register_model(
     "Tiny iResNet (1 block per stage, 8–64 channels): learns synthetic identities on a CPU in seconds; "
     "for tests, the demo and smoke runs",
 )
+
+
+def _mobilefacenet(**kwargs) -> nn.Module:
+    from fqtool.models.mobilefacenet import MobileFaceNet
+
+    return MobileFaceNet(**kwargs)
+
+
+register_model(
+    "mobilefacenet",
+    _mobilefacenet,
+    "MobileFaceNet (arcface_torch mbf: blocks (1, 4, 6, 2), scale 2; ~2 M params): light and fast; "
+    "quality head on the 512-d GDC descriptor",
+    embedding_size=512,
+)
+register_model(
+    "mobilefacenet_large",
+    _mobilefacenet,
+    "MobileFaceNet-large (arcface_torch mbf_large: blocks (2, 8, 12, 4), scale 4)",
+    embedding_size=512, blocks=(2, 8, 12, 4), scale=4,
+)
