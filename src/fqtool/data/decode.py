@@ -7,13 +7,15 @@ for what they do not read (BMP, unusual JPEG/PNG variants).
 from __future__ import annotations
 
 import io
-
-import torch
-from torchvision.io import ImageReadMode
-from torchvision.io import decode_image as _tv_decode
-from torchvision.transforms.v2 import functional as F
+from typing import TYPE_CHECKING
 
 from fqtool.errors import BadInputError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch / torchvision are imported on first use, so that light users (image_extension, the
+# convert-rec workers, ``fqtool --help``) do not pay for them.
 
 __all__ = ["IMAGE_EXTENSIONS", "decode_image", "image_extension", "resize_if_needed"]
 
@@ -40,6 +42,10 @@ def decode_image(data: bytes, source: str = "") -> torch.Tensor:
 
     Raises :class:`BadInputError` naming ``source`` when the bytes are not a readable image.
     """
+    import torch
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_image as _tv_decode
+
     if not data:
         raise BadInputError("empty image data", source or None)
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
@@ -53,6 +59,7 @@ def decode_image(data: bytes, source: str = "") -> torch.Tensor:
 
 
 def _decode_pil(data: bytes, source: str) -> torch.Tensor:
+    import torch
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -69,4 +76,6 @@ def resize_if_needed(img: torch.Tensor, size: tuple[int, int] | None) -> torch.T
     """Resize a (…, 3, H, W) uint8 tensor to ``size`` = (H, W) with antialiasing, if it differs."""
     if size is None or tuple(img.shape[-2:]) == tuple(size):
         return img
+    from torchvision.transforms.v2 import functional as F
+
     return F.resize(img, list(size), antialias=True)
