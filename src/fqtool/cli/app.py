@@ -19,6 +19,7 @@ from fqtool.errors import FqtoolError
 
 #: (command name, module path); the module defines ``command``.
 COMMANDS: list[tuple[str, str]] = [
+    ("export", "fqtool.cli.export"),
 ]
 
 _state = {"debug": False}

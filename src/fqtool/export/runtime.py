@@ -1,0 +1,244 @@
+"""``OnnxFaceModel``: an fqtool-exported ``.onnx`` in ONNX Runtime, with FaceModel's small interface.
+
+``prepare(RGB uint8 N×3×H×W) -> input`` and ``__call__(input) -> (embedding, quality)`` as torch
+tensors, so :func:`fqtool.eval.embed.embed_images` (and ``score``, ``verify``, ``erc-curve`` through
+``load_model``) use it exactly like a torch model. Preprocessing, quality method and calibration are
+read from the graph's metadata. An ``.onnx`` without fqtool metadata is assumed to take arcface_torch
+input (RGB, ``(x/255 - 0.5) / 0.5``, NCHW float) and its quality is the embedding norm; that is said in
+one :class:`OnnxMetadataWarning`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+
+from fqtool.errors import BadInputError, FormatError, FqtoolError
+from fqtool.export.onnx import FEATURES_NAME, LAYOUT_NCHW, LAYOUT_NHWC
+from fqtool.models.face_model import ModelInfo, QualityCalibration
+from fqtool.models.preprocess import ARCFACE, Preprocess
+from fqtool.runtime import resolve_device
+
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+
+
+class OnnxMetadataWarning(UserWarning):
+    """An ``.onnx`` without fqtool metadata: preprocessing and quality method are assumed."""
+
+
+def ort_cuda_available() -> bool:
+    """Both this onnxruntime build has the CUDA provider and there is a CUDA device (checked via torch)."""
+    return CUDA_EP in ort.get_available_providers() and torch.cuda.is_available()
+
+
+def select_providers(device: str = "auto") -> list:
+    """ONNX Runtime providers for ``auto|cpu|cuda|cuda:N``; CUDA is only asked for when it really works.
+
+    (Asking for it otherwise makes onnxruntime print errors and fall back to the CPU anyway.)
+    """
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        return [(CUDA_EP, {"device_id": 0}), CPU_EP] if ort_cuda_available() else [CPU_EP]
+    resolved = resolve_device(name)
+    if resolved.type == "cpu":
+        return [CPU_EP]
+    if CUDA_EP not in ort.get_available_providers():
+        raise FqtoolError(
+            f"device {device!r} was asked for but this onnxruntime has no {CUDA_EP}; swap it for the GPU "
+            "build: pip uninstall -y onnxruntime && pip install onnxruntime-gpu (see docs/export.md)"
+        )
+    return [(CUDA_EP, {"device_id": resolved.index or 0}), CPU_EP]
+
+
+def _json(meta: dict[str, str], key: str, default):
+    text = meta.get(key)
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return default
+
+
+class OnnxFaceModel:
+    """An exported face model in ONNX Runtime; see the module docstring."""
+
+    def __init__(self, path: str | Path, device: str = "auto") -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BadInputError("no such ONNX file", self.path)
+        self.providers = select_providers(device)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own (non-exported) exception types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise FormatError(f"not a loadable ONNX model ({first})", self.path) from None
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self._inputs = self.session.get_inputs()
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        if len(self._inputs) != 1:
+            raise FormatError(f"expected a graph with one input, found {len(self._inputs)}", self.path)
+        self.input_name = self._inputs[0].name
+        if "fqtool_version" in self.metadata:
+            self._read_metadata()
+        else:
+            self._assume_defaults()
+        self.quality_method = self.graph_quality_method
+        self.device = torch.device("cpu")  # where outputs are returned
+
+    # ------------------------------------------------------------------------------------ metadata
+    def _read_metadata(self) -> None:
+        meta = self.metadata
+        if meta.get("graph") == "quality":
+            raise BadInputError(
+                "is the quality half of a split export; load the full graph (or the _backbone graph)",
+                self.path,
+            )
+        calibration = _json(meta, "calibration", None)
+        self.info = ModelInfo(
+            arch=meta.get("arch", "unknown"),
+            arch_kwargs=_json(meta, "arch_kwargs", {}),
+            preprocess=Preprocess.from_dict(_json(meta, "preprocessing", {})),
+            family=meta.get("family", "fqtool"),
+            calibration=QualityCalibration.from_dict(calibration) if calibration else None,
+        )
+        self.input_layout = meta.get("input_layout", LAYOUT_NCHW)
+        self.embedding_name = "embedding" if "embedding" in self._outputs else self._outputs[0]
+        self.quality_name = "quality" if "quality" in self._outputs else None
+        method = meta.get("quality_method", "norm")
+        self.graph_quality_method = method if self.quality_name else "norm"
+        self.embedding_size = int(meta.get("embedding_size") or self._output_width())
+
+    def _assume_defaults(self) -> None:
+        shape, kind = self._inputs[0].shape, self._inputs[0].type
+        if len(shape) != 4:
+            raise FormatError(f"input {self.input_name!r} has shape {shape}; expected 4-D images", self.path)
+        if kind == "tensor(uint8)" and shape[3] == 3:
+            self.input_layout, dims = LAYOUT_NHWC, shape[1:3]
+        elif kind == "tensor(float)" and shape[1] == 3:
+            self.input_layout, dims = LAYOUT_NCHW, shape[2:4]
+        else:
+            raise FormatError(
+                f"input {self.input_name!r} is {kind} {shape}; expected float N×3×H×W", self.path
+            )
+        size = tuple(int(d) if isinstance(d, int) else 112 for d in dims)
+        self.info = ModelInfo(
+            arch="unknown",
+            preprocess=Preprocess(size=size, color=ARCFACE.color, mean=ARCFACE.mean, std=ARCFACE.std),
+            family="unknown",
+        )
+        self.embedding_name = "embedding" if "embedding" in self._outputs else self._outputs[0]
+        self.quality_name = "quality" if "quality" in self._outputs else None
+        self.graph_quality_method = "head" if self.quality_name else "norm"
+        self.embedding_size = self._output_width()
+        warnings.warn(
+            f"{self.path}: no fqtool metadata; assuming arcface_torch preprocessing (RGB, (x/255-0.5)/0.5) "
+            f"and {'its quality output' if self.quality_name else 'the embedding norm as quality'}",
+            OnnxMetadataWarning,
+            stacklevel=3,
+        )
+
+    def _output_width(self) -> int:
+        for output in self.session.get_outputs():
+            if output.name == self.embedding_name:
+                width = output.shape[-1] if output.shape else None
+                return int(width) if isinstance(width, int) else 0
+        return 0
+
+    # ----------------------------------------------------------------------------- FaceModel interface
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.info.preprocess
+
+    @property
+    def calibration(self) -> QualityCalibration | None:
+        return self.info.calibration
+
+    @property
+    def active_providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def eval(self) -> OnnxFaceModel:
+        return self
+
+    def to(self, *args, **kwargs) -> OnnxFaceModel:
+        """Outputs always come back as CPU tensors; the device is chosen at construction (``device=``)."""
+        return self
+
+    def set_quality_method(self, method: str) -> None:
+        """``norm`` always works (computed from the embedding); ``head`` needs a graph with a head."""
+        if method not in ("norm", "head"):
+            raise ValueError("quality method must be 'norm' or 'head'")
+        if method == "head" and self.graph_quality_method != "head":
+            raise FqtoolError(
+                f"--method head needs a graph exported with a quality head; {self.path} has none"
+            )
+        self.quality_method = method
+
+    def prepare(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """RGB uint8 N×3×H×W → this graph's input.
+
+        Plain graphs: the normalised float tensor (as ``FaceModel.prepare``). Graphs with built-in
+        preprocessing: uint8 N×3×H×W at the model's size in channels-last memory, i.e. NHWC bytes
+        (``flip(-1)`` still flips the width, and ``__call__`` hands it over without a copy).
+        """
+        images = torch.as_tensor(images).cpu()
+        if self.input_layout == LAYOUT_NCHW:
+            return self.preprocess(images).contiguous()
+        if tuple(images.shape[-2:]) != tuple(self.preprocess.size):
+            images = (
+                F.interpolate(
+                    images.float(),
+                    size=self.preprocess.size,
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )
+                .round()
+                .clamp(0, 255)
+            )
+        return images.to(torch.uint8).contiguous(memory_format=torch.channels_last)
+
+    def _to_feed(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        x = x.detach().cpu()
+        if self.input_layout == LAYOUT_NCHW:
+            return x.float().contiguous().numpy()
+        if x.ndim == 4 and x.shape[1] == 3 and x.shape[-1] != 3:
+            x = x.permute(0, 2, 3, 1)  # NCHW view (e.g. from prepare) → NHWC
+        return x.to(torch.uint8).contiguous().numpy()
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network input (see :meth:`prepare`) → ``(embedding N×D, quality N)`` float32 CPU tensors."""
+        names = [self.embedding_name] + ([self.quality_name] if self.quality_method == "head" else [])
+        outputs = self.session.run(names, {self.input_name: self._to_feed(x)})
+        embedding = torch.from_numpy(np.asarray(outputs[0], np.float32))
+        if self.quality_method == "head":
+            quality = torch.from_numpy(np.asarray(outputs[1], np.float32)).reshape(-1)
+        else:
+            quality = torch.linalg.vector_norm(embedding, dim=1)
+        return embedding, quality
+
+    forward = __call__
+
+    def features(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        """The flattened feature map (``_backbone`` graphs of a split export only)."""
+        if FEATURES_NAME not in self._outputs:
+            raise FqtoolError(f"{self.path} has no {FEATURES_NAME!r} output (only split _backbone graphs do)")
+        return self.session.run([FEATURES_NAME], {self.input_name: self._to_feed(x)})[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"OnnxFaceModel({str(self.path)!r}, arch={self.info.arch!r}, layout={self.input_layout}, "
+            f"quality={self.quality_method}, providers={self.active_providers})"
+        )
