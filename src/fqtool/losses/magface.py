@@ -27,7 +27,7 @@ def magface_lambda_min(
 ) -> float:
     """MagFace's smallest ``λ_g`` for which its theory holds: ``s·k·u_a²·l_a²/(u_a² − l_a²)``.
 
-    ``k = (u_m − l_m)/(u_a − l_a)`` is the margin slope. Defaults give 22.588...
+    ``k = (u_m − l_m)/(u_a − l_a)`` is the margin slope. Defaults give 22.5867 (printed as 22.59)
     """
     k = (u_m - l_m) / (u_a - l_a)
     return s * k * u_a**2 * l_a**2 / (u_a**2 - l_a**2)
