@@ -183,3 +183,14 @@ def test_weight_init_is_normal_0_01() -> None:
     torch.manual_seed(0)
     w = build_head("arcface", num_classes=2000, embedding_size=64).weight
     assert w.mean().abs().item() < 1e-3 and w.std().item() == pytest.approx(0.01, rel=0.02)
+
+
+def test_head_under_cpu_autocast_keeps_margin_in_fp32() -> None:
+    torch.manual_seed(3)
+    head = build_head("magface", num_classes=C, embedding_size=E)
+    emb, labels, _ = _batch()
+    ref = head(emb, labels).loss.item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(emb.to(torch.bfloat16), labels)
+    assert out.loss.dtype == torch.float32 and out.norms.dtype == torch.float32
+    assert out.loss.item() == pytest.approx(ref, rel=0.05)
