@@ -19,7 +19,10 @@ from fqtool.errors import FqtoolError
 
 #: (command name, module path); the module defines ``command``.
 COMMANDS: list[tuple[str, str]] = [
+    ("score", "fqtool.cli.score"),
     ("export", "fqtool.cli.export"),
+    ("convert-weights", "fqtool.cli.convert_weights"),
+    ("models", "fqtool.cli.models"),
 ]
 
 _state = {"debug": False}

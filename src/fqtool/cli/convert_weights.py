@@ -1,0 +1,71 @@
+"""``fqtool convert-weights``: MagFace / arcface_torch / EQFace / CR-FIQA weights → fqtool .safetensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fqtool.cli.console import console
+from fqtool.cli.models import describe_preprocess
+from fqtool.cli.options import Arch, QualityWeights
+from fqtool.errors import FqtoolError
+
+
+def command(
+    source: Annotated[Path, typer.Argument(help="Checkpoint to convert (.pth/.pt/.safetensors).",
+                                           show_default=False)],
+    out: Annotated[
+        Path | None,
+        typer.Argument(help="fqtool checkpoint to write (default: SOURCE.safetensors).", show_default=False),
+    ] = None,
+    quality_weights: QualityWeights = None,
+    arch: Arch = None,
+    family: Annotated[
+        str | None,
+        typer.Option("--family", help="Override the detected family: magface, arcface_torch, eqface, crfiqa "
+                     "(sets BatchNorm conventions and preprocessing).", show_default=False),
+    ] = None,
+    calibration: Annotated[
+        tuple[float, float] | None,
+        typer.Option("--calibration", metavar="LOW HIGH",
+                     help="Raw quality mapped to 0 and 100 (see docs/quality-calibration.md).",
+                     show_default=False),
+    ] = None,
+) -> None:
+    """Convert a peer checkpoint (MagFace, arcface_torch, EQFace backbone + quality, CR-FIQA) to one fqtool
+    .safetensors that records its architecture, preprocessing and quality method."""
+    from fqtool.models.checkpoint import load_model, save_checkpoint, sha256_file, sniff_format
+    from fqtool.models.face_model import QualityCalibration
+
+    if not source.is_file():
+        raise FqtoolError("no such file", source)
+    if sniff_format(source) == "onnx":
+        raise FqtoolError("an .onnx model is already exported; there is nothing to convert", source)
+    out = out or source.with_suffix(".safetensors")
+    if out.resolve() == source.resolve():
+        raise FqtoolError("output would overwrite the input; give OUT", out)
+    model = load_model(source, quality_weights=quality_weights, arch=arch, family=family, device="cpu")
+    files = [source] + ([quality_weights] if quality_weights is not None else [])
+    origin = dict(model.info.source or {"family": model.info.family})
+    origin["files"] = [p.name for p in files]
+    origin["sha256"] = {p.name: sha256_file(p) for p in files}
+    model.info.source = origin
+    if calibration is not None:
+        low, high = calibration
+        if high <= low:
+            raise FqtoolError("--calibration needs LOW < HIGH")
+        model.info.calibration = QualityCalibration(low, high, "convert-weights --calibration")
+    save_checkpoint(model, out)
+    params = sum(p.numel() for p in model.parameters())
+    console.print(
+        f"{source.name}: {model.info.family} {model.info.arch} (embedding {model.embedding_size}, "
+        f"{params / 1e6:.1f} M params), quality {model.quality_method}, "
+        f"input {describe_preprocess(model.preprocess)}",
+        highlight=False, soft_wrap=True,
+    )
+    if origin.get("dropped"):
+        dropped = origin["dropped"]
+        console.print(f"dropped (not part of the backbone): {dropped}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {out}", highlight=False, soft_wrap=True)

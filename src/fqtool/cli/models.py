@@ -1,0 +1,63 @@
+"""``fqtool models``: the registered architectures and the checkpoint families fqtool can read."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+import typer
+from rich.table import Table
+
+from fqtool.cli.console import console
+
+
+def describe_preprocess(preprocess) -> str:
+    """``RGB (x-127.5)/127.5``-style summary in pixel units (plus the size when it is not 112x112)."""
+    means = {round(m * 255, 4) for m in preprocess.mean}
+    stds = {round(s * 255, 4) for s in preprocess.std}
+    if len(means) == 1 and len(stds) == 1:
+        mean, std = means.pop(), stds.pop()
+        formula = f"x/{std:g}" if mean == 0 else f"(x-{mean:g})/{std:g}"
+    else:
+        formula = f"(x-{list(preprocess.mean)}*255)/({list(preprocess.std)}*255)"
+    size = "" if tuple(preprocess.size) == (112, 112) else f" {preprocess.size[0]}x{preprocess.size[1]}"
+    return f"{preprocess.color} {formula}{size}"
+
+
+def _params(name: str) -> tuple[str, str]:
+    """Parameter count and embedding size, built on the meta device (no memory, no time)."""
+    from fqtool.models import create_model
+
+    try:
+        with torch.device("meta"):
+            model = create_model(name)
+    except Exception:  # an entry that cannot be built without arguments
+        return "-", "-"
+    count = sum(p.numel() for p in model.backbone.parameters())
+    return f"{count / 1e6:.2f} M", str(model.embedding_size)
+
+
+def command(
+    pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'iresnet*'.")] = "*",
+    families: Annotated[bool, typer.Option("--families", help="Also list the checkpoint families.")] = False,
+) -> None:
+    """List the registered architectures: input preprocessing, parameters, embedding size, description."""
+    from fqtool.models.registry import get_spec, list_models
+
+    table = Table(title="architectures (fqtool train --arch / convert-weights --arch)", title_justify="left")
+    for column in ("name", "params", "emb", "input", "description"):
+        table.add_column(column, justify="right" if column in ("params", "emb") else "left")
+    for name in list_models(pattern):
+        spec = get_spec(name)
+        params, emb = _params(name)
+        table.add_row(name, params, emb, describe_preprocess(spec.preprocess), spec.description)
+    console.print(table)
+    if families:
+        from fqtool.models.importers import FAMILY_INPUT
+
+        fam = Table(title="checkpoint families (detected from keys)", title_justify="left")
+        fam.add_column("family")
+        fam.add_column("input")
+        for name, preprocess in FAMILY_INPUT.items():
+            fam.add_row(name, describe_preprocess(preprocess))
+        console.print(fam)

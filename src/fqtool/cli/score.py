@@ -1,0 +1,139 @@
+"""``fqtool score``: label-free face image quality for a folder, a list file or a ``.rec``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from fqtool.cli.console import console, err_console
+from fqtool.cli.options import Arch, BatchSize, Device, Output, QualityWeights, Quiet, Weights, Workers
+from fqtool.cli.progress import progress_bar
+from fqtool.errors import FqtoolError
+
+
+class Method(StrEnum):
+    auto = "auto"
+    norm = "norm"
+    head = "head"
+
+
+class Sort(StrEnum):
+    none = "none"
+    asc = "asc"
+    desc = "desc"
+
+
+def _report_unreadable(bad: list[str], total: int, show: int = 5) -> None:
+    if not bad:
+        return
+    names = ", ".join(bad[:show]) + (", …" if len(bad) > show else "")
+    err_console.print(
+        f"[yellow]warning:[/] {len(bad)} of {total} images could not be read and were skipped: {names}",
+        highlight=False, soft_wrap=True,
+    )
+
+
+def _table(result, rows: np.ndarray, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column, justify in (("#", "right"), ("path", "left"), ("quality 0-100", "right"),
+                            ("quality", "right"), ("norm", "right")):
+        table.add_column(column, justify=justify)
+    for rank, i in enumerate(rows.tolist(), start=1):
+        table.add_row(str(rank), result.names[i], f"{result.quality_100[i]:.1f}",
+                      f"{result.quality[i]:.4g}", f"{result.norms[i]:.2f}")
+    return table
+
+
+def _print_summary(result, csv_path: Path) -> None:
+    s = result.summary()
+    cal = result.calibration
+    console.print(
+        f"scored {s['images']} images ({s['unreadable']} unreadable) in {s['seconds']:.1f} s, "
+        f"{s['images_per_second']:,.0f} img/s; quality ({result.method}) mean {s['mean_quality_100']:.1f}, "
+        f"median {s['median_quality_100']:.1f} on 0-100 (raw mean {s['mean_quality']:.4g}); "
+        f"scale [{cal.low:g}, {cal.high:g}] from {cal.source}",
+        highlight=False, soft_wrap=True,
+    )
+    console.print(f"wrote {csv_path}", highlight=False, soft_wrap=True)
+
+
+def command(
+    input: Annotated[
+        Path, typer.Argument(help="Image folder (recursive), list file, .rec file or insightface folder.",
+                             show_default=False)
+    ],
+    weights: Weights = None,
+    quality_weights: QualityWeights = None,
+    arch: Arch = None,
+    output: Output = None,
+    save_embeddings: Annotated[
+        Path | None,
+        typer.Option("--save-embeddings", help="Also save raw embeddings: .npy (rows = CSV rows) or .npz "
+                     "(names, embeddings, quality).", show_default=False),
+    ] = None,
+    method: Annotated[
+        Method, typer.Option("--method", help="Quality: auto (the model's own), norm (MagFace embedding "
+                             "norm) or head (EQFace-style quality head).")
+    ] = Method.auto,
+    sort: Annotated[
+        Sort, typer.Option("--sort", help="CSV row order: none (input order), asc (worst first), desc.")
+    ] = Sort.none,
+    top: Annotated[int, typer.Option("--top", min=0, help="Print the N best images.")] = 0,
+    bottom: Annotated[int, typer.Option("--bottom", min=0, help="Print the N worst images.")] = 0,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write a histogram of the 0-100 quality (.png).",
+                                  show_default=False)
+    ] = None,
+    batch_size: BatchSize = 256,
+    workers: Workers = 4,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Score face image quality (0-100) for a folder, list file or .rec; writes a CSV.
+
+    Columns: path, quality (raw: embedding norm or head probability), quality_100 (calibrated), norm,
+    and label when the input has identities. Unreadable images are listed on stderr and skipped.
+    Default output: <INPUT name>_quality.csv next to INPUT.
+    """
+    from fqtool.data.datasets import open_dataset
+    from fqtool.eval.scoring import default_output, plot_histogram, score_dataset, write_csv
+    from fqtool.eval.scoring import save_embeddings as write_embeddings
+    from fqtool.models.checkpoint import load_model, resolve_weights
+    from fqtool.runtime import resolve_device
+
+    weights_path = resolve_weights(weights)
+    if not input.exists():
+        raise FqtoolError("no such file or folder", input)
+    csv_path = output or default_output(input)
+    if csv_path.resolve() == input.resolve():
+        raise FqtoolError("--output would overwrite the input", csv_path)
+    torch_device = resolve_device(device)
+    model = load_model(weights_path, quality_weights=quality_weights, arch=arch, device=torch_device)
+    dataset = open_dataset(input, size=tuple(model.preprocess.size), skip_bad=False)
+    with progress_bar("score", len(dataset), quiet=quiet) as advance:
+        result = score_dataset(
+            model, dataset, batch_size=batch_size, workers=workers, device=torch_device,
+            method=method.value, keep_embeddings=save_embeddings is not None, on_progress=advance,
+        )
+    _report_unreadable(result.bad, result.total)
+    if not len(result):
+        raise FqtoolError("none of the images could be read", input)
+    order = result.order(sort.value)
+    write_csv(result, csv_path, order)
+    if save_embeddings is not None:
+        write_embeddings(result, save_embeddings, order)
+        console.print(f"wrote {save_embeddings}", highlight=False, soft_wrap=True)
+    if plot is not None:
+        plot_histogram(result, plot, title=f"{input.name}: {len(result)} images")
+        console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+    ranked = result.order("desc")
+    if top:
+        console.print(_table(result, ranked[:top], f"best {min(top, len(result))}"))
+    if bottom:
+        console.print(_table(result, ranked[::-1][:bottom], f"worst {min(bottom, len(result))}"))
+    _print_summary(result, csv_path)

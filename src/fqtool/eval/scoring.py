@@ -1,0 +1,277 @@
+"""Label-free face image quality for a set of images: the core of ``fqtool score``.
+
+``score_dataset`` runs a model over a :class:`~fqtool.data.datasets.FaceImageDataset` (a folder, a list
+file or a ``.rec``) and returns, row-aligned: stable names, raw quality (embedding norm or head
+probability), the 0–100 calibrated quality, the embedding norm, optional labels and embeddings, and the
+images that could not be read (excluded, never fatal).
+
+0–100 scale: ``100 · clip((q − low) / (high − low), 0, 1)``. ``low``/``high`` come from the checkpoint's
+calibration when it was made for the method in use, else the defaults in :data:`DEFAULT_CALIBRATION`
+(MagFace's magnitude range [l_a, u_a] = [10, 110] for ``norm``; [0, 1] for ``head``).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fqtool.errors import BadInputError, FqtoolError
+from fqtool.eval.embed import embed_images
+from fqtool.fsutil import atomic_open, atomic_path
+from fqtool.models.face_model import QualityCalibration
+
+#: Calibration used when a checkpoint has none for the method in use.
+DEFAULT_CALIBRATION: dict[str, QualityCalibration] = {
+    "norm": QualityCalibration(10.0, 110.0, "default: MagFace magnitude range l_a=10, u_a=110"),
+    "head": QualityCalibration(0.0, 1.0, "default: head probability 0..1"),
+}
+METHODS = ("auto", "norm", "head")
+
+
+@dataclass
+class ScoreResult:
+    """Per-image results (row-aligned) plus the run's facts."""
+
+    names: list[str]
+    quality: np.ndarray
+    quality_100: np.ndarray
+    norms: np.ndarray
+    labels: np.ndarray | None
+    embeddings: np.ndarray | None
+    method: str
+    calibration: QualityCalibration
+    bad: list[str] = field(default_factory=list)
+    total: int = 0
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.total / self.seconds if self.seconds > 0 else 0.0
+
+    def order(self, sort: str = "none") -> np.ndarray:
+        """Row order: ``none`` (input order), ``asc`` (worst first) or ``desc`` (best first)."""
+        if sort == "none":
+            return np.arange(len(self))
+        order = np.argsort(self.quality, kind="stable")
+        return order[::-1].copy() if sort == "desc" else order
+
+    def summary(self) -> dict:
+        q = self.quality_100
+        return {
+            "images": len(self),
+            "unreadable": len(self.bad),
+            "mean_quality_100": float(q.mean()) if len(q) else float("nan"),
+            "median_quality_100": float(np.median(q)) if len(q) else float("nan"),
+            "mean_quality": float(self.quality.mean()) if len(q) else float("nan"),
+            "median_quality": float(np.median(self.quality)) if len(q) else float("nan"),
+            "seconds": self.seconds,
+            "images_per_second": self.images_per_second,
+            "method": self.method,
+            "calibration": self.calibration.to_dict(),
+        }
+
+
+# ----------------------------------------------------------------------------------------------- core
+
+
+class _Guarded(Dataset):
+    """Wraps a dataset: an unreadable image becomes ``(zeros, label, False)`` instead of an error."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool]:
+        try:
+            image, label = self.dataset[i]
+        except BadInputError:
+            h, w = self.dataset.size or (112, 112)
+            return torch.zeros(3, h, w, dtype=torch.uint8), -1, False
+        return image, label, True
+
+
+def choose_calibration(model, method: str, default_method: str) -> QualityCalibration:
+    """The checkpoint's calibration if it was made for ``method``, else the per-method default."""
+    info = getattr(model, "info", None)
+    saved = getattr(info, "calibration", None)
+    if saved is not None and method == default_method:
+        return saved
+    return DEFAULT_CALIBRATION[method]
+
+
+def set_method(model, method: str) -> tuple[str, str]:
+    """Apply ``auto|norm|head`` to ``model``; return ``(method in use, the model's own method)``."""
+    if method not in METHODS:
+        raise FqtoolError(f"unknown quality method {method!r}; use {', '.join(METHODS)}")
+    own = str(getattr(model, "quality_method", "norm"))
+    if method != "auto":
+        model.set_quality_method(method)
+    return str(getattr(model, "quality_method", own)), own
+
+
+def _loader(dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+    return DataLoader(
+        _Guarded(dataset),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def score_dataset(
+    model,
+    dataset,
+    *,
+    batch_size: int = 256,
+    workers: int = 4,
+    device: torch.device | str = "cpu",
+    method: str = "auto",
+    keep_embeddings: bool = False,
+    precision: str = "auto",
+    on_progress: Callable[[int], None] | None = None,
+) -> ScoreResult:
+    """Quality (and embeddings) for every readable image of ``dataset``, in dataset order."""
+    device = torch.device(device)
+    used, own = set_method(model, method)
+    calibration = choose_calibration(model, used, own)
+    good_index: list[np.ndarray] = []
+    bad_index: list[int] = []
+
+    def batches() -> Iterator[torch.Tensor]:
+        start = 0
+        for images, _labels, ok in _loader(dataset, batch_size, workers, device):
+            ok_np = ok.numpy().astype(bool)
+            index = np.arange(start, start + len(ok_np))
+            start += len(ok_np)
+            bad_index.extend(index[~ok_np].tolist())
+            good_index.append(index[ok_np])
+            if ok_np.all():
+                yield images
+            elif ok_np.any():
+                yield images[torch.from_numpy(ok_np)]
+            if on_progress is not None:
+                on_progress(len(ok_np))
+
+    began = time.perf_counter()
+    out = embed_images(model, batches(), device=device, batch_size=batch_size, precision=precision)
+    seconds = time.perf_counter() - began
+    rows = np.concatenate(good_index) if good_index else np.zeros(0, np.int64)
+    labels = np.asarray(getattr(dataset, "labels", np.full(len(dataset), -1)))[rows]
+    quality = out.quality.astype(np.float32)
+    return ScoreResult(
+        names=[dataset.name(int(i)) for i in rows],
+        quality=quality,
+        quality_100=calibration(torch.from_numpy(quality)).numpy(),
+        norms=out.norms.astype(np.float32),
+        labels=labels if (labels >= 0).any() else None,
+        embeddings=out.embeddings if keep_embeddings else None,
+        method=used,
+        calibration=calibration,
+        bad=[dataset.name(i) for i in bad_index],
+        total=len(dataset),
+        seconds=seconds,
+    )
+
+
+def fit_calibration(quality: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0,
+                    source: str = "") -> QualityCalibration:
+    """A calibration from observed raw qualities: ``low``/``high`` = the given percentiles."""
+    quality = np.asarray(quality, dtype=np.float64)
+    if quality.size < 2:
+        raise FqtoolError("need at least two quality values to fit a calibration")
+    low, high = np.percentile(quality, [low_pct, high_pct])
+    if high <= low:
+        raise FqtoolError("all quality values are equal; cannot fit a 0-100 calibration")
+    source = source or f"p{low_pct:g}/p{high_pct:g} of {quality.size} images"
+    return QualityCalibration(float(low), float(high), source)
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+
+
+def default_output(input_path: str | Path) -> Path:
+    """``<input name>_quality.csv`` next to the input (``faces/`` → ``faces_quality.csv``)."""
+    path = Path(input_path)
+    resolved = path.resolve()
+    stem = resolved.name if path.is_dir() else resolved.stem
+    return resolved.parent / f"{stem or 'images'}_quality.csv"
+
+
+def write_csv(result: ScoreResult, path: str | Path, order: np.ndarray | None = None) -> Path:
+    """``path,quality,quality_100,norm[,label]`` per image, atomically."""
+    path = Path(path)
+    order = np.arange(len(result)) if order is None else order
+    header = ["path", "quality", "quality_100", "norm"] + (["label"] if result.labels is not None else [])
+    with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for i in order.tolist():
+            row = [
+                result.names[i],
+                f"{result.quality[i]:.6g}",
+                f"{result.quality_100[i]:.2f}",
+                f"{result.norms[i]:.4f}",
+            ]
+            if result.labels is not None:
+                row.append(int(result.labels[i]))
+            writer.writerow(row)
+    return path
+
+
+def save_embeddings(result: ScoreResult, path: str | Path, order: np.ndarray | None = None) -> Path:
+    """``.npy``: embeddings row-aligned with the CSV; ``.npz``: ``names``, ``embeddings``, ``quality``."""
+    if result.embeddings is None:
+        raise FqtoolError("embeddings were not kept (score with keep_embeddings=True)")
+    path = Path(path)
+    order = np.arange(len(result)) if order is None else order
+    embeddings = result.embeddings[order].astype(np.float32)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        if path.suffix.lower() == ".npz":
+            np.savez(
+                handle,
+                names=np.asarray([result.names[i] for i in order.tolist()], dtype=str),
+                embeddings=embeddings,
+                quality=result.quality[order],
+                quality_100=result.quality_100[order],
+            )
+        else:
+            np.save(handle, embeddings)
+    return path
+
+
+def plot_histogram(result: ScoreResult, path: str | Path, title: str = "") -> Path:
+    """Histogram of the 0–100 quality (matplotlib, Agg backend), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(result.quality_100, bins=50, range=(0, 100), color="#3b75af")
+    ax.set_xlabel(f"quality (0-100, {result.method})")
+    ax.set_ylabel("images")
+    median = float(np.median(result.quality_100)) if len(result) else 0.0
+    ax.axvline(median, color="#c44e52", linestyle="--", label=f"median {median:.1f}")
+    ax.legend()
+    ax.set_title(title or f"{len(result)} images")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".").lower() or "png")
+    plt.close(fig)
+    return path
