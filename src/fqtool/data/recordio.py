@@ -55,6 +55,7 @@ __all__ = [
     "image_layout",
     "iter_records",
     "pack_record",
+    "read_record_at",
     "rebuild_index",
     "unpack_record",
 ]
@@ -374,6 +375,16 @@ class RecordIOReader:
         pos = np.searchsorted(t.sorted_keys, keys).clip(max=max(len(t.sorted_keys) - 1, 0))
         return (t.sorted_keys[pos] == keys) if len(t.sorted_keys) else np.zeros(len(keys), dtype=bool)
 
+    def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Byte offsets and spans (bytes to the next record) of ``keys`` (vectorised; all must exist)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if not self.has_keys(keys).all():
+            missing = keys[~self.has_keys(keys)][0]
+            raise KeyError(f"{self.rec_path.name}: no record with key {int(missing)}")
+        t = self._table
+        pos = t.slot[keys] if t.dense else t.order[np.searchsorted(t.sorted_keys, keys)]
+        return t.offsets[pos], t.spans[pos]
+
     def read_prefix(self, key: int, size: int) -> bytes:
         """At least the first ``size`` bytes of a record's payload (fewer if it is shorter), in one read
         when the record is not split; used to read image headers without the image."""
@@ -453,8 +464,17 @@ def iter_records(rec_path: str | Path, buffer_size: int = 4 << 20) -> Iterator[t
         fh.close()
 
 
-def _iter_stream(fh: io.BufferedReader, rec_path: Path) -> Iterator[tuple[int, bytes]]:
-    pos = 0
+def read_record_at(rec_path: str | Path, offset: int) -> bytes:
+    """The record at byte ``offset`` of ``rec_path`` (opens the file; for occasional reads)."""
+    rec_path = Path(rec_path)
+    with open(rec_path, "rb") as fh:
+        fh.seek(offset)
+        for _, payload in _iter_stream(fh, rec_path, offset):
+            return payload
+    raise FormatError(f"truncated record at byte offset {offset} (file ends)", rec_path)
+
+
+def _iter_stream(fh: io.BufferedReader, rec_path: Path, pos: int = 0) -> Iterator[tuple[int, bytes]]:
     read = fh.read
     unpack = _PART.unpack
     while True:
