@@ -20,6 +20,7 @@ from fqtool.export import (
     FP32_TOLERANCE,
     OnnxFaceModel,
     OnnxMetadataWarning,
+    OnnxProviderWarning,
     export_onnx,
     select_providers,
 )
@@ -210,6 +211,22 @@ def test_onnx_face_model_bad_files_and_providers(tmp_path: Path) -> None:
         assert select_providers("auto") == ["CPUExecutionProvider"]
         with pytest.raises(FqtoolError, match="CUDA is not available"):
             select_providers("cuda")
+
+
+def test_provider_choice_without_a_real_gpu(monkeypatch) -> None:
+    from fqtool.export import runtime
+
+    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert select_providers("auto") == ["CPUExecutionProvider"]
+    with pytest.warns(OnnxProviderWarning, match="onnxruntime-gpu"):
+        assert select_providers("cuda") == ["CPUExecutionProvider"]
+    monkeypatch.setattr(
+        runtime.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert select_providers("auto")[0] == ("CUDAExecutionProvider", {"device_id": 0})
+    assert select_providers("cuda:1")[0] == ("CUDAExecutionProvider", {"device_id": 1})
+    assert select_providers("cpu") == ["CPUExecutionProvider"]
 
 
 def test_compare_flags_outputs_that_differ() -> None:

@@ -2,7 +2,7 @@
 
 from fqtool.export.onnx import ExportReport, export_onnx, split_paths
 from fqtool.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, ParityError, ParityReport, Tolerance
-from fqtool.export.runtime import OnnxFaceModel, OnnxMetadataWarning, select_providers
+from fqtool.export.runtime import OnnxFaceModel, OnnxMetadataWarning, OnnxProviderWarning, select_providers
 
 __all__ = [
     "FP16_TOLERANCE",
@@ -10,6 +10,7 @@ __all__ = [
     "ExportReport",
     "OnnxFaceModel",
     "OnnxMetadataWarning",
+    "OnnxProviderWarning",
     "ParityError",
     "ParityReport",
     "Tolerance",

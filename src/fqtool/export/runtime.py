@@ -33,6 +33,10 @@ class OnnxMetadataWarning(UserWarning):
     """An ``.onnx`` without fqtool metadata: preprocessing and quality method are assumed."""
 
 
+class OnnxProviderWarning(UserWarning):
+    """CUDA was asked for but the installed onnxruntime cannot use it; the CPU runs the model."""
+
+
 def ort_cuda_available() -> bool:
     """Both this onnxruntime build has the CUDA provider and there is a CUDA device (checked via torch)."""
     return CUDA_EP in ort.get_available_providers() and torch.cuda.is_available()
@@ -41,7 +45,9 @@ def ort_cuda_available() -> bool:
 def select_providers(device: str = "auto") -> list:
     """ONNX Runtime providers for ``auto|cpu|cuda|cuda:N``; CUDA is only asked for when it really works.
 
-    (Asking for it otherwise makes onnxruntime print errors and fall back to the CPU anyway.)
+    (Asking for it otherwise makes onnxruntime print errors and fall back to the CPU anyway.) ``cuda``
+    without a CUDA device is an error, as for torch models; ``cuda`` with a CPU-only onnxruntime runs on
+    the CPU with one :class:`OnnxProviderWarning`.
     """
     name = (device or "auto").strip().lower()
     if name == "auto":
@@ -50,10 +56,13 @@ def select_providers(device: str = "auto") -> list:
     if resolved.type == "cpu":
         return [CPU_EP]
     if CUDA_EP not in ort.get_available_providers():
-        raise FqtoolError(
-            f"device {device!r} was asked for but this onnxruntime has no {CUDA_EP}; swap it for the GPU "
-            "build: pip uninstall -y onnxruntime && pip install onnxruntime-gpu (see docs/export.md)"
+        warnings.warn(
+            f"device {device!r}: this onnxruntime has no {CUDA_EP}, running the ONNX model on the CPU "
+            "(pip uninstall -y onnxruntime && pip install onnxruntime-gpu; see docs/export.md)",
+            OnnxProviderWarning,
+            stacklevel=3,
         )
+        return [CPU_EP]
     return [(CUDA_EP, {"device_id": resolved.index or 0}), CPU_EP]
 
 
