@@ -19,6 +19,8 @@ from fqtool.errors import FqtoolError
 
 #: (command name, module path); the module defines ``command``.
 COMMANDS: list[tuple[str, str]] = [
+    ("convert-rec", "fqtool.cli.convert_rec"),
+    ("make-list", "fqtool.cli.make_list"),
     ("score", "fqtool.cli.score"),
     ("export", "fqtool.cli.export"),
     ("convert-weights", "fqtool.cli.convert_weights"),

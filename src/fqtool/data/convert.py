@@ -37,7 +37,7 @@ from fqtool.data.recordio import MAGIC, RecordIOReader, image_layout, read_recor
 from fqtool.errors import BadInputError, FormatError, OutputError
 from fqtool.fsutil import ensure_dir
 
-__all__ = ["ConvertResult", "convert_rec", "default_workers", "resolve_rec"]
+__all__ = ["ConvertPlan", "ConvertResult", "convert_rec", "default_workers", "plan_conversion", "resolve_rec"]
 
 _PART = struct.Struct("<II")
 _FLAG = struct.Struct("<I")
@@ -95,8 +95,38 @@ def _class_dirnames(labels: np.ndarray, num_classes: int) -> dict[int, str]:
     return {int(c): (f"{c:0{width}d}" if c >= 0 else "unlabeled") for c in np.unique(labels).tolist()}
 
 
+@dataclass
+class ConvertPlan:
+    """What a conversion will read: the ``.rec`` (opened, layout known) and the ``.bin`` files."""
+
+    rec_path: Path
+    reader: RecordIOReader
+    keys: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    bins: list[Path]
+
+    @property
+    def total(self) -> int:
+        return len(self.keys)
+
+
+def plan_conversion(src: str | Path, *, include_bins: bool = True, limit: int | None = None) -> ConvertPlan:
+    """Open ``src`` and check it (index, header, every ``.bin``) before anything is written."""
+    rec_path, bin_dir = resolve_rec(src)
+    reader = RecordIOReader(rec_path)
+    layout = image_layout(reader)
+    keys, labels = layout.keys, layout.labels
+    if limit is not None:
+        keys, labels = keys[: max(limit, 0)], labels[: max(limit, 0)]
+    bins = sorted(bin_dir.glob("*.bin")) if include_bins else []
+    for b in bins:  # fail on a bad or unsafe .bin before writing anything
+        load_bin(b)
+    return ConvertPlan(rec_path, reader, keys, labels, layout.num_classes, bins)
+
+
 def convert_rec(
-    src: str | Path,
+    src: str | Path | ConvertPlan,
     out: str | Path,
     *,
     list_format: str = "space",
@@ -106,7 +136,8 @@ def convert_rec(
     on_progress: Callable[[int], None] | None = None,
     use_processes: bool = False,
 ) -> ConvertResult:
-    """Convert ``src`` (insightface folder or ``.rec``) into an image folder + list under ``out``.
+    """Convert ``src`` (insightface folder or ``.rec``, or a :class:`ConvertPlan` made by
+    :func:`plan_conversion`, which then fixes ``include_bins``/``limit``) into ``out``.
 
     ``workers`` (default: CPUs, ≤ 8) threads write the images (file-system calls release the GIL);
     ``use_processes`` uses worker processes instead. ``limit`` converts only the first N images (by
@@ -116,18 +147,14 @@ def convert_rec(
     started = time.perf_counter()
     if list_format not in LIST_FORMATS:
         raise BadInputError(f"unknown list format {list_format!r}; use one of {', '.join(LIST_FORMATS)}")
-    rec_path, bin_dir = resolve_rec(src)
+    if isinstance(src, ConvertPlan):
+        plan = src
+    else:
+        plan = plan_conversion(src, include_bins=include_bins, limit=limit)
+    rec_path, reader, keys, labels, bins = plan.rec_path, plan.reader, plan.keys, plan.labels, plan.bins
     out = Path(out)
-    reader = RecordIOReader(rec_path)
-    layout = image_layout(reader)
-    keys, labels = layout.keys, layout.labels
-    if limit is not None:
-        keys, labels = keys[: max(limit, 0)], labels[: max(limit, 0)]
-    bins = sorted(bin_dir.glob("*.bin")) if include_bins else []
-    for b in bins:  # fail on a bad or unsafe .bin before writing anything
-        load_bin(b)
     images_dir = _prepare_output(out)
-    dirnames = _class_dirnames(labels, layout.num_classes)
+    dirnames = _class_dirnames(labels, plan.num_classes)
     exts = _existing_images(images_dir, keys, labels, dirnames)
     todo = np.flatnonzero(exts == "")
     for name in {dirnames[int(c)] for c in np.unique(labels[todo]).tolist()}:

@@ -1,0 +1,54 @@
+"""``fqtool convert-rec``: an insightface / im2rec ``.rec`` → image folder + list + verification folders."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fqtool.cli.console import console
+from fqtool.cli.options import Quiet
+from fqtool.cli.progress import progress_bar
+
+
+class ListFormat(StrEnum):
+    space = "space"
+    semicolon = "semicolon"
+    lst = "lst"
+
+
+def command(
+    src: Annotated[Path, typer.Argument(help="insightface folder (train.rec, train.idx, *.bin) or a .rec "
+                                        "file.", show_default=False)],
+    out: Annotated[Path, typer.Argument(help="Output folder (created; a rerun resumes).",
+                                        show_default=False)],
+    list_format: Annotated[
+        ListFormat, typer.Option("--list-format", help="List file: space 'path label' (train.txt), semicolon "
+                                 "'path;label' (EQFace), lst 'idx<TAB>label<TAB>path' (im2rec, train.lst).")
+    ] = ListFormat.space,
+    bins: Annotated[bool, typer.Option("--bins/--no-bins", help="Also unpack each SRC/*.bin into "
+                                       "OUT/verification/<name>/.")] = True,
+    workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Writer threads "
+                                                "(default: the CPUs, at most 8).", show_default=False)] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="Convert only the first N images.",
+                                              show_default=False)] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Unpack a RecordIO face data set into OUT/images/<class>/<key>.<ext> (original bytes, no
+    re-encoding), a list file, classes.tsv and one folder per verification .bin. Interrupted runs can
+    be rerun: finished images are kept, the list is written last."""
+    from fqtool.data.convert import convert_rec, plan_conversion
+
+    plan = plan_conversion(src, include_bins=bins, limit=limit)
+    with progress_bar("convert-rec", plan.total, quiet=quiet) as advance:
+        result = convert_rec(plan, out, list_format=list_format.value, workers=workers, on_progress=advance)
+    resumed = f" ({result.skipped} already present)" if result.skipped else ""
+    console.print(
+        f"converted {result.num_images} images of {result.num_classes} classes in {result.seconds:.1f} s "
+        f"({result.images_per_second:,.0f} img/s){resumed}; list {result.list_path.name}, "
+        f"{result.classes_path.name}" + (f"; verification: {', '.join(result.verification)}"
+                                          if result.verification else ""),
+        highlight=False, soft_wrap=True,
+    )
