@@ -7,6 +7,7 @@ for what they do not read (BMP, unusual JPEG/PNG variants).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fqtool.errors import BadInputError
@@ -43,19 +44,52 @@ def decode_image(data: bytes, source: str = "") -> torch.Tensor:
     Raises :class:`BadInputError` naming ``source`` when the bytes are not a readable image.
     """
     import torch
-    from torchvision.io import ImageReadMode
-    from torchvision.io import decode_image as _tv_decode
 
     if not data:
         raise BadInputError("empty image data", source or None)
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     try:
-        img = _tv_decode(buf, mode=ImageReadMode.RGB)
+        img = _native_decoder()(buf)
     except (RuntimeError, ValueError):
         return _decode_pil(data, source)
     if img.ndim != 3 or img.shape[0] != 3:  # e.g. an animated image decoded as a stack
         return _decode_pil(data, source)
+    if img.dtype != torch.uint8:  # 16-bit PNG
+        img = (img.to(torch.int32) >> 8).to(torch.uint8)
     return img
+
+
+_native: Callable | None = None
+
+
+def _native_decoder() -> Callable:
+    """torchvision's decoder op, called directly: torchvision 0.29 deprecates its image I/O in favour
+    of TorchCodec and warns on every public call; the op itself is unchanged. Falls back to the
+    public function (warning silenced) where the op is not exposed."""
+    global _native
+    if _native is None:
+        import warnings
+
+        import torch
+        from torchvision.io import ImageReadMode
+        from torchvision.io import decode_image as public
+
+        rgb = ImageReadMode.RGB
+        try:
+            op = torch.ops.image.decode_image
+
+            def native(buf: torch.Tensor) -> torch.Tensor:
+                return op(buf, rgb.value, False)
+
+        except (AttributeError, RuntimeError):  # pragma: no cover - other torchvision builds
+
+            def native(buf: torch.Tensor) -> torch.Tensor:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    return public(buf, mode=rgb)
+
+        _native = native
+    return _native
 
 
 def _decode_pil(data: bytes, source: str) -> torch.Tensor:

@@ -1,0 +1,63 @@
+"""Image decoding: formats, channel handling, bad bytes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fqtool.data.decode import decode_image, image_extension, resize_if_needed
+from fqtool.errors import BadInputError
+
+FORMATS = [("JPEG", ".jpg"), ("PNG", ".png"), ("BMP", ".bmp"), ("WEBP", ".webp")]
+
+
+@pytest.mark.parametrize(("fmt", "ext"), FORMATS)
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_formats_decode_to_rgb(make_image, fmt, ext, mode) -> None:
+    data = make_image((200, 40, 10), size=(20, 30), fmt=fmt, mode=mode)
+    assert image_extension(data) == ext
+    img = decode_image(data, "x")
+    assert img.dtype == torch.uint8 and img.shape == (3, 20, 30)
+    mean = img.float().mean((1, 2))
+    if mode == "RGB":
+        assert mean[0] > 150 and mean[2] < 60  # red stays in channel 0: RGB, not BGR
+    else:
+        assert torch.allclose(mean, mean.mean().expand(3), atol=1.0)  # grey: channels (nearly) equal
+
+
+def test_rgba_png_drops_alpha(make_image) -> None:
+    img = decode_image(make_image(size=(8, 8), fmt="PNG", mode="RGBA"))
+    assert img.shape == (3, 8, 8)
+
+
+def test_garbage_names_source() -> None:
+    with pytest.raises(BadInputError, match="faces/a.jpg"):
+        decode_image(b"this is not an image at all", "faces/a.jpg")
+    with pytest.raises(BadInputError, match="empty"):
+        decode_image(b"", "e.jpg")
+    assert image_extension(b"GIF89a....") == ""
+
+
+def test_truncated_jpeg_raises(make_image) -> None:
+    with pytest.raises(BadInputError, match="t.jpg"):
+        decode_image(make_image()[:60], "t.jpg")
+
+
+def test_16bit_png_becomes_uint8(tmp_path) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((6, 5), 40000, dtype=np.uint16)).save(buf, "PNG")
+    img = decode_image(buf.getvalue())
+    assert img.dtype == torch.uint8 and img.shape == (3, 6, 5)
+    assert int(img[0, 0, 0]) == 40000 >> 8
+
+
+def test_resize_if_needed(make_image) -> None:
+    img = decode_image(make_image(size=(50, 40)))
+    assert resize_if_needed(img, (50, 40)) is img
+    assert resize_if_needed(img, (112, 112)).shape == (3, 112, 112)
+    assert resize_if_needed(img, None) is img
