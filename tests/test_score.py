@@ -129,3 +129,17 @@ def test_defaults_and_calibration_helpers(tmp_path: Path) -> None:
     assert default_output(tmp_path / "train.rec") == tmp_path.resolve() / "train_quality.csv"
     cal = fit_calibration(np.linspace(0, 100, 101), 1, 99)
     assert (cal.low, cal.high) == pytest.approx((1.0, 99.0))
+
+
+def test_score_with_onnx_model_matches_torch(tiny_weights: Path, mxnet_made: Path, tmp_path: Path) -> None:
+    from fqtool.export.onnx import export_onnx
+
+    model = load_model(tiny_weights)
+    export_onnx(model, tmp_path / "tiny.onnx", check=False)
+    onnx_model = load_model(tmp_path / "tiny.onnx")
+    dataset = open_dataset(mxnet_made, size=(112, 112))
+    want = score_dataset(model, dataset, batch_size=8, workers=0)
+    got = score_dataset(onnx_model, dataset, batch_size=8, workers=0)
+    assert got.names == want.names and got.method == "head"
+    np.testing.assert_allclose(got.quality, want.quality, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(got.norms, want.norms, rtol=1e-3)

@@ -10,6 +10,14 @@ from rich.table import Table
 
 from fqtool.cli.console import console
 
+_FAMILY_FILES = {
+    "magface": "{'epoch','arch','state_dict'}: module.features.* / features.module.* / features.*",
+    "arcface_torch": "backbone.pth / model.pt: bare iResNet or mbf keys",
+    "eqface": "backbone.pth (module.input_layer… IR names) + --quality-weights quality.pth",
+    "crfiqa": "iResNet keys + qs.weight/qs.bias (regressor dropped)",
+    "fqtool": ".safetensors with metadata (backbone.*, quality_head.*)",
+}
+
 
 def describe_preprocess(preprocess) -> str:
     """``RGB (x-127.5)/127.5``-style summary in pixel units (plus the size when it is not 112x112)."""
@@ -56,8 +64,8 @@ def command(
         from fqtool.models.importers import FAMILY_INPUT
 
         fam = Table(title="checkpoint families (detected from keys)", title_justify="left")
-        fam.add_column("family")
-        fam.add_column("input")
+        for column in ("family", "input", "reads"):
+            fam.add_column(column)
         for name, preprocess in FAMILY_INPUT.items():
-            fam.add_row(name, describe_preprocess(preprocess))
+            fam.add_row(name, describe_preprocess(preprocess), _FAMILY_FILES.get(name, ""))
         console.print(fam)
