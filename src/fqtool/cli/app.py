@@ -22,6 +22,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("convert-rec", "fqtool.cli.convert_rec"),
     ("make-list", "fqtool.cli.make_list"),
     ("score", "fqtool.cli.score"),
+    ("verify", "fqtool.cli.verify"),
+    ("erc-curve", "fqtool.cli.erc_curve"),
     ("export", "fqtool.cli.export"),
     ("convert-weights", "fqtool.cli.convert_weights"),
     ("models", "fqtool.cli.models"),

@@ -1,0 +1,222 @@
+"""``fqtool erc-curve``: error-versus-reject (MagFace ERC) or error-versus-discard (ISO EDC) curves."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from fqtool.cli.console import console, err_console
+from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers
+from fqtool.cli.verify import DataDir, EmbedOptions, features_for_target, load_model_for_eval
+from fqtool.errors import FqtoolError
+from fqtool.eval.erc import (
+    METRICS,
+    MODES,
+    PAIR_QUALITY,
+    CurveReport,
+    compute_curves,
+    load_quality_csv,
+    parse_scores_option,
+)
+from fqtool.eval.features import FeatureSet, load_features, save_features
+from fqtool.fsutil import atomic_open, atomic_write_text, ensure_dir
+
+CURVE_COLUMNS = ["method", "mode", "operating_point", "fraction", "fnmr", "threshold", "genuine", "impostor"]
+SUMMARY_COLUMNS = [
+    "method",
+    "mode",
+    "operating_point",
+    "fnmr_at_0",
+    "auc",
+    "pauc",
+    "pauc_limit",
+    "pauc_corrected",
+]
+
+
+def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    if value not in allowed:
+        raise FqtoolError(f"unknown {option} {value!r}; use {', '.join(allowed)}")
+    return value
+
+
+def _load_set(target: str | None, features: Path | None, opts: EmbedOptions, save: Path | None) -> FeatureSet:
+    if features is not None:
+        if target is not None:
+            raise FqtoolError("give a TARGET (with --weights) or --features, not both")
+        return load_features(features)
+    if target is None:
+        raise FqtoolError("nothing to evaluate: give a TARGET (lfw, path/to/set.bin, …) or --features F.npz")
+    model, weights_path = load_model_for_eval(opts)
+    fs = features_for_target(model, target, opts, flip=False, meta={"weights": weights_path.name})
+    if save is not None:
+        err_console.print(f"features: {save_features(save, fs)}", highlight=False, soft_wrap=True)
+    return fs
+
+
+def _qualities(fs: FeatureSet, scores: list[str], model_quality: bool) -> dict:
+    qualities = {}
+    if model_quality:
+        qualities[f"model:{fs.quality_method()}"] = fs.quality
+    for text in scores:
+        name, path = parse_scores_option(text)
+        if name in qualities:
+            raise FqtoolError(f"two quality methods are named {name!r}; use NAME=FILE.csv to tell them apart")
+        qualities[name] = load_quality_csv(path, len(fs.embeddings))
+    if not qualities:
+        raise FqtoolError("no quality method left: drop --no-model-quality or add --scores NAME=FILE.csv")
+    return qualities
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _write_outputs(report: CurveReport, out: Path, title: str) -> list[Path]:
+    from fqtool.eval.plots import plot_curves
+
+    ensure_dir(out)
+    with atomic_open(out / "curves.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, CURVE_COLUMNS)
+        writer.writeheader()
+        for curve in report.ordered():
+            writer.writerows({k: _fmt(v) for k, v in row.items()} for row in curve.rows())
+    summary = report.summary()
+    with atomic_open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: _fmt(v) for k, v in row.items()} for row in summary)
+    doc = {
+        "set": title,
+        "mode": report.mode,
+        "pauc_limit": report.pauc_limit,
+        "summary": summary,
+        "warnings": report.warnings,
+    }
+    atomic_write_text(out / "summary.json", json.dumps(doc, indent=2) + "\n")
+    plots = plot_curves(report, out / report.mode, title=title)
+    return [out / "curves.csv", out / "summary.csv", out / "summary.json", *plots]
+
+
+def _table(report: CurveReport, title: str) -> Table:
+    corrected = report.mode == "edc"
+    table = Table(title=f"{report.mode.upper()} on {title} (pAUC up to {report.pauc_limit:g})")
+    columns = ["method", "operating point", "FNMR@0", "AUC", "pAUC"] + (["pAUC − ideal"] if corrected else [])
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("method", "operating point") else "right")
+    for row in report.summary():
+        cells = [row["method"], row["operating_point"], row["fnmr_at_0"], row["auc"], row["pauc"]]
+        cells += [row["pauc_corrected"]] if corrected else []
+        table.add_row(*[c if isinstance(c, str) else "-" if c is None else f"{c:.4f}" for c in cells])
+    return table
+
+
+def command(
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            help="Set: a name looked up as <name>.bin in --data-dir / $FQTOOL_DATA, a .bin path, or "
+            "a folder with a pairs file.",
+            show_default=False,
+        ),
+    ] = None,
+    weights: Weights = None,
+    quality_weights: QualityWeights = None,
+    features: Annotated[
+        Path | None,
+        typer.Option("--features", help="Use saved features (.npz) instead of a model.", show_default=False),
+    ] = None,
+    scores: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scores",
+            help="Another quality method on the same images: NAME=FILE.csv with a "
+            "'quality' column (higher = better) and 'index' (0-based image index) or 'path' "
+            "(file stem = index). Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    model_quality: Annotated[
+        bool,
+        typer.Option(
+            "--model-quality/--no-model-quality", help="Include the model's own quality (norm or head)."
+        ),
+    ] = True,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="erc: MagFace ERC (threshold recomputed at each reject "
+            "rate); edc: ISO/IEC 29794-1 EDC (threshold fixed once).",
+        ),
+    ] = "erc",
+    fmr: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--fmr",
+            help="Target FMR (repeatable). ERC default 1e-3; for EDC it fixes the threshold "
+            "instead of --starting-fnmr.",
+            show_default=False,
+        ),
+    ] = None,
+    starting_fnmr: Annotated[
+        float, typer.Option("--starting-fnmr", help="EDC: threshold giving this FNMR at 0 % discard.")
+    ] = 0.05,
+    pair_quality: Annotated[
+        str, typer.Option("--pair-quality", help="Pair quality from the two images: min, mean or product.")
+    ] = "min",
+    metric: Annotated[
+        str,
+        typer.Option(
+            "--metric", help="Pair distance: angular (arccos(cos)/pi, MagFace) or cosine (1 - cos)."
+        ),
+    ] = "angular",
+    pauc_limit: Annotated[
+        float, typer.Option("--pauc-limit", help="Partial AUC up to this reject/discard fraction.")
+    ] = 0.2,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Output folder. Default: <set>-<mode>.", show_default=False),
+    ] = None,
+    data_dir: DataDir = None,
+    save_features_to: Annotated[
+        Path | None, typer.Option("--save-features", help="Save the features (.npz).", show_default=False)
+    ] = None,
+    batch_size: BatchSize = 64,
+    device: Device = "auto",
+    workers: Workers = 0,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """ERC / EDC curves of face image quality: FNMR vs rejected fraction, AUC and pAUC per method."""
+    mode = _choice(mode, MODES, "--mode")
+    _choice(pair_quality, PAIR_QUALITY, "--pair-quality")
+    _choice(metric, METRICS, "--metric")
+    opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
+    fs = _load_set(target, features, opts, save_features_to)
+    report = compute_curves(
+        fs.embeddings,
+        fs.issame,
+        _qualities(fs, list(scores or []), model_quality),
+        mode=mode,
+        fmrs=tuple(fmr) if fmr else None,
+        starting_fnmr=starting_fnmr,
+        pair_quality_rule=pair_quality,
+        metric=metric,
+        pauc_limit=pauc_limit,
+    )
+    for note in report.warnings:
+        err_console.print(f"warning: {note}", highlight=False, soft_wrap=True)
+    written = _write_outputs(report, output or Path(f"{fs.name}-{mode}"), fs.name)
+    if json_out:
+        typer.echo(json.dumps({"set": fs.name, "mode": mode, "summary": report.summary()}, indent=2))
+    else:
+        console.print(_table(report, fs.name))
+    err_console.print("wrote " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)

@@ -1,0 +1,246 @@
+"""``fqtool verify``: 1:1 verification accuracy on .bin sets (insightface or MagFace protocol)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from fqtool.cli.console import console, err_console
+from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers
+from fqtool.cli.progress import progress_bar
+from fqtool.errors import FqtoolError
+from fqtool.eval.features import FeatureSet, extract_features, load_features, save_features
+from fqtool.eval.verification import (
+    DEFAULT_FARS,
+    PROTOCOLS,
+    VerificationResult,
+    evaluate_verification,
+    far_key,
+)
+from fqtool.fsutil import atomic_open
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", "-d", help="Folder with <name>.bin sets (also $FQTOOL_DATA).", show_default=False
+    ),
+]
+
+
+@dataclass
+class EmbedOptions:
+    """How TARGETs are found, decoded and embedded (shared by ``verify`` and ``erc-curve``)."""
+
+    weights: Path | None = None
+    quality_weights: Path | None = None
+    data_dir: Path | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int = 0
+    quiet: bool = False
+
+
+def load_model_for_eval(opts: EmbedOptions):
+    """Resolve ``--weights`` / $FQTOOL_WEIGHTS and open the model on the device (eval mode)."""
+    from fqtool.models.checkpoint import load_model, resolve_weights
+    from fqtool.runtime import resolve_device
+
+    path = resolve_weights(opts.weights)
+    return load_model(path, quality_weights=opts.quality_weights, device=resolve_device(opts.device)), path
+
+
+def features_for_target(model, target: str, opts: EmbedOptions, *, flip: bool, meta: dict | None = None):
+    """Load, decode and embed one TARGET (a name, a .bin or a pairs folder) → :class:`FeatureSet`."""
+    from fqtool.data import binfile
+    from fqtool.eval.targets import load_target, resolve_target, target_name
+    from fqtool.runtime import resolve_device
+
+    name = target_name(target, resolve_target(target, opts.data_dir))
+    vset = load_target(target, opts.data_dir)
+    images = binfile.decode_pairs(vset, tuple(model.preprocess.size), workers=opts.workers or None)
+    total = len(images) * (2 if flip else 1)
+    with progress_bar(f"embed {name}", total, quiet=opts.quiet) as advance:
+        return extract_features(
+            model,
+            images,
+            vset.issame,
+            name=name,
+            flip=flip,
+            device=resolve_device(opts.device),
+            batch_size=opts.batch_size,
+            on_batch=advance,
+            meta=meta,
+        )
+
+
+def _features_path(base: Path, name: str, several: bool) -> Path:
+    if not several:
+        return base
+    stem = base.name[: -len(".npz")] if base.name.endswith(".npz") else base.name
+    return base.with_name(f"{stem}_{name}.npz")
+
+
+def _collect_features(
+    targets: list[str], features: list[Path], opts: EmbedOptions, flip: bool, save: Path | None
+) -> list[FeatureSet]:
+    if features and targets:
+        raise FqtoolError("give TARGETs (with --weights) or --features files, not both")
+    if features:
+        return [load_features(path) for path in features]
+    if not targets:
+        raise FqtoolError(
+            "nothing to evaluate: give one or more TARGETs (lfw, path/to/set.bin, …) or --features"
+        )
+    model, weights_path = load_model_for_eval(opts)
+    out = []
+    for target in targets:
+        fs = features_for_target(model, target, opts, flip=flip, meta={"weights": weights_path.name})
+        if save is not None:
+            written = save_features(_features_path(save, fs.name, len(targets) > 1), fs)
+            err_console.print(f"features: {written}", highlight=False, soft_wrap=True)
+        out.append(fs)
+    return out
+
+
+def _table(results: list[VerificationResult], fars: tuple[float, ...]) -> Table:
+    res0 = results[0]
+    flip = "flip" if res0.flip else "no flip"
+    table = Table(title=f"Verification ({res0.protocol} protocol, {res0.folds}-fold, {flip})")
+    for column in ("target", "pairs", "accuracy %", "thr", "XNorm"):
+        table.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
+    for far in fars:
+        table.add_column(f"TAR@{far:.0e}", justify="right", no_wrap=True)
+    for res in results:
+        tars = [res.tar_at_far.get(far_key(f)) for f in fars]
+        table.add_row(
+            res.name,
+            str(res.num_pairs),
+            f"{100 * res.accuracy:.2f}±{100 * res.accuracy_std:.2f}",
+            f"{res.threshold:.3f}",
+            "-" if res.xnorm is None else f"{res.xnorm:.3f}",
+            *["-" if t is None else f"{t:.4f}" for t in tars],
+        )
+    return table
+
+
+def _write_csv(path: Path, results: list[VerificationResult], fars: tuple[float, ...]) -> None:
+    header = ["target", "protocol", "flip", "pairs", "accuracy", "accuracy_std", "threshold", "xnorm"]
+    header += [f"tar_at_far_{far_key(f)}" for f in fars]
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for r in results:
+            tars = [r.tar_at_far.get(far_key(f)) for f in fars]
+            writer.writerow(
+                [
+                    r.name,
+                    r.protocol,
+                    r.flip,
+                    r.num_pairs,
+                    f"{r.accuracy:.6f}",
+                    f"{r.accuracy_std:.6f}",
+                    f"{r.threshold:.4f}",
+                    "" if r.xnorm is None else f"{r.xnorm:.6f}",
+                    *["" if t is None else f"{t:.6f}" for t in tars],
+                ]
+            )
+
+
+def command(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Sets to evaluate: names looked up as <name>.bin in --data-dir / $FQTOOL_DATA "
+            "(lfw, cfp_fp, agedb_30, …), .bin paths, or folders with a pairs file.",
+            show_default=False,
+        ),
+    ] = None,
+    weights: Weights = None,
+    quality_weights: QualityWeights = None,
+    data_dir: DataDir = None,
+    flip: Annotated[
+        bool | None,
+        typer.Option(
+            "--flip/--no-flip",
+            help="Add the horizontally flipped image's embedding. Default: on for "
+            "the insightface protocol, off for magface.",
+            show_default=False,
+        ),
+    ] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="insightface (squared L2 of l2norm(e+e_flip)) or magface "
+            "(angular distance, train-fold mean subtracted).",
+        ),
+    ] = "insightface",
+    folds: Annotated[int, typer.Option("--folds", min=1, help="Cross-validation folds.")] = 10,
+    batch_size: BatchSize = 64,
+    device: Device = "auto",
+    workers: Workers = 0,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write a ROC plot (FILE.png + FILE.svg).", show_default=False),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the results as JSON instead of a table.")
+    ] = False,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the results as CSV.", show_default=False)
+    ] = None,
+    save_features_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-features",
+            help="Save embeddings, norms, quality and labels (.npz); "
+            "with several targets one file each, FILE_<name>.npz.",
+            show_default=False,
+        ),
+    ] = None,
+    features: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--features", help="Evaluate saved features (.npz) instead of a model.", show_default=False
+        ),
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Verification accuracy (10-fold, mean ± std), threshold, XNorm and TAR@FAR on .bin pair sets."""
+    if protocol not in PROTOCOLS:
+        raise FqtoolError(f"unknown --protocol {protocol!r}; use {' or '.join(PROTOCOLS)}")
+    use_flip = (protocol == "insightface") if flip is None else flip
+    opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
+    sets = _collect_features(list(targets or []), list(features or []), opts, use_flip, save_features_to)
+    results = []
+    for fs in sets:
+        emb, norms = fs.verification_inputs(use_flip)
+        res = evaluate_verification(
+            emb, fs.issame, protocol=protocol, folds=folds, xnorm_norms=norms, name=fs.name, flip=use_flip
+        )
+        for note in res.warnings:
+            err_console.print(f"warning: {fs.name}: {note}", highlight=False, soft_wrap=True)
+        results.append(res)
+    _report(results, json_out, csv_path, plot)
+
+
+def _report(
+    results: list[VerificationResult], json_out: bool, csv_path: Path | None, plot: Path | None
+) -> None:
+    if csv_path is not None:
+        _write_csv(csv_path, results, DEFAULT_FARS)
+    if plot is not None:
+        from fqtool.eval.plots import plot_roc
+
+        written = plot_roc(results, plot)
+        err_console.print("plot: " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
+    if json_out:
+        typer.echo(json.dumps({"results": [r.to_dict() for r in results]}, indent=2))
+    else:
+        console.print(_table(results, DEFAULT_FARS))

@@ -1,0 +1,73 @@
+"""Resolve a verification TARGET: a set name, a ``.bin`` path or a folder with a pairs file.
+
+A bare name (``lfw``, ``cfp_fp``, ``agedb_30``, … or any other) is looked up as ``<name>.bin`` (or a
+folder ``<name>/``) in ``--data-dir``, then in ``$FQTOOL_DATA``. The loading itself is
+:mod:`fqtool.data.binfile`'s.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fqtool.errors import BadInputError, FqtoolError
+
+#: The usual insightface verification sets (any other name works the same way).
+KNOWN_TARGETS = ("lfw", "cfp_fp", "agedb_30", "calfw", "cplfw", "cfp_ff", "vgg2_fp")
+ENV_DATA = "FQTOOL_DATA"
+
+
+def search_dirs(data_dir: str | Path | None) -> list[Path]:
+    """Folders a bare name is looked up in: ``data_dir`` then ``$FQTOOL_DATA`` (``os.pathsep``-separated)."""
+    dirs = [Path(data_dir)] if data_dir else []
+    dirs += [Path(p) for p in os.environ.get(ENV_DATA, "").split(os.pathsep) if p]
+    return dirs
+
+
+def _looks_like_path(target: str) -> bool:
+    return any(sep in target for sep in ("/", os.sep)) or target.endswith(".bin") or target.startswith(".")
+
+
+def resolve_target(target: str, data_dir: str | Path | None = None) -> Path:
+    """The ``.bin`` file or pairs folder that ``target`` names; a clear error listing where it looked."""
+    path = Path(target).expanduser()
+    if path.exists():
+        return path
+    if _looks_like_path(target):
+        raise BadInputError("verification set not found", target)
+    dirs = search_dirs(data_dir)
+    for folder in dirs:
+        for candidate in (folder / f"{target}.bin", folder / target):
+            if candidate.exists():
+                return candidate
+    where = ", ".join(str(d) for d in dirs) if dirs else f"nowhere: give --data-dir or set ${ENV_DATA}"
+    raise FqtoolError(f"verification set {target!r} not found (looked for {target}.bin in {where})")
+
+
+def target_name(target: str, resolved: Path) -> str:
+    """Display name: ``lfw`` for ``lfw``, ``/x/lfw.bin`` or the folder ``/x/lfw``."""
+    return resolved.stem if resolved.suffix == ".bin" else resolved.name or target
+
+
+def load_target(target: str, data_dir: str | Path | None = None):
+    """Load a TARGET as a ``VerificationSet`` (name, images: list of encoded bytes, issame: bool array)."""
+    from fqtool.data import binfile
+
+    path = resolve_target(target, data_dir)
+    vset = binfile.load_verification_folder(path) if path.is_dir() else binfile.load_bin(path)
+    check_pairs(len(vset.images), np.asarray(vset.issame), path)
+    return vset
+
+
+def check_pairs(num_images: int, issame: np.ndarray, path: str | Path | None = None) -> None:
+    """Two images per pair, one label per pair, at least one pair."""
+    if num_images % 2:
+        raise BadInputError(f"odd number of images ({num_images}); a verification set holds pairs", path)
+    if num_images // 2 != len(issame):
+        raise BadInputError(
+            f"{num_images} images make {num_images // 2} pairs but there are {len(issame)} labels", path
+        )
+    if num_images == 0:
+        raise BadInputError("the verification set is empty", path)
