@@ -177,3 +177,43 @@ def test_bad_inputs_exit_2_with_one_line(workdir: Path, verified: tuple[Path, di
     assert "short.csv" in err and "3 of 24 images have no quality" in err
     assert "protocol" in _fails(["verify", "--features", str(workdir / "tiny.npz"), "--protocol", "x"])
     assert "not both" in _fails(["verify", "tiny", "--features", str(workdir / "tiny.npz")])
+
+
+def test_folder_target_env_data_dir_and_path_scores(
+    workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fqtool.data.binfile import load_bin, write_verification_folder
+
+    write_verification_folder(load_bin(workdir / "tiny.bin"), tmp_path / "tinyfolder")
+    monkeypatch.setenv("FQTOOL_DATA", str(tmp_path))
+    feats = tmp_path / "folder.npz"
+    args = [
+        "verify",
+        "tinyfolder",
+        "-w",
+        str(workdir / "tiny.safetensors"),
+        "--device",
+        "cpu",
+        "-q",
+        "--json",
+    ]
+    res = json.loads(_ok([*args, "--no-flip", "--save-features", str(feats)]))["results"][0]
+    assert res["name"] == "tinyfolder" and res["num_pairs"] == PAIRS
+    scores = tmp_path / "by_path.csv"
+    scores.write_text("path,quality\n" + "".join(f"images/{i:06d}.jpg,{i}\n" for i in range(2 * PAIRS)))
+    out = _ok(
+        [
+            "erc-curve",
+            "--features",
+            str(feats),
+            "--scores",
+            f"p={scores}",
+            "--no-model-quality",
+            "-o",
+            str(tmp_path / "o"),
+            "--json",
+        ]
+    )
+    assert {r["method"] for r in json.loads(out)["summary"]} == {"p", "ideal", "random"}
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert "junk.npz" in _fails(["verify", "--features", str(tmp_path / "junk.npz")])
