@@ -110,6 +110,14 @@ def test_score_mxnet_rec(tiny_weights: Path, mxnet_made: Path) -> None:
     assert result.images_per_second > 0
 
 
+def test_score_single_image(tiny_weights: Path, faces: Path, tmp_path: Path) -> None:
+    out = tmp_path / "one.csv"
+    image = faces / "alice" / "1.jpg"
+    result = runner.invoke(app, ["score", str(image), "-w", str(tiny_weights), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert [r["path"] for r in _rows(out)] == ["1.jpg"]
+
+
 def test_score_without_weights_is_one_line(monkeypatch: pytest.MonkeyPatch, faces: Path) -> None:
     monkeypatch.delenv("FQTOOL_WEIGHTS", raising=False)
     result = runner.invoke(app, ["score", str(faces)])

@@ -64,8 +64,9 @@ def _print_summary(result, csv_path: Path) -> None:
 
 def command(
     input: Annotated[
-        Path, typer.Argument(help="Image folder (recursive), list file, .rec file or insightface folder.",
-                             show_default=False)
+        Path,
+        typer.Argument(help="Image folder (recursive), list file, .rec, insightface folder or one image.",
+                       show_default=False),
     ],
     weights: Weights = None,
     quality_weights: QualityWeights = None,
@@ -100,8 +101,7 @@ def command(
     and label when the input has identities. Unreadable images are listed on stderr and skipped.
     Default output: <INPUT name>_quality.csv next to INPUT.
     """
-    from fqtool.data.datasets import open_dataset
-    from fqtool.eval.scoring import default_output, plot_histogram, score_dataset, write_csv
+    from fqtool.eval.scoring import default_output, open_input, plot_histogram, score_dataset, write_csv
     from fqtool.eval.scoring import save_embeddings as write_embeddings
     from fqtool.models.checkpoint import load_model, resolve_weights
     from fqtool.runtime import resolve_device
@@ -114,7 +114,7 @@ def command(
         raise FqtoolError("--output would overwrite the input", csv_path)
     torch_device = resolve_device(device)
     model = load_model(weights_path, quality_weights=quality_weights, arch=arch, device=torch_device)
-    dataset = open_dataset(input, size=tuple(model.preprocess.size), skip_bad=False)
+    dataset = open_input(input, size=tuple(model.preprocess.size))
     with progress_bar("score", len(dataset), quiet=quiet) as advance:
         result = score_dataset(
             model, dataset, batch_size=batch_size, workers=workers, device=torch_device,

@@ -102,6 +102,17 @@ class _Guarded(Dataset):
         return image, label, True
 
 
+def open_input(path: str | Path, size: tuple[int, int] | None):
+    """A dataset for ``fqtool score``'s INPUT: a single image file, or whatever ``open_dataset`` opens."""
+    from fqtool.data.datasets import FileImageDataset, open_dataset
+    from fqtool.data.decode import IMAGE_EXTENSIONS
+
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+        return FileImageDataset(path, path.parent, [path.name], np.full(1, -1), 0, size=size)
+    return open_dataset(path, size=size, skip_bad=False)
+
+
 def choose_calibration(model, method: str, default_method: str) -> QualityCalibration:
     """The checkpoint's calibration if it was made for ``method``, else the per-method default."""
     info = getattr(model, "info", None)
@@ -122,6 +133,7 @@ def set_method(model, method: str) -> tuple[str, str]:
 
 
 def _loader(dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+    workers = min(workers, -(-len(dataset) // batch_size))  # no idle worker processes for small inputs
     return DataLoader(
         _Guarded(dataset),
         batch_size=batch_size,
