@@ -50,7 +50,9 @@ def test_bad_list_lines(tmp_path) -> None:
 def test_classes_round_trip(tmp_path) -> None:
     write_classes(tmp_path / "classes.tsv", ["alice", "bob smith"])
     assert (tmp_path / "classes.tsv").read_text() == "0\talice\n1\tbob smith\n"
-    assert read_classes(tmp_path / "classes.tsv") == ["alice", "bob smith"]
+    assert read_classes(tmp_path / "classes.tsv") == {0: "alice", 1: "bob smith"}
+    write_classes(tmp_path / "gaps.tsv", {12: "x", 3: "y"})
+    assert (tmp_path / "gaps.tsv").read_text() == "3\ty\n12\tx\n"
 
 
 def test_format_list_rejects_unknown_format() -> None:
@@ -72,7 +74,7 @@ def test_make_list_defaults(tmp_path, make_image) -> None:
     assert (result.num_images, result.num_classes) == (6, 3)
     lines = (tmp_path / "faces" / "train.txt").read_text().splitlines()
     assert lines[:3] == ["a/00.jpg 0", "b/00.jpg 1", "b/01.jpg 1"]
-    assert read_classes(result.classes_path) == ["a", "b", "c"]
+    assert read_classes(result.classes_path) == {0: "a", 1: "b", 2: "c"}
     again = make_list(tmp_path / "faces")  # the list itself is not an image: same result
     assert again.num_images == 6
 

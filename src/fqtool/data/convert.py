@@ -171,7 +171,7 @@ def convert_rec(
     )
     exts[todo] = new_exts
     verification = [_write_bin(b, out / "verification" / b.stem) for b in bins]
-    classes = [dirnames[c] for c in sorted(dirnames) if c >= 0]
+    classes = {c: name for c, name in sorted(dirnames.items()) if c >= 0}
     classes_path = out / "classes.tsv"
     write_classes(classes_path, classes)
     list_path = out / default_list_name(list_format)

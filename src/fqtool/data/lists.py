@@ -14,7 +14,7 @@ Also read: MagFace training lists ``<path> 0 <label> 0`` (label = third column) 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,14 +132,15 @@ def read_list(path: str | Path) -> ImageList:
     return ImageList(paths, labels, fmt, path.parent)
 
 
-def write_classes(path: str | Path, classes: Sequence[str]) -> None:
-    """Write ``classes.tsv``: ``<label>\\t<folder>`` per class, label = position."""
+def write_classes(path: str | Path, classes: Sequence[str] | Mapping[int, str]) -> None:
+    """Write ``classes.tsv``: ``<label>\\t<folder>`` per class (a list: label = position)."""
+    items = sorted(classes.items()) if isinstance(classes, Mapping) else enumerate(classes)
     with atomic_open(path, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write("".join(f"{i}\t{name}\n" for i, name in enumerate(classes)))
+        fh.write("".join(f"{label}\t{name}\n" for label, name in items))
 
 
-def read_classes(path: str | Path) -> list[str]:
-    """Read ``classes.tsv`` back into a list indexed by label."""
+def read_classes(path: str | Path) -> dict[int, str]:
+    """Read ``classes.tsv`` back: label → folder name."""
     path = Path(path)
     out: dict[int, str] = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -150,7 +151,7 @@ def read_classes(path: str | Path) -> list[str]:
             out[int(label)] = name
         except ValueError:
             raise FormatError(f"line {n} is not '<label>\\t<folder>'", path) from None
-    return [out[i] for i in sorted(out)]
+    return dict(sorted(out.items()))
 
 
 def _is_image(name: str) -> bool:
