@@ -136,13 +136,27 @@ def _fp32_copy(model: FaceModel) -> FaceModel:
     return copy.deepcopy(model).float().cpu().eval()
 
 
+#: Kept in fp32 by ``--fp16``: the embedding layers (and the EQFace head, which is all Linear/BN1d).
+_FP32_MODULES = (nn.Linear, nn.BatchNorm1d)
+
+
+def _cast_to_own_dtype(module: nn.Module, args: tuple) -> tuple | None:
+    """Forward pre-hook: a floating input follows the dtype of the module's own parameters."""
+    param = next(module.parameters(recurse=False), None)
+    if param is None or not args or not torch.is_tensor(args[0]) or not args[0].is_floating_point():
+        return None
+    return (args[0].to(param.dtype), *args[1:])
+
+
 def _half_backbone(model: FaceModel) -> FaceModel:
+    """A copy whose backbone runs in fp16 except the embedding layers (Linear, BatchNorm1d)."""
     half = copy.deepcopy(model)
     half.backbone.half()
-    for name in ("fc", "features"):
-        module = getattr(half.backbone, name, None)
-        if module is not None:
+    for module in half.backbone.modules():
+        if isinstance(module, _FP32_MODULES):
             module.float()
+        if next(module.parameters(recurse=False), None) is not None:
+            module.register_forward_pre_hook(_cast_to_own_dtype)
     return half.eval()
 
 
