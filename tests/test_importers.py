@@ -170,15 +170,32 @@ def test_eqface_quality_for_another_backbone(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- CR-FIQA
 
 
-def test_crfiqa_drops_regressor(tmp_path: Path) -> None:
+def test_crfiqa_regressor_is_the_quality(tmp_path: Path) -> None:
+    from fqtool.models.checkpoint import save_checkpoint
+
     source = _source()
+    qs = torch.nn.Linear(128, 1)
     state = dict(source.backbone.state_dict())
-    state.update({"qs.weight": torch.randn(1, 128), "qs.bias": torch.randn(1)})
+    state.update({"qs.weight": qs.weight.detach(), "qs.bias": qs.bias.detach()})
     torch.save(state, tmp_path / "181952backbone.pth")
     model = load_model(tmp_path / "181952backbone.pth")
-    assert model.info.family == "crfiqa" and model.preprocess == ARCFACE
-    assert "qs.weight" in model.info.source["dropped"]
-    _same_outputs(model, source)
+    assert (model.info.family, model.quality_method) == ("crfiqa", "head") and model.preprocess == ARCFACE
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        embedding, quality = model(x)
+        torch.testing.assert_close(embedding, source(x)[0], rtol=0, atol=0)
+        torch.testing.assert_close(quality, qs(embedding)[:, 0])  # CR-FIQA: qs on the BN1d output
+    converted = load_model(save_checkpoint(model, tmp_path / "crfiqa.safetensors"))
+    assert converted.quality_method == "head"
+    _same_outputs(converted, model)
+    assert sum(k.startswith("quality_head.") for k in _keys(tmp_path / "crfiqa.safetensors")) == 2
+
+
+def _keys(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return list(handle.keys())
 
 
 # --------------------------------------------------------------------------------------------- errors

@@ -14,7 +14,7 @@ _FAMILY_FILES = {
     "magface": "{'epoch','arch','state_dict'}: module.features.* / features.module.* / features.*",
     "arcface_torch": "backbone.pth / model.pt: bare iResNet or mbf keys",
     "eqface": "backbone.pth (module.input_layer… IR names) + --quality-weights quality.pth",
-    "crfiqa": "iResNet keys + qs.weight/qs.bias (regressor dropped)",
+    "crfiqa": "iResNet keys + qs.weight/qs.bias (the regressor is the quality head)",
     "fqtool": ".safetensors with metadata (backbone.*, quality_head.*)",
 }
 

@@ -261,10 +261,17 @@ def _model_from_fqtool(
 
 def head_from_state(
     state: Mapping[str, torch.Tensor], backbone: nn.Module, path: Path | None
-) -> QualityHead | None:
-    """Build and load an EQFace-style head from its ``qualtiy.*`` tensors (``None`` when there are none)."""
+) -> nn.Module | None:
+    """Build and load a quality head from its tensors: EQFace's ``qualtiy.*`` MLP or CR-FIQA's ``qs``
+    regressor (``None`` when there are none)."""
     if not state:
         return None
+    if "qs.weight" in state:
+        from fqtool.models.importers import RegressionHead
+
+        head = RegressionHead(backbone, int(state["qs.weight"].shape[1]))
+        load_state_checked(head, state, what="the CR-FIQA quality regressor", path=path)
+        return head
     first = state.get("qualtiy.0.weight")
     if first is None or first.dim() != 2:
         raise CheckpointError(f"not an EQFace-style quality head: {few_keys(sorted(state))}", path)

@@ -7,7 +7,8 @@
   resume file) with bare iResNet or ``mbf`` keys. Input RGB, (x/255 − 0.5)/0.5.
 * ``eqface``: ``backbone.pth`` with ``module.`` + face.evoLVe IR names (renamed to iResNet, reference-facts
   §a.6) and optionally ``quality.pth`` (``[module.]qualtiy.*``). Input RGB, (x − 127.5)/128.
-* ``crfiqa``: iResNet + ``qs.weight``/``qs.bias`` (the regressor is dropped). Input RGB, (x/255 − 0.5)/0.5.
+* ``crfiqa``: iResNet + ``qs.weight``/``qs.bias``; the regressor becomes the quality head
+  (:class:`RegressionHead`, method ``head``). Input RGB, (x/255 − 0.5)/0.5.
 
 The iResNet depth comes from the number of blocks per stage, the embedding size from ``fc.weight``.
 Each family's BatchNorm conventions and preprocessing travel with the loaded model.
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.models.checkpoint import (
@@ -65,6 +67,27 @@ _EQFACE_TOP = {
 }
 
 
+class RegressionHead(nn.Module):
+    """CR-FIQA's quality regressor ``qs`` = Linear(E, 1) on the embedding (the backbone's BN1d output).
+
+    Heads receive the flattened pre-``fc`` map, so the embedding is recomputed from it with the backbone's
+    own ``fc`` and ``features``. The backbone is held by reference, not registered as a child, so its
+    weights are saved once (under ``backbone.*``) and the head's state dict is just ``qs.*``.
+    """
+
+    def __init__(self, backbone: nn.Module, embedding_size: int) -> None:
+        super().__init__()
+        if not (hasattr(backbone, "fc") and hasattr(backbone, "features")):
+            raise FqtoolError("a CR-FIQA quality regressor needs an iResNet backbone")
+        self.qs = nn.Linear(embedding_size, 1)
+        self._backbone = [backbone]
+
+    def forward(self, flat: torch.Tensor) -> torch.Tensor:
+        backbone = self._backbone[0]
+        embedding = backbone.features(backbone.fc(flat.float()))
+        return self.qs(embedding)[:, 0]
+
+
 @dataclass
 class Detected:
     """What a foreign state dict holds: family, architecture and the backbone weights in iResNet/mbf names."""
@@ -74,6 +97,7 @@ class Detected:
     arch_kwargs: dict
     state: dict[str, torch.Tensor]
     dropped: list[str] = field(default_factory=list)
+    head_state: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -209,12 +233,10 @@ def detect(
         raise CheckpointError(
             f"no iResNet, MobileFaceNet or EQFace backbone in these weights ({few_keys(list(state))})", path
         )
-    extras = [k for k in ("qs.weight", "qs.bias") if k in sub]
-    for key in extras:
-        del sub[key]
-    dropped = [k for k in state if not k.startswith(prefix)] + [prefix + k for k in extras]
+    head_state = {k: sub.pop(k) for k in ("qs.weight", "qs.bias") if k in sub}
+    dropped = [k for k in state if not k.startswith(prefix)]
     arch, kwargs = _mobilefacenet_arch(sub) if "conv_sep.layers.0.weight" in sub else _iresnet_arch(sub, path)
-    return Detected(family or guess, arch, kwargs, sub, dropped)
+    return Detected(family or guess, arch, kwargs, sub, dropped, head_state)
 
 
 # ----------------------------------------------------------------------------------------------- building
@@ -239,7 +261,8 @@ def _build(detected: Detected, arch: str | None, path: Path | None) -> FaceModel
         source["dropped"] = few_keys(detected.dropped)
     info = ModelInfo(arch=name, arch_kwargs=kwargs, preprocess=preprocess or spec.preprocess,
                      family=detected.family, source=source)
-    return FaceModel(backbone, info)
+    head = head_from_state(detected.head_state, backbone, path) if detected.head_state else None
+    return FaceModel(backbone, info, head)
 
 
 def attach_quality_head(model: FaceModel, quality_path: Path) -> FaceModel:
