@@ -164,6 +164,8 @@ def sniff_format(path: Path) -> str:
             head = handle.read(16)
     except OSError as exc:
         raise FqtoolError(f"cannot read file ({exc.strerror or exc})", path) from None
+    if size == 0:
+        raise CheckpointError("empty file (an interrupted download or copy?)", path)
     if len(head) >= 9:
         (header_len,) = struct.unpack("<Q", head[:8])
         if 0 < header_len <= size - 8 and head[8:9] == b"{":
@@ -200,7 +202,8 @@ def read_checkpoint_metadata(path: str | Path) -> dict | None:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = dict(handle.metadata() or {})
     except Exception as exc:
-        raise CheckpointError(f"damaged .safetensors file ({exc})", path) from None
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"damaged .safetensors file ({message})", path) from None
     return _parse_meta(metadata, path)
 
 
