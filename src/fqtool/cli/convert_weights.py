@@ -34,8 +34,10 @@ def command(
                      show_default=False),
     ] = None,
 ) -> None:
-    """Convert a peer checkpoint (MagFace, arcface_torch, EQFace backbone + quality, CR-FIQA) to one fqtool
-    .safetensors that records its architecture, preprocessing and quality method."""
+    """Convert MagFace / arcface_torch / EQFace (+ quality.pth) / CR-FIQA weights to fqtool .safetensors.
+
+    The output records the architecture, preprocessing, quality method, calibration and source sha256.
+    """
     from fqtool.models.checkpoint import load_model, save_checkpoint, sha256_file, sniff_format
     from fqtool.models.face_model import QualityCalibration
 

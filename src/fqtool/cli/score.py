@@ -95,11 +95,11 @@ def command(
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Score face image quality (0-100) for a folder, list file or .rec; writes a CSV.
+    """Score face image quality (0-100) for a folder, list file, .rec or one image; writes a CSV.
 
-    Columns: path, quality (raw: embedding norm or head probability), quality_100 (calibrated), norm,
-    and label when the input has identities. Unreadable images are listed on stderr and skipped.
-    Default output: <INPUT name>_quality.csv next to INPUT.
+    CSV columns: path, quality (raw norm or head score), quality_100 (calibrated), norm, label if known.
+
+    Unreadable images are listed on stderr and skipped. Default CSV: <INPUT name>_quality.csv beside INPUT.
     """
     from fqtool.eval.scoring import default_output, open_input, plot_histogram, score_dataset, write_csv
     from fqtool.eval.scoring import save_embeddings as write_embeddings
