@@ -92,7 +92,13 @@ def resolve_rec(src: str | Path) -> tuple[Path, Path]:
 
 def _class_dirnames(labels: np.ndarray, num_classes: int) -> dict[int, str]:
     width = len(str(max(num_classes - 1, int(labels.max()) if len(labels) else 0, 0)))
-    return {int(c): (f"{c:0{width}d}" if c >= 0 else "unlabeled") for c in np.unique(labels).tolist()}
+    return {c: (f"{c:0{width}d}" if c >= 0 else "unlabeled") for c in _distinct(labels)}
+
+
+def _distinct(labels: np.ndarray) -> list[int]:
+    """Sorted distinct labels (bincount: np.unique is slow on millions of values)."""
+    present = np.flatnonzero(np.bincount(labels[labels >= 0])).tolist() if len(labels) else []
+    return ([-1] if (labels < 0).any() else []) + present
 
 
 @dataclass
@@ -157,7 +163,7 @@ def convert_rec(
     dirnames = _class_dirnames(labels, plan.num_classes)
     exts = _existing_images(images_dir, keys, labels, dirnames)
     todo = np.flatnonzero(exts == "")
-    for name in {dirnames[int(c)] for c in np.unique(labels[todo]).tolist()}:
+    for name in {dirnames[c] for c in _distinct(labels[todo])}:
         (images_dir / name).mkdir(exist_ok=True)
     if on_progress is not None and len(keys) > len(todo):
         on_progress(len(keys) - len(todo))
