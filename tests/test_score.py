@@ -151,3 +151,22 @@ def test_score_with_onnx_model_matches_torch(tiny_weights: Path, mxnet_made: Pat
     assert got.names == want.names and got.method == "head"
     np.testing.assert_allclose(got.quality, want.quality, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(got.norms, want.norms, rtol=1e-3)
+
+
+def test_score_rec_with_a_corrupt_record(tiny_weights: Path, faces: Path, tmp_path: Path) -> None:
+    from fqtool.data.recordio import RecordIOWriter, pack_record
+
+    jpeg = (faces / "alice" / "0.jpg").read_bytes()
+    with RecordIOWriter(tmp_path / "im2rec.rec") as writer:  # im2rec layout: keys from 0, scalar labels
+        writer.write(0, pack_record(0, jpeg))
+        writer.write(1, pack_record(1, b"\xff\xd8\xff garbage"))
+        writer.write(2, pack_record(1, jpeg))
+    out = tmp_path / "rec.csv"
+    rec = tmp_path / "im2rec.rec"
+    args = ["score", str(rec), "-w", str(tiny_weights), "-o", str(out), "-q", "-j", "1", "-b", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 of 3 images" in result.stderr and "im2rec:1" in result.stderr
+    rows = _rows(out)
+    assert [(r["path"], r["label"]) for r in rows] == [("im2rec:0", "0"), ("im2rec:2", "1")]
+    assert rows[0]["quality"] == rows[1]["quality"]
