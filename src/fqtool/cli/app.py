@@ -21,6 +21,7 @@ from fqtool.errors import FqtoolError
 COMMANDS: list[tuple[str, str]] = [
     ("convert-rec", "fqtool.cli.convert_rec"),
     ("make-list", "fqtool.cli.make_list"),
+    ("synth", "fqtool.cli.synth"),
     ("score", "fqtool.cli.score"),
     ("verify", "fqtool.cli.verify"),
     ("erc-curve", "fqtool.cli.erc_curve"),
