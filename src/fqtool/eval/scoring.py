@@ -180,7 +180,11 @@ def score_dataset(
                 on_progress(len(ok_np))
 
     began = time.perf_counter()
-    out = embed_images(model, batches(), device=device, batch_size=batch_size, precision=precision)
+    try:
+        out = embed_images(model, batches(), device=device, batch_size=batch_size, precision=precision)
+    finally:
+        if hasattr(model, "quality_method"):
+            model.quality_method = own  # leave the caller's model as it was
     seconds = time.perf_counter() - began
     rows = np.concatenate(good_index) if good_index else np.zeros(0, np.int64)
     labels = np.asarray(getattr(dataset, "labels", np.full(len(dataset), -1)))[rows]
