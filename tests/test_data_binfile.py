@@ -127,3 +127,10 @@ def test_folder_round_trip(tmp_path, mxnet_made) -> None:
     assert back.name == "lfw" and back.images == ref.images and back.issame.tolist() == ref.issame.tolist()
     vset = folder_to_bin(tmp_path / "lfw", tmp_path / "again.bin")
     assert isinstance(vset, VerificationSet) and load_bin(tmp_path / "again.bin").images == ref.images
+
+
+def test_pickle_cannot_call_ndarray_directly(tmp_path) -> None:
+    """``numpy.ndarray`` is only accepted as the class argument of array reconstruction."""
+    (tmp_path / "nd.bin").write_bytes(pickle.dumps(([_Payload(np.ndarray, (1 << 20,))], [True])))
+    with pytest.raises(FormatError, match="nd.bin"):
+        load_bin(tmp_path / "nd.bin")

@@ -14,7 +14,7 @@ import contextlib
 import io
 import os
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +70,16 @@ def _safe_dtype(obj: object, align: bool = False, copy: bool = False) -> np.dtyp
     return _checked_dtype(np.dtype(obj.decode("ascii") if isinstance(obj, bytes) else obj, align, copy))
 
 
-def _ndarray_reconstruct(cls: type, shape: object, dtype_code: object) -> np.ndarray:
-    if cls is not np.ndarray:
+class _NdarrayToken:
+    """Stands for ``numpy.ndarray`` inside a pickle: usable only as ``_reconstruct``'s first argument,
+    not callable (so a pickle cannot call ``ndarray(...)`` itself)."""
+
+
+_NDARRAY = _NdarrayToken()
+
+
+def _ndarray_reconstruct(cls: object, shape: object, dtype_code: object) -> np.ndarray:
+    if cls is not _NDARRAY:
         raise UnsafePickleError("pickle reconstructs something that is not a numpy array")
     return np.ndarray.__new__(np.ndarray, (0,), np.uint8)
 
@@ -99,11 +107,11 @@ def _safe_codecs_encode(text: str, encoding: str = "utf-8", errors: str = "stric
 
 _NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
 _NUMPY_NUMERIC = ("numpy.core.numeric", "numpy._core.numeric")
-_ALLOWED: dict[tuple[str, str], Callable | type] = {
+_ALLOWED: dict[tuple[str, str], object] = {
     **{(m, "_reconstruct"): _ndarray_reconstruct for m in _NUMPY_CORE},
     **{(m, "scalar"): _safe_scalar for m in _NUMPY_CORE},
     **{(m, "_frombuffer"): _safe_frombuffer for m in _NUMPY_NUMERIC},
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _safe_dtype,
     ("_codecs", "encode"): _safe_codecs_encode,
 }

@@ -58,7 +58,11 @@ class FaceImageDataset(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(i)
         try:
-            img = decode_image(self._load(i), self.describe(i))
+            data = self._load(i)
+            try:
+                img = decode_image(data)
+            except BadInputError as exc:  # name the image only on failure (cheaper per item)
+                raise BadInputError(str(exc), self.describe(i)) from None
         except BadInputError:
             if not self.skip_bad:
                 raise
