@@ -30,8 +30,11 @@ def command(
     ] = ListFormat.space,
     bins: Annotated[bool, typer.Option("--bins/--no-bins", help="Also unpack each SRC/*.bin into "
                                        "OUT/verification/<name>/.")] = True,
-    workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Writer threads "
-                                                "(default: the CPUs, at most 8).", show_default=False)] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-j", min=1, show_default=False,
+                     help="Writer threads (default: the CPUs, at most 8)."),
+    ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=0, help="Convert only the first N images.",
                                               show_default=False)] = None,
     quiet: Quiet = False,
