@@ -128,8 +128,15 @@ class IResNet(nn.Module):
             flat = torch.flatten(self.dropout(x), 1)
         else:
             flat = self.dropout(torch.flatten(x, 1))
-        embedding = self.features(self.fc(flat.float()))
-        return embedding, flat
+        return self._embed(flat), flat
+
+    def _embed(self, flat: torch.Tensor) -> torch.Tensor:
+        """``fc`` + ``features`` always in fp32 (as arcface_torch): the norm is MagFace's quality."""
+        device_type = flat.device.type
+        if torch.is_autocast_enabled(device_type):
+            with torch.autocast(device_type=device_type, enabled=False):
+                return self.features(self.fc(flat.float()))
+        return self.features(self.fc(flat.float()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]
