@@ -347,10 +347,14 @@ class RecordIOReader:
         self._lock = threading.Lock()
 
     def _handle(self) -> IO[bytes]:
-        if self._fh is None or self._pid != os.getpid():
-            self._fh = open(self.rec_path, "rb", buffering=0)  # noqa: SIM115 - kept open for reuse
-            self._pid = os.getpid()
-        return self._fh
+        fh = self._fh
+        if fh is None or self._pid != os.getpid():
+            with self._lock:  # threads of one process share one handle (reads use pread)
+                if self._fh is None or self._pid != os.getpid():
+                    self._fh = open(self.rec_path, "rb", buffering=0)  # noqa: SIM115 - kept for reuse
+                    self._pid = os.getpid()
+                fh = self._fh
+        return fh
 
     def _read_at(self, offset: int, size: int) -> bytes:
         fh = self._handle()
