@@ -71,3 +71,40 @@ def make_insightface_rec(make_image):
         return folder
 
     return make
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> Path:
+    """A small synthetic insightface-layout set, written once: train.rec/idx/property (24 ids × 24 images),
+    val.bin (200 pairs of 10 held-out ids), degradations.csv, val_quality.csv."""
+    from fqtool.data.synth import write_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_dataset(out, num_identities=24, images_per_identity=24, val_identities=10, val_pairs=200)
+    return out
+
+
+#: The MagFace run behind ``trained_tiny_checkpoint`` (iresnet_tiny, 128-d, CPU, deterministic).
+TINY_MAGFACE = {"arch": "iresnet_tiny", "batch_size": 64, "epochs": 16, "lr": 0.1, "lr_steps": [10, 14],
+                "workers": 0, "device": "cpu", "val_every": 0, "save_every": 0, "log_every": 9,
+                "quiet": True, "calibration_images": 576}
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_run(synthetic_dataset, tmp_path_factory) -> Path:
+    """Output folder of a MagFace run of iresnet_tiny on ``synthetic_dataset`` (model.safetensors,
+    head.safetensors, state/, metrics.jsonl...), trained once per session."""
+    from fqtool.train.config import resolve_config
+    from fqtool.train.engine import train
+
+    out = tmp_path_factory.mktemp("tiny-magface")
+    cfg = resolve_config("magface", data=str(synthetic_dataset), output=str(out),
+                         val=[str(synthetic_dataset / "val.bin")], **TINY_MAGFACE)
+    train(cfg)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_checkpoint(trained_tiny_run) -> Path:
+    """A MagFace-trained iresnet_tiny checkpoint (.safetensors, with train-p1-p99 calibration)."""
+    return trained_tiny_run / "model.safetensors"

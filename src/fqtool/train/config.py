@@ -1,0 +1,249 @@
+"""Training configuration: one flat dataclass, recipe defaults, TOML files, flag overrides.
+
+Precedence (lowest to highest): base defaults → the recipe's defaults (MagFace / EQFace papers) →
+``--config FILE.toml`` → command-line flags. The resolved configuration is written as ``config.toml``
+next to the checkpoints, so a run can be repeated with ``--config out/config.toml``.
+
+TOML keys are the field names below (``-`` and ``_`` are interchangeable). Tables are flattened one level,
+so ``[optim] lr = 0.1`` and ``lr = 0.1`` mean the same; unknown keys are an error (a typo is never silent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fqtool.errors import BadInputError, FqtoolError
+from fqtool.fsutil import atomic_write_text
+
+RECIPES = ("feature", "quality", "magface")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run. See docs/train-*.md for what each recipe sets."""
+
+    recipe: str = "magface"
+    # data / output
+    data: str = ""
+    val: list[str] = field(default_factory=list)
+    output: str = "runs/train"
+    resume: str | None = None
+    # model
+    arch: str = "iresnet50"
+    style: str | None = None
+    embedding_size: int | None = None
+    dropout: float = 0.0
+    # optimisation
+    epochs: int = 25
+    batch_size: int = 512
+    lr: float = 0.1
+    lr_schedule: str = "step"
+    lr_steps: list[float] = field(default_factory=lambda: [10.0, 18.0, 22.0])
+    lr_gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    head_weight_decay: float | None = None
+    clip_grad: float = 0.0
+    # loss
+    loss: str = "magface"
+    scale: float = 64.0
+    margin: float | None = None
+    focal_gamma: float = 0.0
+    sample_rate: float = 1.0
+    l_a: float = 10.0
+    u_a: float = 110.0
+    l_m: float = 0.45
+    u_m: float = 0.8
+    lambda_g: float = 35.0
+    # EQFace stages 2 and 3
+    weights: str | None = None
+    head_weights: str | None = None
+    quality_weights: str | None = None
+    quality_std_warn: float = 0.01
+    # run-time
+    precision: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    workers: int = 4
+    seed: int = 0
+    device: str = "auto"
+    save_every: int = 1000
+    val_every: int = 2000
+    log_every: int = 50
+    max_steps: int = 0
+    max_bad_steps: int = 20
+    calibration_images: int = 2000
+    quiet: bool = False
+
+
+#: Paper recipes. MagFace: run.sh of IrvingMeng/MagFace; EQFace: config.py of deepcam-cn/FaceQuality.
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "magface": {
+        "arch": "iresnet50", "style": "magface", "loss": "magface",
+        "epochs": 25, "batch_size": 512, "lr": 0.1, "lr_schedule": "step", "lr_steps": [10.0, 18.0, 22.0],
+        "momentum": 0.9, "weight_decay": 5e-4, "scale": 64.0, "focal_gamma": 0.0,
+        "l_a": 10.0, "u_a": 110.0, "l_m": 0.45, "u_m": 0.8, "lambda_g": 35.0,
+    },
+    "feature": {
+        "arch": "iresnet100", "style": "eqface", "loss": "arcface",
+        "epochs": 10, "batch_size": 512, "lr": 0.05, "lr_schedule": "cosine", "warmup_epochs": 1.0,
+        "min_lr": 1e-5, "momentum": 0.9, "weight_decay": 5e-4, "head_weight_decay": 0.0,
+        "scale": 64.0, "margin": 0.5, "focal_gamma": 2.0,
+    },
+    "quality": {
+        "loss": "eqface", "epochs": 5, "batch_size": 512, "lr": 0.01, "lr_schedule": "cosine",
+        "warmup_epochs": 0.0, "min_lr": 1e-5, "momentum": 0.9, "weight_decay": 0.0, "head_weight_decay": 0.0,
+        "scale": 64.0, "margin": 0.5, "focal_gamma": 2.0,
+    },
+}
+
+_CHOICES = {
+    "recipe": RECIPES,
+    "lr_schedule": ("step", "cosine"),
+    "precision": ("auto", "bf16", "fp16", "fp32"),
+    "loss": ("arcface", "cosface", "combined", "magface", "mag-cosface", "eqface"),
+}
+_RECIPE_LOSSES = {
+    "feature": ("arcface", "cosface", "combined", "eqface"),
+    "quality": ("eqface",),
+    "magface": ("magface", "mag-cosface"),
+}
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _key(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def _unknown(name: str, source: str) -> FqtoolError:
+    close = difflib.get_close_matches(_key(name), list(_FIELDS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return BadInputError(f"unknown setting {name!r}{hint}", source)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML file, tables flattened one level, keys normalised; unknown keys raise."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError("config file not found", path) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"not valid TOML ({exc})", path) from None
+    flat: dict[str, Any] = {}
+    for name, value in raw.items():
+        items = value.items() if isinstance(value, dict) else [(name, value)]
+        for key, item in items:
+            if _key(key) not in _FIELDS:
+                raise _unknown(key, str(path))
+            flat[_key(key)] = item
+    return flat
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    if value is None:
+        return None
+    kind = str(_FIELDS[name].type)
+    try:
+        if kind.startswith("list"):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            conv = float if "float" in kind else str
+            return [conv(v) for v in items if str(v).strip() != ""]
+        if kind.startswith("bool"):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise BadInputError(f"setting {name!r}: {value!r} is not a valid {kind}", source) from None
+
+
+def resolve_config(recipe: str, *, config_file: str | Path | None = None, **flags: Any) -> TrainConfig:
+    """Build the run's configuration: defaults → recipe → TOML file → flags that are not None."""
+    if recipe not in RECIPES:
+        raise FqtoolError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+    values: dict[str, Any] = {**RECIPE_DEFAULTS[recipe]}
+    if config_file is not None:
+        from_file = read_toml(config_file)
+        if from_file.get("recipe", recipe) != recipe:
+            message = f"this file is for recipe {from_file['recipe']!r}, not {recipe!r}"
+            raise BadInputError(message, config_file)
+        values.update({k: _coerce(k, v, str(config_file)) for k, v in from_file.items()})
+    for name, value in flags.items():
+        if _key(name) not in _FIELDS:
+            raise _unknown(name, "command line")
+        if value is not None:
+            values[_key(name)] = _coerce(_key(name), value, "command line")
+    values["recipe"] = recipe
+    cfg = TrainConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject settings that cannot work, with a message naming the option."""
+    for name, choices in _CHOICES.items():
+        if getattr(cfg, name) not in choices:
+            raise FqtoolError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
+                              f"not {getattr(cfg, name)!r}")
+    if cfg.loss not in _RECIPE_LOSSES[cfg.recipe]:
+        raise FqtoolError(f"--loss {cfg.loss} does not fit this command; use one of "
+                          f"{', '.join(_RECIPE_LOSSES[cfg.recipe])}")
+    if not cfg.data:
+        raise FqtoolError("--data is required (a .rec folder, a list file or an image folder)")
+    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr}
+    for name, value in positive.items():
+        if not value > 0 or not math.isfinite(value):
+            raise FqtoolError(f"--{name.replace('_', '-')} must be > 0, not {value}")
+    if not 0.0 < cfg.sample_rate <= 1.0:
+        raise FqtoolError(f"--sample-rate must be in (0, 1], not {cfg.sample_rate}")
+    if cfg.max_bad_steps < 1:
+        raise FqtoolError("--max-bad-steps must be at least 1")
+    if cfg.l_a >= cfg.u_a:
+        raise FqtoolError(f"MagFace needs l_a < u_a (got {cfg.l_a} and {cfg.u_a})")
+    if cfg.recipe == "quality" and not cfg.weights:
+        raise FqtoolError("train-quality needs --weights: the stage-1 model from train-feature")
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def dumps_toml(cfg: TrainConfig) -> str:
+    """The resolved configuration as TOML (unset optional values are written as comments)."""
+    lines = ["# fqtool training configuration (resolved: defaults + recipe + file + flags)"]
+    for name, value in to_dict(cfg).items():
+        if name == "resume":
+            continue
+        lines.append(f"# {name} = (unset)" if value is None else f"{name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    atomic_write_text(path, dumps_toml(cfg))

@@ -1,0 +1,183 @@
+"""torchrun set-up: read ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``; without them, one plain process.
+
+``torchrun --nproc-per-node N -m fqtool train-…`` starts N processes that each call :func:`setup`:
+NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), Gloo on CPU. Multi-node runs are the same
+command with ``--nnodes``/``--rdzv-endpoint``; nothing here is specific to one machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fqtool.errors import FqtoolError
+from fqtool.runtime import resolve_device
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 or dist.is_initialized()
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise FqtoolError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def setup(device_name: str = "auto", timeout_min: float = 30.0) -> DistEnv:
+    """Initialise the process group when launched by torchrun; otherwise return a single-process env."""
+    device = resolve_device(device_name)
+    world = _env_int("WORLD_SIZE")
+    if world is None or world <= 1:
+        return DistEnv(device=device)
+    local_rank = _env_int("LOCAL_RANK") or 0
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            timeout=datetime.timedelta(minutes=timeout_min),
+            device_id=device if device.type == "cuda" else None,
+        )
+    return DistEnv(rank=dist.get_rank(), local_rank=local_rank, world_size=dist.get_world_size(),
+                   device=device)
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_true(flag: bool, device: torch.device) -> bool:
+    """True only when ``flag`` is true on every rank (so all ranks take the same branch)."""
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor([0.0 if flag else 1.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() == 0.0)
+
+
+def gather_objects(obj):
+    """Every rank's ``obj`` as a list (index = rank); ``[obj]`` without a process group."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _sum_hook(state, bucket):
+    """DDP comm hook: sum gradients across ranks (no division by the world size)."""
+    fut = dist.all_reduce(bucket.buffer(), async_op=True).get_future()
+    return fut.then(lambda f: f.value()[0])
+
+
+def wrap_ddp(module: nn.Module, env: DistEnv, *, sum_gradients: bool = False) -> nn.Module:
+    """DDP around ``module`` when distributed, else the module itself.
+
+    ``sum_gradients``: for losses already averaged over the *global* batch (Partial FC all-gathers the
+    embeddings), the per-rank gradients are partial sums of the global gradient, so they are summed.
+    """
+    if not env.distributed or not any(p.requires_grad for p in module.parameters()):
+        return module
+    ids = [env.device.index] if env.device.type == "cuda" else None
+    ddp = nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    if sum_gradients:
+        ddp.register_comm_hook(None, _sum_hook)
+    return ddp
+
+
+class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose batch statistics are reduced over all ranks, on any device (Gloo included).
+
+    ``torch.nn.SyncBatchNorm`` is CUDA-only; this one uses the differentiable all-reduce, so the
+    gradients are those of BatchNorm over the global batch. Same parameters and buffers as BatchNorm.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0] + list(range(2, x.dim()))
+        xf = x.float()
+        count = torch.tensor([float(x.numel() // x.shape[1])], device=x.device)
+        stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
+        stats = all_reduce(stats)
+        channels = x.shape[1]
+        total = stats[-1]
+        mean = stats[:channels] / total
+        var = (stats[channels : 2 * channels] / total - mean * mean).clamp_min(0)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = self.momentum
+                if momentum is None:
+                    momentum = 1.0 / float(self.num_batches_tracked)
+                unbiased = var * total / (total - 1).clamp_min(1)
+                self.running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
+                self.running_var.mul_(1 - momentum).add_(unbiased.detach() * momentum)
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        out = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(x.dtype)
+
+
+def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Batch statistics over the global batch: torch's SyncBatchNorm on CUDA, else CpuSyncBatchNorm."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            new = CpuSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                   child.track_running_stats)
+            new.load_state_dict(child.state_dict())
+            new.train(child.training)
+            for p_new, p_old in zip(new.parameters(), child.parameters(), strict=True):
+                p_new.requires_grad_(p_old.requires_grad)
+            setattr(module, name, new)
+        else:
+            convert_sync_batchnorm(child, device)
+    return module

@@ -1,0 +1,420 @@
+"""The training loop shared by ``train-feature``, ``train-quality`` and ``train-magface``.
+
+Set-up (process group, data, task, optimiser, resume), then a plain ``for epoch / for batch`` loop with
+autocast, a non-finite-step guard, logging, validation and atomic checkpoints. Rank 0 writes everything;
+collectives (head gathering, RNG states) are called on every rank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from fqtool.errors import FqtoolError
+from fqtool.fsutil import atomic_path, ensure_dir
+from fqtool.models import QualityCalibration
+from fqtool.train import distributed as D
+from fqtool.train import state as S
+from fqtool.train.config import TrainConfig, save_config, to_dict
+from fqtool.train.data import GlobalBatchSampler, make_loader, open_training_data
+from fqtool.train.logging import TrainLogger
+from fqtool.train.recipes import Task, build_task
+from fqtool.train.schedule import lr_factor, set_lr
+
+
+class NonFiniteLossError(FqtoolError):
+    """Training stopped after too many consecutive steps with a NaN/inf loss or gradient."""
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    model_path: Path | None
+    steps: int
+    epochs_done: float
+    last: dict[str, float] = field(default_factory=dict)
+    val: dict[str, float] = field(default_factory=dict)
+    skipped_steps: int = 0
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise FqtoolError("--precision fp16 needs CUDA (use bf16 or fp32 on the CPU)")
+    return precision
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class _BufferGuard:
+    """Keeps a copy of BatchNorm statistics so a NaN batch cannot poison them for good."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.buffers = [b for name, b in module.named_buffers() if "running" in name]
+        self.saved = [b.detach().clone() for b in self.buffers]
+
+    def snapshot(self) -> None:
+        for saved, buf in zip(self.saved, self.buffers, strict=True):
+            saved.copy_(buf)
+
+    def restore_if_broken(self) -> None:
+        if any(not torch.isfinite(b).all() for b in self.buffers):
+            for saved, buf in zip(self.saved, self.buffers, strict=True):
+                buf.copy_(saved)
+
+
+class Trainer:
+    """One training run. ``run()`` returns a :class:`TrainResult`; construct it inside a process group."""
+
+    def __init__(self, cfg: TrainConfig, env: D.DistEnv, console: Console | None = None) -> None:
+        self.cfg, self.env = cfg, env
+        self.output = Path(cfg.output)
+        if env.is_main:
+            ensure_dir(self.output / "state")
+        D.barrier()
+        self.precision = resolve_precision(cfg.precision, env.device)
+        S.seed_everything(cfg.seed)  # identical model initialisation on every rank
+        self.dataset = open_training_data(cfg.data, size=(112, 112))
+        self.num_classes = int(self.dataset.num_classes)
+        self._check_labels()
+        self.task: Task = build_task(cfg, self.num_classes, env.device)
+        self.dataset = self._reopen_for_model()
+        if cfg.sync_bn and env.distributed:
+            D.convert_sync_batchnorm(self.task.trainable, env.device)
+        if cfg.channels_last:
+            self.task.model.to(memory_format=torch.channels_last)
+        self.head_params = S.sharded_params(self.task.head, self.num_classes)
+        self.optimizer = self._make_optimizer()
+        self.scaler = torch.amp.GradScaler("cuda", growth_interval=100) if self.precision == "fp16" else None
+        self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, rank=env.rank,
+                                          world_size=env.world_size, seed=cfg.seed)
+        self.steps_per_epoch = self.sampler.batches_per_epoch
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.stop_step = min(self.total_steps, cfg.max_steps) if cfg.max_steps > 0 else self.total_steps
+        self.step, self.epoch, self.bad_steps, self.skipped = 0, 0, 0, 0
+        self.samples_in_epoch = 0
+        self.resumed_from = self._maybe_resume()
+        if self.resumed_from is None:
+            S.seed_everything(cfg.seed * 1000 + env.rank + 1)  # per-rank streams from here on
+        self.net = D.wrap_ddp(self.task.trainable, env)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+        self.guard = _BufferGuard(self.task.trainable)
+        self.log = TrainLogger(self.output, enabled=env.is_main, total_steps=self.stop_step,
+                               console=console, quiet=cfg.quiet)
+        self.val_sets = self._load_val_sets() if env.is_main else []
+        self.val_results: dict[str, float] = {}
+        self._warned_collapse = False
+        self._rate = 0.0
+        self._val_step = -1
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _reopen_for_model(self):
+        size = tuple(self.task.model.preprocess.size)
+        return self.dataset if size == (112, 112) else open_training_data(self.cfg.data, size=size)
+
+    def _check_labels(self) -> None:
+        from fqtool.losses import check_labels
+
+        labels = torch.as_tensor(np.asarray(self.dataset.labels), dtype=torch.int64)
+        if self.num_classes < 2:
+            raise FqtoolError(f"the training data has {self.num_classes} identities; need at least 2",
+                              self.cfg.data)
+        check_labels(labels, self.num_classes)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        head_wd = cfg.weight_decay if cfg.head_weight_decay is None else cfg.head_weight_decay
+        groups = [
+            {"params": [p for p in self.task.trainable.parameters() if p.requires_grad],
+             "weight_decay": cfg.weight_decay},
+            {"params": [p for p in self.task.head.parameters() if p.requires_grad], "weight_decay": head_wd},
+        ]
+        optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = cfg.lr
+        return optimizer
+
+    def _load_val_sets(self) -> list[tuple[str, torch.Tensor, np.ndarray]]:
+        from fqtool.data.binfile import decode_pairs, load_bin
+
+        sets = []
+        for path in self.cfg.val:
+            vset = load_bin(path)
+            images = decode_pairs(vset, tuple(self.task.model.preprocess.size))
+            sets.append((Path(path).stem, torch.as_tensor(images), np.asarray(vset.issame)))
+        return sets
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> dict:
+        """The full training state (a collective: every rank calls it; only rank 0 keeps the result)."""
+        head = self.task.head.full_state_dict()
+        optim = S.optimizer_state(self.optimizer, self.head_params, self.num_classes)
+        rng = S.collect_rng()
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.task.trainable.state_dict().items()},
+            "head": {"weight": head["weight"]},
+            "optimizer": optim,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "step": self.step, "epoch": self.epoch, "samples_in_epoch": self.samples_in_epoch,
+            "bad_steps": self.bad_steps, "skipped": self.skipped, "rng": rng,
+            "world_size": self.env.world_size, "config": to_dict(self.cfg),
+        }
+
+    def save(self, *, epoch_end: bool = False) -> None:
+        state = self._state()
+        if self.env.is_main:
+            S.save_state(self.output / "state" / "last.pt", state)
+            if epoch_end:
+                S.save_state(self.output / "state" / f"epoch-{self.epoch:03d}.pt", state)
+        D.barrier()
+
+    def _maybe_resume(self) -> Path | None:
+        path = S.find_resume(self.cfg.resume, self.output)
+        if path is None:
+            return None
+        state = S.load_state(path)
+        self.task.trainable.load_state_dict(state["model"])
+        self.task.head.load_full_state_dict(state["head"])
+        S.load_optimizer_state(self.optimizer, state["optimizer"], self.head_params, self.num_classes)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = self.cfg.lr
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        self.samples_in_epoch = int(state["samples_in_epoch"])
+        self.step = self.epoch * self.steps_per_epoch + self.samples_in_epoch // self.sampler.global_batch
+        self.bad_steps, self.skipped = int(state.get("bad_steps", 0)), int(state.get("skipped", 0))
+        rngs = state["rng"]
+        if len(rngs) == self.env.world_size:
+            S.set_rng_state(rngs[self.env.rank])
+        else:  # another world size: fresh but reproducible per-rank streams
+            S.seed_everything(self.cfg.seed * 1000 + self.env.rank + 1 + self.step)
+        return path
+
+    # ------------------------------------------------------------------ one step
+    def _grads_finite(self) -> bool:
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not params:
+            return True
+        max_norm = self.cfg.clip_grad if self.cfg.clip_grad > 0 else math.inf
+        trunk = [p for p in params if id(p) not in self.head_params]
+        norm = torch.nn.utils.clip_grad_norm_(trunk, max_norm) if trunk else torch.zeros(())
+        head = [p for p in params if id(p) in self.head_params]
+        head_ok = all(torch.isfinite(p.grad).all() for p in head)
+        return bool(torch.isfinite(norm)) and head_ok
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+        set_lr(self.optimizer, self._lr_factor())
+        with _autocast(self.env.device, self.precision):
+            out, quality = self.task.forward(self.net, images, labels)
+        loss = out.loss.float()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            self._grads_finite()  # clips; fp16 overflow in gradients is the scaler's to handle
+            good = bool(torch.isfinite(loss))
+        else:
+            loss.backward()
+            good = bool(torch.isfinite(loss)) and self._grads_finite()
+        good = D.all_true(good, self.env.device)
+        if good:
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.bad_steps = 0
+        else:
+            self._bad_step(float(loss.detach()))
+        self.optimizer.zero_grad(set_to_none=True)
+        values = {"loss/total": float(loss.detach()), "loss/id": float(out.loss_id),
+                  "train/accuracy": float(out.accuracy), "train/lr": self.optimizer.param_groups[0]["lr"],
+                  "train/norm_mean": float(out.norms.mean())}
+        if out.loss_g is not None:
+            values["loss/g"] = float(out.loss_g)
+        return values, (quality.detach().float() if quality is not None else out.norms)
+
+    def _lr_factor(self) -> float:
+        cfg = self.cfg
+        return lr_factor(self.step, self.steps_per_epoch, self.total_steps, schedule=cfg.lr_schedule,
+                         lr_steps=cfg.lr_steps, gamma=cfg.lr_gamma, warmup_epochs=cfg.warmup_epochs,
+                         min_ratio=cfg.min_lr / cfg.lr)
+
+    def _bad_step(self, loss: float) -> None:
+        self.bad_steps += 1
+        self.skipped += 1
+        self.guard.restore_if_broken()
+        self.log.warn(f"step {self.step + 1}: non-finite loss or gradient (loss={loss}); step skipped "
+                      f"({self.bad_steps} in a row, limit {self.cfg.max_bad_steps})")
+        if self.bad_steps >= self.cfg.max_bad_steps:
+            kept = self.output / "state" / "last.pt"
+            where = f"; the last good checkpoint is {kept}" if kept.is_file() else ""
+            raise NonFiniteLossError(
+                f"training stopped: {self.bad_steps} consecutive steps had a NaN/inf loss or gradient "
+                f"(--max-bad-steps {self.cfg.max_bad_steps}) at step {self.step + 1}{where}. "
+                "Lower --lr, use --precision fp32/bf16, or check the data"
+            )
+
+    # ------------------------------------------------------------------ logging / validation
+    def _log(self, values: dict[str, float], quality: torch.Tensor, rate: float) -> None:
+        values = {**values, "train/images_per_s": rate}
+        q = quality.float().cpu().numpy()
+        if self.task.quality_is_head and q.size > 1:
+            std = float(q.std())
+            values.update({"quality/mean": float(q.mean()), "quality/std": std})
+            if std < self.cfg.quality_std_warn and not self._warned_collapse:
+                self._warned_collapse = True
+                self.log.warn(f"quality collapse? the quality std over the batch is {std:.4f} "
+                              f"(< {self.cfg.quality_std_warn}); every image gets about the same score")
+        self.log.histogram("quality/hist", q, self.step)
+        self.log.scalars(self.step, values, epoch=self.step / self.steps_per_epoch)
+
+    def validate(self) -> dict[str, float]:
+        if not self.val_sets:
+            return {}
+        from fqtool.eval.embed import embed_images
+        from fqtool.eval.verification import evaluate_verification
+
+        results = {}
+        for name, images, issame in self.val_sets:
+            emb = embed_images(self.task.model, images, device=self.env.device, flip=True,
+                               batch_size=min(256, self.cfg.batch_size * 2), precision=self.precision)
+            res = evaluate_verification(emb.embeddings, issame, name=name, flip=True)
+            results[f"val/{name}/accuracy"] = float(res.accuracy)
+            results[f"val/{name}/accuracy_std"] = float(res.accuracy_std)
+        self.task.train_mode()
+        self.log.scalars(self.step, results, epoch=self.step / self.steps_per_epoch)
+        self.log.message("  ".join(f"{k.split('/')[1]} acc {v:.4f}" for k, v in results.items()
+                                   if k.endswith("/accuracy")) + f"  (step {self.step})")
+        self.val_results, self._val_step = results, self.step
+        return results
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        if self.env.is_main:
+            save_config(cfg, self.output / "config.toml")
+            self.log.message(self._banner())
+        self.task.train_mode()
+        self.log.start(self.step)
+        values: dict[str, float] = {}
+        tick, tick_step = time.perf_counter(), self.step
+        try:
+            while self.step < self.stop_step:
+                start_batch = self.samples_in_epoch // self.sampler.global_batch
+                self.sampler.set_epoch(self.epoch, start_batch)
+                loader = make_loader(self.dataset, self.sampler, workers=cfg.workers,
+                                     pin_memory=self.env.device.type == "cuda")
+                for images, labels in loader:
+                    if self.step >= self.stop_step:
+                        break
+                    images = images.to(self.env.device, non_blocking=True)
+                    labels = labels.to(self.env.device, non_blocking=True)
+                    values, quality = self.train_step(images, labels)
+                    self.step += 1
+                    self.samples_in_epoch += self.sampler.global_batch
+                    if self.step % cfg.log_every == 0 or self.step == self.stop_step:
+                        now = time.perf_counter()
+                        rate = (self.step - tick_step) * self.sampler.global_batch / max(now - tick, 1e-9)
+                        tick, tick_step = now, self.step
+                        self._rate = rate
+                        self._log(values, quality, rate)
+                        if self.bad_steps == 0:
+                            self.guard.snapshot()
+                    shown = {short: values[key] for key, short in _SHOWN.items() if key in values}
+                    self.log.progress(self.step, {**shown, "img/s": self._rate})
+                    if cfg.val_every and self.step % cfg.val_every == 0 and self.env.is_main:
+                        self.validate()
+                        tick = time.perf_counter()
+                    if cfg.save_every and self.step % cfg.save_every == 0 and self.bad_steps == 0:
+                        self.save()
+                        tick = time.perf_counter()
+                if self.samples_in_epoch // self.sampler.global_batch >= self.steps_per_epoch:
+                    self.epoch, self.samples_in_epoch = self.epoch + 1, 0
+                    if self.bad_steps == 0:
+                        self.save(epoch_end=True)
+                    if self.env.is_main:
+                        self.validate()
+            if self.env.is_main and self._val_step != self.step:
+                self.validate()  # the final model is always evaluated
+            if self.bad_steps == 0:
+                self.save()
+            model_path = self._finish()
+        finally:
+            self.log.close()
+        return TrainResult(self.output, model_path, self.step, self.step / self.steps_per_epoch, values,
+                           self.val_results, self.skipped)
+
+    def _banner(self) -> str:
+        cfg, env = self.cfg, self.env
+        resumed = f", resumed from {self.resumed_from} at step {self.step}" if self.resumed_from else ""
+        return (f"train-{cfg.recipe}: {cfg.arch} on {len(self.dataset)} images / {self.num_classes} ids, "
+                f"{env.world_size} process(es) × batch {cfg.batch_size} on {env.device}, {self.precision}, "
+                f"{self.steps_per_epoch} steps/epoch, {self.stop_step} steps{resumed}")
+
+    # ------------------------------------------------------------------ outputs
+    def _finish(self) -> Path | None:
+        head = self.task.head.full_state_dict()
+        if not self.env.is_main:
+            D.barrier()
+            return None
+        from safetensors.torch import save_file
+
+        from fqtool.models.checkpoint import save_checkpoint
+
+        with atomic_path(self.output / "head.safetensors") as tmp:
+            save_file({"weight": head["weight"].contiguous()}, str(tmp),
+                      metadata={"kind": str(head["kind"]), "num_classes": str(self.num_classes)})
+        model = self.task.model
+        model.info.calibration = self._calibrate()
+        path = save_checkpoint(model, self.output / "model.safetensors", training_config=to_dict(self.cfg),
+                               extra={"steps": self.step, "num_classes": self.num_classes,
+                                      "world_size": self.env.world_size, "val": self.val_results})
+        self.task.train_mode()
+        self.log.message(f"saved {path}")
+        D.barrier()
+        return path
+
+    def _calibrate(self) -> QualityCalibration | None:
+        """1st/99th percentile of the model's quality over a fixed sample of training images."""
+        n = min(self.cfg.calibration_images, len(self.dataset))
+        if n < 2:
+            return None
+        from fqtool.eval.embed import embed_images
+
+        pick = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
+
+        def batches():
+            for start in range(0, n, 128):
+                yield torch.stack([self.dataset[int(i)][0] for i in pick[start : start + 128]])
+
+        out = embed_images(self.task.model, batches(), device=self.env.device, precision=self.precision)
+        low, high = np.percentile(out.quality, [1, 99])
+        return QualityCalibration(float(low), float(high), source="train-p1-p99")
+
+
+_SHOWN = {"loss/total": "loss", "train/accuracy": "acc", "train/lr": "lr"}
+
+
+def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
+    """Run one training (single process, or one rank of a torchrun job)."""
+    env = D.setup(cfg.device)
+    try:
+        return Trainer(cfg, env, console).run()
+    finally:
+        D.cleanup()

@@ -1,0 +1,164 @@
+"""Training state: save atomically, resume exactly, across a different number of processes.
+
+A state file (``state/last.pt``, ``state/epoch-NNN.pt``) holds plain tensors and Python values only, so
+it loads with ``torch.load(weights_only=True)``:
+
+* ``model``: the trainable model's state dict (replicated, identical on every rank);
+* ``head``: the classification head's *full* weights (``head.full_state_dict()``), re-split on resume;
+* ``optimizer``: the optimiser state, with the head's momentum gathered to full rows and re-sliced;
+* ``scaler``, ``step`` (global), ``epoch``, ``samples_in_epoch`` (position in the epoch, in images);
+* ``rng``: every rank's python / numpy / torch (/ CUDA) generator states;
+* ``bad_steps``, ``config``, ``world_size``.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from fqtool.errors import CheckpointError, FqtoolError
+from fqtool.fsutil import atomic_path
+from fqtool.train.distributed import gather_objects
+
+STATE_VERSION = 1
+
+
+# -- random generators ---------------------------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state(legacy=False)
+    state = {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["key"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# -- head rows in the optimiser -------------------------------------------------------------------------
+def _gather_rows(local: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """All ranks' row shards of a (num_local, ...) tensor → full (num_classes, ...) tensor on every rank."""
+    if not dist.is_initialized():
+        return local.detach().clone()
+    world = dist.get_world_size()
+    rows = -(-num_classes // world)
+    padded = torch.zeros((rows, *local.shape[1:]), dtype=local.dtype, device=local.device)
+    padded[: local.shape[0]] = local.detach()
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    sizes = [len(range(num_classes)[_shard(num_classes, r, world)]) for r in range(world)]
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+
+
+def _shard(num_classes: int, rank: int, world: int) -> slice:
+    from fqtool.losses import shard_slice
+
+    result = shard_slice(num_classes, rank, world)
+    return result if isinstance(result, slice) else slice(*result)
+
+
+def _local_slice(num_classes: int) -> slice:
+    if not dist.is_initialized():
+        return slice(0, num_classes)
+    return _shard(num_classes, dist.get_rank(), dist.get_world_size())
+
+
+def sharded_params(head: torch.nn.Module, num_classes: int) -> set[int]:
+    """Ids of the head's parameters that are row shards of a (num_classes, ...) matrix."""
+    local = len(range(num_classes)[_local_slice(num_classes)])
+    return {id(p) for p in head.parameters() if p.dim() >= 1 and p.shape[0] == local}
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, head_params: set[int], num_classes: int) -> dict:
+    """The optimiser's state dict with every head-shard tensor gathered to its full rows."""
+    state = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, param in enumerate(params):
+        if id(param) in head_params and index in state["state"]:
+            entry = state["state"][index]
+            for key, value in list(entry.items()):
+                if torch.is_tensor(value) and value.dim() >= 1 and value.shape == param.shape:
+                    entry[key] = _gather_rows(value, num_classes).cpu()
+    return state
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, state: dict, head_params: set[int], num_classes: int
+) -> None:
+    """Load a gathered optimiser state, slicing head rows for this rank."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    local = _local_slice(num_classes)
+    for index, param in enumerate(params):
+        entry = state["state"].get(index)
+        if id(param) in head_params and entry is not None:
+            for key, value in list(entry.items()):
+                if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == num_classes:
+                    entry[key] = value[local].clone()
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"optimizer state does not fit this run ({exc})") from None
+
+
+# -- files ----------------------------------------------------------------------------------------------
+def save_state(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` atomically (temp file + rename): a crash never leaves a half-written file."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save({"version": STATE_VERSION, **state}, tmp)
+    return path
+
+
+def find_resume(resume: str | None, output: Path) -> Path | None:
+    """``auto`` → ``output/state/last.pt`` if it exists; a folder → its ``state/last.pt``; a file → itself."""
+    if not resume:
+        return None
+    if resume == "auto":
+        candidate = output / "state" / "last.pt"
+        return candidate if candidate.is_file() else None
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "state" / "last.pt" if (path / "state").is_dir() else path / "last.pt"
+    if not path.is_file():
+        raise FqtoolError("no training state to resume from", path)
+    return path
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file is the user's to fix
+        raise CheckpointError(f"cannot read training state ({exc.__class__.__name__}: {exc})", path) from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise CheckpointError("not an fqtool training state (or from another version)", path)
+    return state
+
+
+def collect_rng() -> list[dict[str, Any]]:
+    """Every rank's generator states (all ranks must call this)."""
+    return gather_objects(rng_state())
