@@ -27,8 +27,12 @@ def command(
                             help="Share of images degraded at a level drawn uniformly in (0, 1].")
     ] = 0.5,
     seed: Seed = 0,
-    image_format: Annotated[str, typer.Option("--format", help="Image encoding: jpg (quality 95) or png.")] = "jpg",
-    folder: Annotated[bool, typer.Option("--folder", help="Also write OUT/images/<class>/<n>.<ext>.")] = False,
+    image_format: Annotated[
+        str, typer.Option("--format", help="Image encoding: jpg (quality 95) or png.")
+    ] = "jpg",
+    folder: Annotated[
+        bool, typer.Option("--folder", help="Also write OUT/images/<class>/<n>.<ext>.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Generate synthetic aligned faces: OUT/train.rec + train.idx + property (insightface layout),
@@ -40,9 +44,9 @@ def command(
                       image_format, folder)
     with progress_bar("synth", cfg.total_images, quiet=quiet) as advance:
         result = write_synthetic_dataset(
-            out, num_identities=identities, images_per_identity=images_per_identity, val_identities=val_identities,
-            val_pairs=val_pairs, degraded_fraction=degraded_fraction, seed=seed, image_format=image_format,
-            write_folder=folder, on_progress=advance,
+            out, num_identities=identities, images_per_identity=images_per_identity,
+            val_identities=val_identities, val_pairs=val_pairs, degraded_fraction=degraded_fraction,
+            seed=seed, image_format=image_format, write_folder=folder, on_progress=advance,
         )
     val = (f"; val.bin: {val_pairs} pairs of {val_identities} held-out identities "
            f"({result.degraded_val} of {result.num_val_images} images degraded)" if val_pairs else "")

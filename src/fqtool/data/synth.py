@@ -387,6 +387,22 @@ def _downscale(img: np.ndarray, level: float, rng: np.random.Generator) -> np.nd
 
 
 def _noise(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+    """Low-light noise: the signal dims (to 15 %) under pixel noise and blotchy 14×14 chroma noise."""
+    coarse = _UP14 @ rng.standard_normal((3, 14, 14), dtype=np.float32) @ _UP14.T
+    fine = rng.standard_normal(img.shape, dtype=np.float32)
+    keep = 1.0 - 0.85 * level**2
+    out = img * keep + float(img.mean()) * (1.0 - keep)
+    return out + fine * (110.0 * level**1.5) + coarse * (150.0 * level**1.5)
+
+
+def _downscale(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+    """Box down-sampling to 104 px (level → 0) … 2 px (level 1), then bilinear back up to 112."""
+    small = int(np.clip(round(2 + (SIZE - 2) * (1.0 - level) ** 3), 2, SIZE - 8))
+    down = _pil(img).resize((small, small), Image.Resampling.BOX)
+    return _from_pil(down.resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+
+
+def _noise(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
     """Pixel noise plus blotchy (14×14, interpolated) chroma noise, which also hides features."""
     coarse = _UP14 @ rng.standard_normal((3, 14, 14), dtype=np.float32) @ _UP14.T
     fine = rng.standard_normal(img.shape, dtype=np.float32)
@@ -410,17 +426,21 @@ def degrade(img: np.ndarray, kind: str, level: float, rng: np.random.Generator) 
     return apply(np.asarray(img, dtype=np.float32), float(np.clip(level, 0.0, 1.0)), rng)
 
 
+#: Canvas box (x0, y0, x1, y1) that holds the face in every pose.
+_FACE_BOX = (18, 12, 94, 106)
+
+
 def _occlude(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Cover a random rectangle of ≈ 5–95 % of the face area with a flat, noisy patch."""
-    area = (0.03 + 0.97 * level**1.3) * (78 * 92)
+    """Cover 3 % (level → 0) … 100 % (level 1) of the face box with a flat, noisy rectangle."""
+    x0, y0, x1, y1 = _FACE_BOX
+    frac = 0.03 + 0.97 * level**1.5
     aspect = rng.uniform(0.6, 1.6)
-    w = int(np.clip(math.sqrt(area * aspect), 6, SIZE))
-    h = int(np.clip(area / max(w, 1), 6, SIZE))
-    x0 = int(rng.integers(max(1, 17 - w // 4), max(2, 95 - w + w // 4 + 1)))
-    y0 = int(rng.integers(max(1, 12 - h // 4), max(2, 104 - h + h // 4 + 1)))
-    x0, y0 = min(x0, SIZE - 1), min(y0, SIZE - 1)
+    w = int(np.clip(round((x1 - x0) * math.sqrt(frac * aspect)), 4, x1 - x0))
+    h = int(np.clip(round((y1 - y0) * frac / max(w / (x1 - x0), 1e-6)), 4, y1 - y0))
+    left = x0 + int(rng.integers(0, x1 - x0 - w + 1))
+    top = y0 + int(rng.integers(0, y1 - y0 - h + 1))
     out = img.copy()
-    patch = out[:, y0 : y0 + h, x0 : x0 + w]
+    patch = out[:, top : top + h, left : left + w]
     colour = rng.uniform(0, 255, 3).astype(np.float32).reshape(3, 1, 1)
     patch[...] = colour + rng.standard_normal(patch.shape, dtype=np.float32) * 18.0
     return out
@@ -549,7 +569,8 @@ class SynthConfig:
         if not 0.0 <= self.degraded_fraction <= 1.0:
             raise FqtoolError(f"degraded fraction must be in [0, 1], not {self.degraded_fraction}")
         if self.image_format not in IMAGE_FORMATS:
-            raise FqtoolError(f"image format must be one of {', '.join(IMAGE_FORMATS)}, not {self.image_format!r}")
+            known = ", ".join(IMAGE_FORMATS)
+            raise FqtoolError(f"image format must be one of {known}, not {self.image_format!r}")
 
     @property
     def num_train_images(self) -> int:
@@ -600,8 +621,8 @@ def _write_train(out: Path, cfg: SynthConfig, on_progress: Progress) -> tuple[li
     folder: dict[str, bytes] = {}
     with RecordIOWriter(out / "train.rec", out / "train.idx") as writer:
         writer.write(0, pack_record([float(n + 1), float(n + 1 + classes)], b"", id=0))
-        samples = iter_train_samples(classes, cfg.images_per_identity, degraded_fraction=cfg.degraded_fraction,
-                                     seed=cfg.seed)
+        samples = iter_train_samples(classes, cfg.images_per_identity,
+                                     degraded_fraction=cfg.degraded_fraction, seed=cfg.seed)
         for key, sample in enumerate(samples, start=1):
             data = encode_image(sample.image, cfg.image_format)
             writer.write(key, pack_record(float(sample.label), data, id=key))
@@ -614,7 +635,8 @@ def _write_train(out: Path, cfg: SynthConfig, on_progress: Progress) -> tuple[li
         for label in range(classes):
             start = 1 + label * cfg.images_per_identity
             key = n + 1 + label
-            writer.write(key, pack_record([float(start), float(start + cfg.images_per_identity)], b"", id=key))
+            span = [float(start), float(start + cfg.images_per_identity)]
+            writer.write(key, pack_record(span, b"", id=key))
     return rows, folder
 
 
@@ -623,8 +645,9 @@ def _write_val(out: Path, cfg: SynthConfig, on_progress: Progress) -> list[list[
     images: list[bytes] = []
     issame: list[bool] = []
     rows: list[list[object]] = []
-    pairs = iter_val_pairs(cfg.val_pairs, first_identity=cfg.num_identities, num_identities=cfg.val_identities,
-                           degraded_fraction=cfg.degraded_fraction, seed=cfg.seed)
+    pairs = iter_val_pairs(cfg.val_pairs, first_identity=cfg.num_identities,
+                           num_identities=cfg.val_identities, degraded_fraction=cfg.degraded_fraction,
+                           seed=cfg.seed)
     for first, second, same in pairs:
         for sample in (first, second):
             rows.append([len(images), f"{sample.level:.6f}", sample.kind, f"{1.0 - sample.level:.6f}"])
@@ -673,7 +696,8 @@ def _manifest(cfg: SynthConfig, files: list[str], degraded_train: int, degraded_
             "layout": "insightface: record 0 header [first identity key, end], images 1..N, identities",
         },
         "val": {
-            "identities": [cfg.num_identities, cfg.num_identities + cfg.val_identities] if cfg.val_pairs else [],
+            "identities": [cfg.num_identities, cfg.num_identities + cfg.val_identities]
+            if cfg.val_pairs else [],
             "num_pairs": cfg.val_pairs,
             "num_images": 2 * cfg.val_pairs,
             "degraded_images": degraded_val,
