@@ -7,6 +7,7 @@ Each command lives in its own module and exposes ``command``; they are registere
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from fqtool.errors import FqtoolError
 
 #: (command name, module path); the module defines ``command``.
 COMMANDS: list[tuple[str, str]] = [
+    ("demo", "fqtool.cli.demo"),
     ("convert-rec", "fqtool.cli.convert_rec"),
     ("make-list", "fqtool.cli.make_list"),
     ("synth", "fqtool.cli.synth"),
@@ -37,7 +39,7 @@ _state = {"debug": False}
 
 
 class _ErrorBoundary(TyperGroup):
-    """Turns :class:`FqtoolError` into one line on stderr and exit code 2 (``--debug`` keeps the traceback)."""
+    """Turns :class:`FqtoolError` into one line on stderr and exit 2 (``--debug`` keeps the traceback)."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -86,10 +88,18 @@ def _global_options(
     _state["debug"] = debug
 
 
+def _help_text(doc: str | None) -> str | None:
+    """Docstring → help: paragraphs re-flowed (the terminal wraps them), blank lines kept."""
+    if not doc:
+        return None
+    paragraphs = [" ".join(part.split()) for part in inspect.cleandoc(doc).split("\n\n")]
+    return "\n\n".join(p for p in paragraphs if p)
+
+
 def _register_commands() -> None:
     for name, module_path in COMMANDS:
         module = importlib.import_module(module_path)
-        app.command(name, help=(module.command.__doc__ or "").strip() or None)(module.command)
+        app.command(name, help=_help_text(module.command.__doc__))(module.command)
 
 
 _register_commands()
