@@ -375,44 +375,30 @@ def _from_pil(image: Image.Image) -> np.ndarray:
 
 
 def _blur(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian blur, sigma 0.4 px (level → 0) to 22 px (level 1)."""
-    return _from_pil(_pil(img).filter(ImageFilter.GaussianBlur(0.4 + 22.0 * level**1.8)))
+    """Gaussian blur, sigma 0.4 px (level → 0) to 26 px (level 1)."""
+    return _from_pil(_pil(img).filter(ImageFilter.GaussianBlur(0.4 + 26.0 * level**1.7)))
 
 
 def _downscale(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
     """Box down-sampling to 104 px (level → 0) … 2 px (level 1), then bilinear back up to 112."""
-    small = int(np.clip(round(2 + (SIZE - 2) * (1.0 - level) ** 3), 2, SIZE - 8))
+    small = int(np.clip(round(2 + (SIZE - 2) * (1.0 - level) ** 3.5), 2, SIZE - 8))
     down = _pil(img).resize((small, small), Image.Resampling.BOX)
     return _from_pil(down.resize((SIZE, SIZE), Image.Resampling.BILINEAR))
 
 
 def _noise(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Low-light noise: the signal dims (to 15 %) under pixel noise and blotchy 14×14 chroma noise."""
+    """Low-light noise: the signal dims (to 5 %) under pixel noise and blotchy 14×14 chroma noise."""
     coarse = _UP14 @ rng.standard_normal((3, 14, 14), dtype=np.float32) @ _UP14.T
     fine = rng.standard_normal(img.shape, dtype=np.float32)
-    keep = 1.0 - 0.85 * level**2
+    keep = 1.0 - 0.95 * level**2
     out = img * keep + float(img.mean()) * (1.0 - keep)
-    return out + fine * (110.0 * level**1.5) + coarse * (150.0 * level**1.5)
-
-
-def _downscale(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Box down-sampling to 104 px (level → 0) … 2 px (level 1), then bilinear back up to 112."""
-    small = int(np.clip(round(2 + (SIZE - 2) * (1.0 - level) ** 3), 2, SIZE - 8))
-    down = _pil(img).resize((small, small), Image.Resampling.BOX)
-    return _from_pil(down.resize((SIZE, SIZE), Image.Resampling.BILINEAR))
-
-
-def _noise(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Pixel noise plus blotchy (14×14, interpolated) chroma noise, which also hides features."""
-    coarse = _UP14 @ rng.standard_normal((3, 14, 14), dtype=np.float32) @ _UP14.T
-    fine = rng.standard_normal(img.shape, dtype=np.float32)
-    return img + fine * (110.0 * level) + coarse * (160.0 * level**1.2)
+    return out + fine * (130.0 * level**2) + coarse * (170.0 * level**2)
 
 
 def _contrast(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
     """Squash towards a random grey (down to 1 % contrast) with a little extra noise."""
     grey = rng.uniform(60, 190)
-    factor = 0.01 + 0.99 * (1.0 - level) ** 3
+    factor = 0.01 + 0.99 * (1.0 - level) ** 2
     out = grey + (img - img.mean()) * factor
     return out + rng.standard_normal(img.shape, dtype=np.float32) * (6.0 * level)
 
@@ -433,7 +419,7 @@ _FACE_BOX = (18, 12, 94, 106)
 def _occlude(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
     """Cover 3 % (level → 0) … 100 % (level 1) of the face box with a flat, noisy rectangle."""
     x0, y0, x1, y1 = _FACE_BOX
-    frac = 0.03 + 0.97 * level**1.5
+    frac = 0.03 + 0.97 * level**2
     aspect = rng.uniform(0.6, 1.6)
     w = int(np.clip(round((x1 - x0) * math.sqrt(frac * aspect)), 4, x1 - x0))
     h = int(np.clip(round((y1 - y0) * frac / max(w / (x1 - x0), 1e-6)), 4, y1 - y0))
