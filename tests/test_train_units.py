@@ -80,3 +80,14 @@ def test_sampler_needs_one_global_batch() -> None:
     with pytest.raises(FqtoolError, match="fewer than one global batch"):
         GlobalBatchSampler(10, 8, world_size=2)
 
+
+
+def test_example_configs_resolve() -> None:
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
+    assert len(examples) >= 6
+    for path in examples:
+        recipe = read_toml(path)["recipe"]
+        cfg = resolve_config(recipe, config_file=path)
+        assert cfg.data and cfg.epochs > 0, path

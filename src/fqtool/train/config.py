@@ -88,7 +88,7 @@ class TrainConfig:
 #: Paper recipes. MagFace: run.sh of IrvingMeng/MagFace; EQFace: config.py of deepcam-cn/FaceQuality.
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "magface": {
-        "arch": "iresnet50", "style": "magface", "loss": "magface",
+        "arch": "iresnet50", "loss": "magface",
         "epochs": 25, "batch_size": 512, "lr": 0.1, "lr_schedule": "step", "lr_steps": [10.0, 18.0, 22.0],
         "momentum": 0.9, "weight_decay": 5e-4, "scale": 64.0, "focal_gamma": 0.0,
         "l_a": 10.0, "u_a": 110.0, "l_m": 0.45, "u_m": 0.8, "lambda_g": 35.0,

@@ -86,6 +86,7 @@ def make_loader(dataset, sampler: GlobalBatchSampler, *, workers: int, pin_memor
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(sampler.seed),  # worker seeds: not from the global RNG
     )
 
 

@@ -76,11 +76,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_true(flag: bool, device: torch.device) -> bool:
-    """True only when ``flag`` is true on every rank (so all ranks take the same branch)."""
+def all_true(flag: torch.Tensor | bool) -> bool:
+    """True only when ``flag`` (a bool or a 0-d bool tensor) is true on every rank; one host sync."""
+    if not torch.is_tensor(flag):
+        flag = torch.tensor(bool(flag))
     if not dist.is_initialized():
-        return flag
-    value = torch.tensor([0.0 if flag else 1.0], device=device)
+        return bool(flag)
+    value = (~flag).float().reshape(1)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() == 0.0)
 

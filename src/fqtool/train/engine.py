@@ -119,7 +119,6 @@ class Trainer:
         self.val_sets = self._load_val_sets() if env.is_main else []
         self.val_results: dict[str, float] = {}
         self._warned_collapse = False
-        self._rate = 0.0
         self._val_step = -1
 
     # ------------------------------------------------------------------ set-up helpers
@@ -207,18 +206,24 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ one step
-    def _grads_finite(self) -> bool:
+    def _grads_finite(self) -> torch.Tensor:
+        """Clip the network's gradient norm (if asked) and tell whether all gradients are finite (0-d tensor,
+        no host sync)."""
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        ok = torch.ones((), dtype=torch.bool, device=self.env.device)
         if not params:
-            return True
+            return ok
         max_norm = self.cfg.clip_grad if self.cfg.clip_grad > 0 else math.inf
         trunk = [p for p in params if id(p) not in self.head_params]
-        norm = torch.nn.utils.clip_grad_norm_(trunk, max_norm) if trunk else torch.zeros(())
-        head = [p for p in params if id(p) in self.head_params]
-        head_ok = all(torch.isfinite(p.grad).all() for p in head)
-        return bool(torch.isfinite(norm)) and head_ok
+        if trunk:
+            ok = ok & torch.isfinite(torch.nn.utils.clip_grad_norm_(trunk, max_norm)).to(ok.device)
+        for p in params:
+            if id(p) in self.head_params:
+                ok = ok & torch.isfinite(p.grad).all()
+        return ok
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """One optimiser step; returns detached scalars (tensors: no host sync) and the batch's quality."""
         set_lr(self.optimizer, self._lr_factor())
         with _autocast(self.env.device, self.precision):
             out, quality = self.task.forward(self.net, images, labels)
@@ -227,11 +232,10 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
             self._grads_finite()  # clips; fp16 overflow in gradients is the scaler's to handle
-            good = bool(torch.isfinite(loss))
+            good = D.all_true(torch.isfinite(loss))
         else:
             loss.backward()
-            good = bool(torch.isfinite(loss)) and self._grads_finite()
-        good = D.all_true(good, self.env.device)
+            good = D.all_true(torch.isfinite(loss) & self._grads_finite())
         if good:
             if self.scaler is not None:
                 self.scaler.step(self.optimizer)
@@ -242,11 +246,10 @@ class Trainer:
         else:
             self._bad_step(float(loss.detach()))
         self.optimizer.zero_grad(set_to_none=True)
-        values = {"loss/total": float(loss.detach()), "loss/id": float(out.loss_id),
-                  "train/accuracy": float(out.accuracy), "train/lr": self.optimizer.param_groups[0]["lr"],
-                  "train/norm_mean": float(out.norms.mean())}
+        values = {"loss/total": loss.detach(), "loss/id": out.loss_id, "train/accuracy": out.accuracy,
+                  "train/norm_mean": out.norms.mean()}
         if out.loss_g is not None:
-            values["loss/g"] = float(out.loss_g)
+            values["loss/g"] = out.loss_g
         return values, (quality.detach().float() if quality is not None else out.norms)
 
     def _lr_factor(self) -> float:
@@ -271,8 +274,9 @@ class Trainer:
             )
 
     # ------------------------------------------------------------------ logging / validation
-    def _log(self, values: dict[str, float], quality: torch.Tensor, rate: float) -> None:
-        values = {**values, "train/images_per_s": rate}
+    def _log(self, values: dict, quality: torch.Tensor, rate: float) -> dict[str, float]:
+        values = {k: float(v) for k, v in values.items()}
+        values.update({"train/lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": rate})
         q = quality.float().cpu().numpy()
         if self.task.quality_is_head and q.size > 1:
             std = float(q.std())
@@ -283,6 +287,7 @@ class Trainer:
                               f"(< {self.cfg.quality_std_warn}); every image gets about the same score")
         self.log.histogram("quality/hist", q, self.step)
         self.log.scalars(self.step, values, epoch=self.step / self.steps_per_epoch)
+        return values
 
     def validate(self) -> dict[str, float]:
         if not self.val_sets:
@@ -312,14 +317,15 @@ class Trainer:
             self.log.message(self._banner())
         self.task.train_mode()
         self.log.start(self.step)
-        values: dict[str, float] = {}
+        values: dict = {}
+        shown: dict[str, float] = {}
         tick, tick_step = time.perf_counter(), self.step
         try:
+            loader = make_loader(self.dataset, self.sampler, workers=cfg.workers,
+                                 pin_memory=self.env.device.type == "cuda")
             while self.step < self.stop_step:
                 start_batch = self.samples_in_epoch // self.sampler.global_batch
-                self.sampler.set_epoch(self.epoch, start_batch)
-                loader = make_loader(self.dataset, self.sampler, workers=cfg.workers,
-                                     pin_memory=self.env.device.type == "cuda")
+                self.sampler.set_epoch(self.epoch, start_batch)  # read when the loader is iterated
                 for images, labels in loader:
                     if self.step >= self.stop_step:
                         break
@@ -332,12 +338,12 @@ class Trainer:
                         now = time.perf_counter()
                         rate = (self.step - tick_step) * self.sampler.global_batch / max(now - tick, 1e-9)
                         tick, tick_step = now, self.step
-                        self._rate = rate
-                        self._log(values, quality, rate)
+                        logged = self._log(values, quality, rate)
+                        shown = {short: logged[key] for key, short in _SHOWN.items() if key in logged}
+                        shown["img/s"] = rate
                         if self.bad_steps == 0:
                             self.guard.snapshot()
-                    shown = {short: values[key] for key, short in _SHOWN.items() if key in values}
-                    self.log.progress(self.step, {**shown, "img/s": self._rate})
+                    self.log.progress(self.step, shown)
                     if cfg.val_every and self.step % cfg.val_every == 0 and self.env.is_main:
                         self.validate()
                         tick = time.perf_counter()
@@ -357,7 +363,8 @@ class Trainer:
             model_path = self._finish()
         finally:
             self.log.close()
-        return TrainResult(self.output, model_path, self.step, self.step / self.steps_per_epoch, values,
+        last = {k: float(v) for k, v in values.items()}
+        return TrainResult(self.output, model_path, self.step, self.step / self.steps_per_epoch, last,
                            self.val_results, self.skipped)
 
     def _banner(self) -> str:
