@@ -16,6 +16,25 @@ from typing import IO
 from fqtool.errors import OutputError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of finished files: what ``open()`` would give (0666 minus the umask), not mkstemp's 0600.
+FILE_MODE = 0o666 & ~_read_umask()
+
+
+def temp_file_for(path: str | Path) -> tuple[int, Path]:
+    """An open temporary file (fd, path) next to ``path``, with the permissions a normal file would get."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, FILE_MODE)
+    return fd, Path(name)
+
+
 def ensure_dir(path: str | Path) -> Path:
     """Create ``path`` (and parents) and check that files can be written in it."""
     path = Path(path)
@@ -33,9 +52,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     ensure_dir(path.parent if str(path.parent) else Path("."))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_for(path)
     os.close(fd)
-    tmp = Path(tmp_name)
     try:
         yield tmp
         os.replace(tmp, path)

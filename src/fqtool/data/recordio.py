@@ -21,7 +21,6 @@ import io
 import math
 import os
 import struct
-import tempfile
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -33,7 +32,7 @@ from typing import IO, NamedTuple
 import numpy as np
 
 from fqtool.errors import FormatError, OutputError
-from fqtool.fsutil import ensure_dir
+from fqtool.fsutil import ensure_dir, temp_file_for
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -145,7 +144,7 @@ class RecordIOWriter:
 
     def _open_tmp(self, final: Path, mode: str) -> IO:
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+            fd, name = temp_file_for(final)
         except OSError as exc:
             raise OutputError(f"cannot write ({exc.strerror or exc})", final) from None
         self._tmp.append(Path(name))
