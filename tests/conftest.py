@@ -98,8 +98,7 @@ def trained_tiny_run(synthetic_dataset, tmp_path_factory) -> Path:
     from fqtool.train.engine import train
 
     out = tmp_path_factory.mktemp("tiny-magface")
-    cfg = resolve_config("magface", data=str(synthetic_dataset), output=str(out),
-                         val=[str(synthetic_dataset / "val.bin")], **TINY_MAGFACE)
+    cfg = resolve_config("magface", data=str(synthetic_dataset), output=str(out), **TINY_MAGFACE)
     train(cfg)
     return out
 

@@ -113,7 +113,7 @@ def test_isolated_nan_step_is_skipped(monkeypatch, synthetic_dataset, tmp_path) 
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
-def test_eqface_stage1_and_stage3(synthetic_dataset, tmp_path, trained_tiny_checkpoint) -> None:
+def test_eqface_stage1_and_stage3(synthetic_dataset, tmp_path) -> None:
     """Stage 1 (ArcFace + focal) runs and saves its centres; stage 3 trains with a frozen stage-2 model."""
     stage1 = _run("feature", synthetic_dataset, tmp_path / "s1", max_steps=2)
     assert load_file(tmp_path / "s1" / "head.safetensors")["weight"].shape == (24, 128)

@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from fqtool.errors import FqtoolError
+from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.fsutil import atomic_path, ensure_dir
 from fqtool.models import QualityCalibration
 from fqtool.train import distributed as D
@@ -87,6 +87,8 @@ class Trainer:
             ensure_dir(self.output / "state")
         D.barrier()
         self.precision = resolve_precision(cfg.precision, env.device)
+        if env.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         S.seed_everything(cfg.seed)  # identical model initialisation on every rank
         self.dataset = open_training_data(cfg.data, size=(112, 112))
         self.num_classes = int(self.dataset.num_classes)
@@ -187,7 +189,14 @@ class Trainer:
         if path is None:
             return None
         state = S.load_state(path)
-        self.task.trainable.load_state_dict(state["model"])
+        if state.get("config", {}).get("recipe") not in (None, self.cfg.recipe):
+            raise CheckpointError(f"this state is from train-{state['config']['recipe']}, "
+                                  f"not train-{self.cfg.recipe}", path)
+        try:
+            self.task.trainable.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            message = f"the saved network does not fit this run ({str(exc)[:300]})"
+            raise CheckpointError(message, path) from None
         self.task.head.load_full_state_dict(state["head"])
         S.load_optimizer_state(self.optimizer, state["optimizer"], self.head_params, self.num_classes)
         for group in self.optimizer.param_groups:
