@@ -73,7 +73,8 @@ def measure(args: argparse.Namespace, data: Path, out: Path) -> dict:
     memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     return {
         "arch": args.arch, "device": str(device), "precision": trainer.precision,
-        "batch_size": args.batch_size, "channels_last": args.channels_last, "compile": args.compile,
+        "batch_size": args.batch_size, "channels_last": trainer.cfg.channels_last,
+        "compile": trainer.cfg.compile,
         "workers": args.workers, "threads": torch.get_num_threads(), "data_only": args.data_only,
         "steps": args.steps, "images_per_s": round(args.steps * args.batch_size / seconds, 1),
         "ms_per_step": round(1000 * seconds / args.steps, 1),

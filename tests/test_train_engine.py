@@ -125,3 +125,11 @@ def test_eqface_stage1_and_stage3(synthetic_dataset, tmp_path) -> None:
     assert model.quality_head is not None and model.quality_method == "head"
     records = [json.loads(x) for x in (tmp_path / "s3" / "metrics.jsonl").read_text().splitlines()]
     assert "quality/std" in records[-1]
+
+
+def test_cuda_only_options_are_ignored_on_cpu(synthetic_dataset, tmp_path) -> None:
+    """--channels-last / --compile would crash PyTorch's CPU backward of iResNet: warned and dropped."""
+    result = _run("magface", synthetic_dataset, tmp_path, max_steps=1, channels_last=True, compile=True)
+    assert result.steps == 1
+    saved = (tmp_path / "config.toml").read_text()
+    assert "channels_last = false" in saved and "compile = false" in saved

@@ -8,6 +8,7 @@ collectives (head gathering, RNG states) are called on every rank.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,14 @@ class Trainer:
     """One training run. ``run()`` returns a :class:`TrainResult`; construct it inside a process group."""
 
     def __init__(self, cfg: TrainConfig, env: D.DistEnv, console: Console | None = None) -> None:
+        notes = []
+        if env.device.type != "cuda":
+            # PyTorch's CPU backward of a stride-2 1×1 convolution (iResNet's downsample) in channels_last
+            # crashes the process (torch 2.14; inductor picks that layout too): both are CUDA-only here.
+            for flag in ("channels_last", "compile"):
+                if getattr(cfg, flag):
+                    cfg = dataclasses.replace(cfg, **{flag: False})
+                    notes.append(f"--{flag.replace('_', '-')} is a CUDA optimisation; ignored on the CPU")
         self.cfg, self.env = cfg, env
         self.output = Path(cfg.output)
         if env.is_main:
@@ -122,6 +131,8 @@ class Trainer:
         self.val_results: dict[str, float] = {}
         self._warned_collapse = False
         self._val_step = -1
+        for note in notes:
+            self.log.warn(note)
 
     # ------------------------------------------------------------------ set-up helpers
     def _reopen_for_model(self):
