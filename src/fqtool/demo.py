@@ -30,12 +30,13 @@ class DemoSize:
     images_per_identity: int
     val_pairs: int
     epochs: int
-    batch_size: int
-    lr: float
+    lr_steps: str
+    batch_size: int = 64
+    lr: float = 0.1
 
 
-QUICK = DemoSize(identities=12, images_per_identity=16, val_pairs=100, epochs=6, batch_size=32, lr=0.1)
-FULL = DemoSize(identities=24, images_per_identity=24, val_pairs=300, epochs=30, batch_size=32, lr=0.1)
+QUICK = DemoSize(identities=16, images_per_identity=16, val_pairs=100, epochs=10, lr_steps="7,9")
+FULL = DemoSize(identities=24, images_per_identity=24, val_pairs=300, epochs=20, lr_steps="12,17")
 
 
 @dataclass
@@ -92,7 +93,7 @@ def plan_steps(out: Path, size: DemoSize, seed: int) -> list[Step]:
         Step("train-magface", "MagFace training of the tiny registered iResNet (magnitude = quality)",
              ["train-magface", "--data", str(unpacked / "train_list.txt"), "--arch", "iresnet_tiny",
               "--epochs", str(size.epochs), "--batch-size", str(size.batch_size), "--lr", str(size.lr),
-              "--lr-schedule", "cosine", "--warmup-epochs", "1", "--workers", "0", "--device", "cpu",
+              "--lr-schedule", "step", "--lr-steps", size.lr_steps, "--workers", "0", "--device", "cpu",
               "--seed", str(seed), "--val", str(data / "val.bin"), "--output", str(model_dir)]),
         Step("verify", "10-fold verification accuracy on the held-out identities",
              ["verify", str(data / "val.bin"), "-w", str(weights), "--device", "cpu",

@@ -1,0 +1,64 @@
+"""`fqtool demo --quick`: the whole pipeline end to end, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fqtool.cli.app import app
+from fqtool.demo import QUICK, plan_steps, quality_vs_degradation, spearman
+
+
+def test_spearman_matches_hand_computed_ranks() -> None:
+    assert spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
+    assert spearman(np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])) == pytest.approx(-1.0)
+    # ties get average ranks: x ranks (0, 1.5, 1.5, 3), y ranks (0, 1, 2, 3) → r = 0.9486833
+    assert spearman(np.array([1, 2, 2, 3]), np.array([1, 2, 3, 4])) == pytest.approx(0.9486833, abs=1e-6)
+    assert np.isnan(spearman(np.ones(4), np.arange(4)))
+
+
+def test_quality_vs_degradation_joins_by_record_key(tmp_path) -> None:
+    scores = tmp_path / "scores.csv"
+    scores.write_text("path,quality\n0000/1.jpg,30\n0000/2.jpg,20\n0001/3.jpg,10\n0001/9.jpg,99\n")
+    truth = tmp_path / "degradations.csv"
+    truth.write_text("name,label,level,kind\ntrain:1,0,0.0,none\ntrain:2,0,0.6,blur\ntrain:3,1,0.9,noise\n")
+    rho, clean, degraded = quality_vs_degradation(scores, truth)
+    assert rho == pytest.approx(-1.0)  # 9.jpg has no ground truth and is left out
+    assert (clean, degraded) == (30.0, 15.0)
+
+
+def test_plan_uses_only_registered_commands(tmp_path) -> None:
+    from fqtool.cli.app import COMMANDS
+
+    names = {name for name, _ in COMMANDS}
+    steps = plan_steps(tmp_path, QUICK, seed=0)
+    assert [s.name for s in steps] == [
+        "synth", "convert-rec", "make-list", "train-magface", "verify", "score", "erc-curve", "export",
+    ]
+    assert all(s.args[0] in names for s in steps)
+
+
+def test_quick_demo_runs_end_to_end(tmp_path) -> None:
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    report = (out / "report.md").read_text()
+    for needle in ("verification accuracy", "Spearman", "quality_hist.png", "fqtool train-magface"):
+        assert needle in report
+    with open(out / "reports" / "verify.csv", newline="") as handle:
+        verify = next(csv.DictReader(handle))
+    assert int(verify["pairs"]) == QUICK.val_pairs
+    assert 0.5 <= float(verify["accuracy"]) <= 1.0
+    with open(out / "reports" / "scores.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == QUICK.identities * QUICK.images_per_identity
+    assert all(0.0 <= float(r["quality_100"]) <= 100.0 for r in rows)
+    summary = json.loads((out / "reports" / "erc" / "summary.json").read_text())
+    methods = {row["method"] for row in summary["summary"]}
+    assert {"model:norm", "ground_truth"} <= methods
+    assert (out / "model" / "model.onnx").stat().st_size > 0
+    assert (out / "reports" / "quality_hist.png").read_bytes()[:4] == b"\x89PNG"
