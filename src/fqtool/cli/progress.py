@@ -22,7 +22,7 @@ from fqtool.cli.console import err_console
 def progress_bar(
     description: str, total: int | None, unit: str = "img", quiet: bool = False, log_every_s: float = 10.0
 ) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``; shows a rich bar with a rate on a TTY, plain lines every ``log_every_s`` otherwise."""
+    """Yield ``advance(n)``: a rich bar with a rate on a TTY, else a plain line every ``log_every_s``."""
     start = time.perf_counter()
     done = 0
     if quiet:
@@ -62,6 +62,7 @@ def progress_bar(
             last_log = now
             rate = done / max(now - start, 1e-9)
             of_total = f"/{total}" if total else ""
-            err_console.print(f"{description}: {done}{of_total} {unit} ({rate:,.0f} {unit}/s)", highlight=False)
+            line = f"{description}: {done}{of_total} {unit} ({rate:,.0f} {unit}/s)"
+            err_console.print(line, highlight=False)
 
     yield advance

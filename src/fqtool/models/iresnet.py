@@ -124,10 +124,8 @@ class IResNet(nn.Module):
         x = self.prelu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = self.bn2(x)
-        if self.dropout_2d:
-            flat = torch.flatten(self.dropout(x), 1)
-        else:
-            flat = self.dropout(torch.flatten(x, 1))
+        # MagFace drops whole channels of the 7×7 map; arcface_torch drops features after flattening.
+        flat = torch.flatten(self.dropout(x), 1) if self.dropout_2d else self.dropout(torch.flatten(x, 1))
         return self._embed(flat), flat
 
     def _embed(self, flat: torch.Tensor) -> torch.Tensor:

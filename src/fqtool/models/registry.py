@@ -80,7 +80,8 @@ def create_model(
     spec = get_spec(name)
     backbone = build_backbone(name, **kwargs)
     head = QualityHead(backbone.feature_dim) if quality_head else None
-    info = ModelInfo(arch=name, arch_kwargs=dict(kwargs), preprocess=preprocess or spec.preprocess, family=family)
+    preprocess = preprocess or spec.preprocess
+    info = ModelInfo(arch=name, arch_kwargs=dict(kwargs), preprocess=preprocess, family=family)
     return FaceModel(backbone, info, head)
 
 
