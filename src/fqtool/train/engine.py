@@ -78,6 +78,21 @@ class _BufferGuard:
                 buf.copy_(saved)
 
 
+class _EvalView:
+    """The model as ``embed_images`` sees it, without handing it the module: embed_images would move it
+    and convert its weights to channels_last on CUDA, under DDP and the optimiser's feet."""
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.embedding_size = model.embedding_size
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.prepare(images.to(self.device, non_blocking=True))
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(x)
+
+
 class Trainer:
     """One training run. ``run()`` returns a :class:`TrainResult`; construct it inside a process group."""
 
@@ -309,6 +324,10 @@ class Trainer:
         self.log.scalars(self.step, values, epoch=self.step / self.steps_per_epoch)
         return values
 
+    def _eval_view(self) -> _EvalView:
+        self.task.model.eval()  # train_mode() restores the training modes afterwards
+        return _EvalView(self.task.model, self.env.device)
+
     def validate(self) -> dict[str, float]:
         if not self.val_sets:
             return {}
@@ -317,7 +336,7 @@ class Trainer:
 
         results = {}
         for name, images, issame in self.val_sets:
-            emb = embed_images(self.task.model, images, device=self.env.device, flip=True,
+            emb = embed_images(self._eval_view(), images, device=self.env.device, flip=True,
                                batch_size=min(256, self.cfg.batch_size * 2), precision=self.precision)
             res = evaluate_verification(emb.embeddings, issame, name=name, flip=True)
             results[f"val/{name}/accuracy"] = float(res.accuracy)
@@ -430,7 +449,7 @@ class Trainer:
             for start in range(0, n, 128):
                 yield torch.stack([self.dataset[int(i)][0] for i in pick[start : start + 128]])
 
-        out = embed_images(self.task.model, batches(), device=self.env.device, precision=self.precision)
+        out = embed_images(self._eval_view(), batches(), device=self.env.device, precision=self.precision)
         low, high = np.percentile(out.quality, [1, 99])
         return QualityCalibration(float(low), float(high), source="train-p1-p99")
 
