@@ -121,7 +121,7 @@ def test_convert_weights_merges_eqface_files(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from fqtool.cli.app import app
-    from fqtool.models.checkpoint import sha256_file
+    from fqtool.fsutil import sha256_file
 
     source = _model(style="eqface", quality_head=True)
     rename = {"conv1": "input_layer.0", "bn1": "input_layer.1", "prelu": "input_layer.2",

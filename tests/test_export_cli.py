@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from fqtool.cli.app import app
 from fqtool.errors import BadInputError
 from fqtool.export import OnnxFaceModel, Tolerance, parity
+from fqtool.fsutil import sha256_file
 from fqtool.models import create_model
 
 checkpoint = pytest.importorskip("fqtool.models.checkpoint")
@@ -48,7 +49,7 @@ def test_cli_split_writes_three_checked_graphs(weights, tmp_path: Path) -> None:
         ref_emb, ref_qual = model(x)
     np.testing.assert_allclose(emb, ref_emb.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(qual, ref_qual.numpy(), rtol=1e-4, atol=1e-6)
-    assert OnnxFaceModel(out).metadata["source_sha256"] == checkpoint.sha256_file(path)
+    assert OnnxFaceModel(out).metadata["source_sha256"] == sha256_file(path)
     half = OnnxFaceModel(backbone_path)
     assert half.quality_method == "norm" and half.features(x).shape == flat.shape
     with pytest.raises(BadInputError, match="quality half"):

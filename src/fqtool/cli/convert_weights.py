@@ -38,7 +38,8 @@ def command(
 
     The output records the architecture, preprocessing, quality method, calibration and source sha256.
     """
-    from fqtool.models.checkpoint import load_model, save_checkpoint, sha256_file, sniff_format
+    from fqtool.fsutil import sha256_file
+    from fqtool.models.checkpoint import load_model, save_checkpoint, sniff_format
     from fqtool.models.face_model import QualityCalibration
 
     if not source.is_file():

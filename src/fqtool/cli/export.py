@@ -95,7 +95,8 @@ def command(
     ] = False,
 ) -> None:
     """Export weights to ONNX (dynamic batch; outputs `embedding` and `quality`), checked in ONNX Runtime."""
-    from fqtool.export.onnx import export_onnx, sha256_file
+    from fqtool.export.onnx import export_onnx
+    from fqtool.fsutil import sha256_file
     from fqtool.models.checkpoint import load_model
 
     output = output or _default_output(weights)

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from fqtool.cli.console import console, err_console
-from fqtool.cli.options import Output, Quiet
+from fqtool.cli.options import ListFormat, Output, Quiet
 from fqtool.cli.progress import progress_bar
-
-
-class ListFormat(StrEnum):
-    space = "space"
-    semicolon = "semicolon"
-    lst = "lst"
 
 
 def command(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -41,3 +42,11 @@ Output = Annotated[Path | None, typer.Option("--output", "-o", help="Where to wr
 OutputDir = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+class ListFormat(StrEnum):
+    """List file formats: ``path label``, ``path;label`` (EQFace), im2rec ``idx<TAB>label<TAB>path``."""
+
+    space = "space"
+    semicolon = "semicolon"
+    lst = "lst"

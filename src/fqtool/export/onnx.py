@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import os
 import time
@@ -29,7 +28,7 @@ from torch import nn
 from fqtool import __version__
 from fqtool.errors import FqtoolError, OutputError
 from fqtool.export import parity
-from fqtool.fsutil import atomic_path
+from fqtool.fsutil import FILE_MODE, atomic_path
 from fqtool.models.face_model import FaceModel
 from fqtool.models.preprocess import Preprocess
 
@@ -122,14 +121,6 @@ class _Graph:
     example: torch.Tensor
     output_names: list[str]
     input_name: str = INPUT_NAME
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fp32_copy(model: FaceModel) -> FaceModel:
@@ -289,14 +280,6 @@ def split_paths(output: Path) -> tuple[Path, Path]:
     return output.with_name(f"{output.stem}_backbone.onnx"), output.with_name(f"{output.stem}_quality.onnx")
 
 
-def _make_readable(path: Path) -> None:
-    """Temporary files are created 0600; a model file gets the usual permissions (0666 minus umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o666 & ~umask)
-
-
 def _check_args(model: FaceModel, output: Path, split: bool, opset: int) -> None:
     if opset < MIN_OPSET:
         raise FqtoolError(f"--opset {opset} is not supported; the dynamo exporter needs {MIN_OPSET} or newer")
@@ -357,7 +340,7 @@ def export_onnx(
             onnx.helper.set_model_props(proto, meta)
             onnx.checker.check_model(proto)
             onnx.save_model(proto, str(tmp[graph.name]))
-            _make_readable(tmp[graph.name])
+            os.chmod(tmp[graph.name], FILE_MODE)  # temporary files are created 0600
             if graph.name == "full":
                 metadata = meta
         if check:

@@ -11,7 +11,6 @@ EQFace / CR-FIQA PyTorch file (via :mod:`fqtool.models.importers`), or an export
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -355,11 +354,3 @@ def resolve_weights(weights: str | Path | None) -> Path:
     if env:
         return Path(env).expanduser()
     raise FqtoolError(NO_WEIGHTS_MESSAGE)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
