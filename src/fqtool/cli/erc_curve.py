@@ -11,8 +11,8 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
+from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
 from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers
-from fqtool.cli.verify import DataDir, EmbedOptions, features_for_target, load_model_for_eval
 from fqtool.errors import FqtoolError
 from fqtool.eval.erc import (
     METRICS,

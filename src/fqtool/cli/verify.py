@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -12,10 +11,10 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
+from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
 from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers
-from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
-from fqtool.eval.features import FeatureSet, extract_features, load_features, save_features
+from fqtool.eval.features import FeatureSet, load_features, save_features
 from fqtool.eval.verification import (
     DEFAULT_FARS,
     PROTOCOLS,
@@ -24,59 +23,6 @@ from fqtool.eval.verification import (
     far_key,
 )
 from fqtool.fsutil import atomic_open
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", "-d", help="Folder with <name>.bin sets (also $FQTOOL_DATA).", show_default=False
-    ),
-]
-
-
-@dataclass
-class EmbedOptions:
-    """How TARGETs are found, decoded and embedded (shared by ``verify`` and ``erc-curve``)."""
-
-    weights: Path | None = None
-    quality_weights: Path | None = None
-    data_dir: Path | None = None
-    device: str = "auto"
-    batch_size: int = 64
-    workers: int = 0
-    quiet: bool = False
-
-
-def load_model_for_eval(opts: EmbedOptions):
-    """Resolve ``--weights`` / $FQTOOL_WEIGHTS and open the model on the device (eval mode)."""
-    from fqtool.models.checkpoint import load_model, resolve_weights
-    from fqtool.runtime import resolve_device
-
-    path = resolve_weights(opts.weights)
-    return load_model(path, quality_weights=opts.quality_weights, device=resolve_device(opts.device)), path
-
-
-def features_for_target(model, target: str, opts: EmbedOptions, *, flip: bool, meta: dict | None = None):
-    """Load, decode and embed one TARGET (a name, a .bin or a pairs folder) → :class:`FeatureSet`."""
-    from fqtool.data import binfile
-    from fqtool.eval.targets import load_target, resolve_target, target_name
-    from fqtool.runtime import resolve_device
-
-    name = target_name(target, resolve_target(target, opts.data_dir))
-    vset = load_target(target, opts.data_dir)
-    images = binfile.decode_pairs(vset, tuple(model.preprocess.size), workers=opts.workers or None)
-    total = len(images) * (2 if flip else 1)
-    with progress_bar(f"embed {name}", total, quiet=opts.quiet) as advance:
-        return extract_features(
-            model,
-            images,
-            vset.issame,
-            name=name,
-            flip=flip,
-            device=resolve_device(opts.device),
-            batch_size=opts.batch_size,
-            on_batch=advance,
-            meta=meta,
-        )
 
 
 def _features_path(base: Path, name: str, several: bool) -> Path:

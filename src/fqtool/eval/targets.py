@@ -71,3 +71,15 @@ def check_pairs(num_images: int, issame: np.ndarray, path: str | Path | None = N
         )
     if num_images == 0:
         raise BadInputError("the verification set is empty", path)
+
+
+
+def decode_target(
+    target: str, size: tuple[int, int], data_dir: str | Path | None = None, workers: int | None = None
+) -> tuple[str, object, np.ndarray]:
+    """Load one TARGET (a name, a ``.bin`` or a pairs folder) → ``(name, uint8 images 2P×3×H×W, issame)``."""
+    from fqtool.data import binfile
+
+    name = target_name(target, resolve_target(target, data_dir))
+    vset = load_target(target, data_dir)
+    return name, binfile.decode_pairs(vset, tuple(size), workers=workers or None), np.asarray(vset.issame)

@@ -1,0 +1,57 @@
+"""What ``verify`` and ``erc-curve`` share: the ``--data-dir`` option and how a TARGET is embedded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fqtool.cli.progress import progress_bar
+from fqtool.eval.features import FeatureSet, extract_features
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", "-d", help="Folder with <name>.bin sets (also $FQTOOL_DATA).", show_default=False
+    ),
+]
+
+
+@dataclass
+class EmbedOptions:
+    """How TARGETs are found, decoded and embedded."""
+
+    weights: Path | None = None
+    quality_weights: Path | None = None
+    data_dir: Path | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int = 0
+    quiet: bool = False
+
+
+def load_model_for_eval(opts: EmbedOptions):
+    """Resolve ``--weights`` / $FQTOOL_WEIGHTS and open the model on the device (eval mode)."""
+    from fqtool.models.checkpoint import load_model, resolve_weights
+    from fqtool.runtime import resolve_device
+
+    path = resolve_weights(opts.weights)
+    return load_model(path, quality_weights=opts.quality_weights, device=resolve_device(opts.device)), path
+
+
+def features_for_target(
+    model, target: str, opts: EmbedOptions, *, flip: bool, meta: dict | None = None
+) -> FeatureSet:
+    """Decode and embed one TARGET with a progress bar."""
+    from fqtool.eval.targets import decode_target
+    from fqtool.runtime import resolve_device
+
+    name, images, issame = decode_target(target, model.preprocess.size, opts.data_dir, opts.workers)
+    total = len(images) * (2 if flip else 1)
+    with progress_bar(f"embed {name}", total, quiet=opts.quiet) as advance:
+        return extract_features(
+            model, images, issame, name=name, flip=flip, device=resolve_device(opts.device),
+            batch_size=opts.batch_size, on_batch=advance, meta=meta,
+        )
