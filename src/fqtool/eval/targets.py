@@ -42,7 +42,10 @@ def resolve_target(target: str, data_dir: str | Path | None = None) -> Path:
         for candidate in (folder / f"{target}.bin", folder / target):
             if candidate.exists():
                 return candidate
-    where = ", ".join(str(d) for d in dirs) if dirs else f"nowhere: give --data-dir or set ${ENV_DATA}"
+    if not dirs:
+        raise FqtoolError(f"verification set {target!r} is not a file; to find {target}.bin by name, "
+                          f"give --data-dir or set ${ENV_DATA}")
+    where = ", ".join(str(d) for d in dirs)
     raise FqtoolError(f"verification set {target!r} not found (looked for {target}.bin in {where})")
 
 
