@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from fqtool.errors import FqtoolError
@@ -21,3 +23,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise FqtoolError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def loader_workers(requested: int) -> int:
+    """DataLoader workers: the request, capped at the usable CPUs (more only adds processes and a warning)."""
+    return max(0, min(int(requested), usable_cpus()))

@@ -40,14 +40,13 @@ def command(
     synth.json. The same seed gives byte-identical files."""
     from fqtool.data.synth import SynthConfig, write_synthetic_dataset
 
-    cfg = SynthConfig(identities, images_per_identity, val_identities, val_pairs, degraded_fraction, seed,
-                      image_format, folder)
+    cfg = SynthConfig(
+        num_identities=identities, images_per_identity=images_per_identity, val_identities=val_identities,
+        val_pairs=val_pairs, degraded_fraction=degraded_fraction, seed=seed, image_format=image_format,
+        write_folder=folder,
+    )
     with progress_bar("synth", cfg.total_images, quiet=quiet) as advance:
-        result = write_synthetic_dataset(
-            out, num_identities=identities, images_per_identity=images_per_identity,
-            val_identities=val_identities, val_pairs=val_pairs, degraded_fraction=degraded_fraction,
-            seed=seed, image_format=image_format, write_folder=folder, on_progress=advance,
-        )
+        result = write_synthetic_dataset(out, cfg, on_progress=advance)
     val = (f"; val.bin: {val_pairs} pairs of {val_identities} held-out identities "
            f"({result.degraded_val} of {result.num_val_images} images degraded)" if val_pairs else "")
     console.print(

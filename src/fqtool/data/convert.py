@@ -70,11 +70,9 @@ class ConvertResult:
 
 def default_workers() -> int:
     """Worker count used when none is given: the CPUs this process may use, at most 8."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+    from fqtool.runtime import usable_cpus
+
+    return min(8, usable_cpus())
 
 
 def resolve_rec(src: str | Path) -> tuple[Path, Path]:

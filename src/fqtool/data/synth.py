@@ -695,17 +695,7 @@ def _manifest(cfg: SynthConfig, files: list[str], degraded_train: int, degraded_
 
 
 def write_synthetic_dataset(
-    out_dir: str | Path,
-    *,
-    num_identities: int = 24,
-    images_per_identity: int = 24,
-    val_identities: int = 10,
-    val_pairs: int = 200,
-    degraded_fraction: float = 0.5,
-    seed: int = 0,
-    image_format: str = "jpg",
-    write_folder: bool = False,
-    on_progress: Progress = None,
+    out_dir: str | Path, config: SynthConfig | None = None, *, on_progress: Progress = None, **options
 ) -> SynthResult:
     """Write a synthetic face data set to ``out_dir`` (deterministic for a given ``seed``).
 
@@ -714,9 +704,11 @@ def write_synthetic_dataset(
     ``val_quality.csv`` (``index,level,kind,quality`` per ``val.bin`` image, quality = 1 - level),
     ``synth.json`` and, with ``write_folder``, ``images/<class>/<n>.<ext>``. ``on_progress(n)`` is called
     as images are generated (:attr:`SynthConfig.total_images` in all).
+
+    Sizes and options come from ``config`` or, field by field, from ``options`` (the fields of
+    :class:`SynthConfig`, e.g. ``num_identities=24, seed=3``), so the defaults live in one place.
     """
-    cfg = SynthConfig(num_identities, images_per_identity, val_identities, val_pairs, degraded_fraction, seed,
-                      image_format, write_folder)
+    cfg = config if config is not None else SynthConfig(**options)
     out = ensure_dir(out_dir)
     train_rows, folder = _write_train(out, cfg, on_progress)
     atomic_write_text(out / "property", f"{cfg.num_identities},{SIZE},{SIZE}")

@@ -133,7 +133,9 @@ def set_method(model, method: str) -> tuple[str, str]:
 
 
 def _loader(dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
-    workers = min(workers, -(-len(dataset) // batch_size))  # no idle worker processes for small inputs
+    from fqtool.runtime import loader_workers
+
+    workers = min(loader_workers(workers), -(-len(dataset) // batch_size))  # no idle workers on small inputs
     return DataLoader(
         _Guarded(dataset),
         batch_size=batch_size,

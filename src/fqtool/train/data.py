@@ -78,6 +78,9 @@ def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch
 
 
 def make_loader(dataset, sampler: GlobalBatchSampler, *, workers: int, pin_memory: bool) -> DataLoader:
+    from fqtool.runtime import loader_workers
+
+    workers = loader_workers(workers)
     return DataLoader(
         FlipDataset(dataset),
         batch_sampler=sampler,
