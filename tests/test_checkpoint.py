@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from _models import random_bn_model
 from fqtool import __version__
 from fqtool.errors import CheckpointError, FqtoolError
-from fqtool.models import QualityCalibration, create_model
+from fqtool.models import QualityCalibration
 from fqtool.models.checkpoint import (
     NO_WEIGHTS_MESSAGE,
     load_model,
@@ -19,15 +20,7 @@ from fqtool.models.checkpoint import (
 )
 from fqtool.models.preprocess import MAGFACE
 
-
-def _model(arch: str = "iresnet_tiny", **kwargs):
-    torch.manual_seed(0)
-    model = create_model(arch, **kwargs).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-    return model
+_model = random_bn_model
 
 
 def _assert_same(a, b) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _models import random_bn_model
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.models import FaceModel, create_model
 from fqtool.models.checkpoint import load_model
@@ -15,18 +16,7 @@ from fqtool.models.importers import detect
 from fqtool.models.preprocess import ARCFACE, EQFACE, MAGFACE
 from fqtool.models.quality_head import QualityHead
 
-
-def _source(arch: str = "iresnet_tiny", **kwargs) -> FaceModel:
-    """An fqtool model with random weights *and* random BatchNorm statistics (so eps/stats matter)."""
-    torch.manual_seed(0)
-    model = create_model(arch, **kwargs).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-    return model
+_source = random_bn_model
 
 
 def _same_outputs(loaded: FaceModel, source: FaceModel) -> None:
