@@ -9,13 +9,13 @@ import struct
 import numpy as np
 import pytest
 
+from fqtool.data.rec_layout import image_layout
 from fqtool.data.recordio import (
     IR_HEADER_SIZE,
     MAGIC,
     MAGIC_BYTES,
     RecordIOReader,
     RecordIOWriter,
-    image_layout,
     pack_record,
     rebuild_index,
     unpack_record,

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from fqtool.cli.app import app
 from fqtool.data.binfile import load_bin
 from fqtool.data.datasets import open_dataset
-from fqtool.data.recordio import RecordIOReader, image_layout, unpack_record
+from fqtool.data.rec_layout import image_layout
+from fqtool.data.recordio import RecordIOReader, unpack_record
 from fqtool.data.synth import (
     CLEAN,
     DEGRADATION_KINDS,

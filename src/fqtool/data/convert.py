@@ -33,7 +33,8 @@ import numpy as np
 from fqtool.data.binfile import load_bin, write_verification_folder
 from fqtool.data.decode import image_extension
 from fqtool.data.lists import LIST_FORMATS, default_list_name, write_classes, write_list
-from fqtool.data.recordio import MAGIC, RecordIOReader, image_layout, read_record_at
+from fqtool.data.rec_layout import image_layout
+from fqtool.data.recordio import MAGIC, RecordIOReader, read_record_at
 from fqtool.errors import BadInputError, FormatError, OutputError
 from fqtool.fsutil import ensure_dir
 

@@ -16,7 +16,8 @@ from torch.utils.data import Dataset
 
 from fqtool.data.decode import decode_image, resize_if_needed
 from fqtool.data.lists import read_list, scan_image_folder
-from fqtool.data.recordio import RecordIOReader, image_layout, unpack_record
+from fqtool.data.rec_layout import image_layout
+from fqtool.data.recordio import RecordIOReader, unpack_record
 from fqtool.errors import BadInputError, FormatError
 
 __all__ = ["FaceImageDataset", "FileImageDataset", "RecordImageDataset", "open_dataset"]

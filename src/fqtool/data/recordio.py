@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 import struct
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from numbers import Number
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -50,9 +48,7 @@ __all__ = [
     "IRHeader",
     "RecordIOReader",
     "RecordIOWriter",
-    "RecordLayout",
     "default_idx_path",
-    "image_layout",
     "iter_records",
     "pack_record",
     "read_record_at",
@@ -569,131 +565,6 @@ def _scan_index(rec_path: Path) -> tuple[np.ndarray, np.ndarray]:
     if len(ids) and (keys.min() < 0 or (np.diff(np.sort(keys)) == 0).any()):
         keys = positions
     return keys, np.array(offsets, dtype=np.int64)
-
-
-def _header_label(prefix: bytes) -> int | None:
-    """Class of an image record from its first bytes: scalar label, or label[0] when flag > 0."""
-    if len(prefix) < IR_HEADER_SIZE:
-        return None
-    flag, label = struct.unpack_from("<If", prefix)
-    if flag > 0:
-        if len(prefix) < IR_HEADER_SIZE + 4:
-            return None
-        (label,) = struct.unpack_from("<f", prefix, IR_HEADER_SIZE)
-    return int(label) if math.isfinite(label) else None
-
-
-def _labels_from_headers(reader: RecordIOReader, keys: np.ndarray, source: Path) -> np.ndarray:
-    labels = np.empty(len(keys), dtype=np.int64)
-    for i, key in enumerate(keys.tolist()):
-        label = _header_label(reader.read_prefix(key, IR_HEADER_SIZE + 4))
-        if label is None:
-            msg = f"record {key} is not an image record (header too short or label invalid)"
-            raise FormatError(msg, source)
-        labels[i] = label
-    return labels
-
-
-@dataclass
-class RecordLayout:
-    """Which records are images and their classes (insightface header or im2rec)."""
-
-    keys: np.ndarray  # image record keys, int64
-    labels: np.ndarray  # class per image, int64
-    num_classes: int
-    header: tuple[int, int] | None  # insightface (first identity key, end) or None
-
-
-def image_layout(reader: RecordIOReader) -> RecordLayout:
-    """Image keys, labels and class count of a ``.rec``, reading headers only (no image bytes).
-
-    insightface (record 0 is a header with flag > 0 and no image): images are keys 1..label[0]-1,
-    classes from the identity records ``[label[0], label[1])`` (spot-checked against image headers).
-    Otherwise (im2rec): every record is an image and its header label (``label[0]`` for flag > 0)
-    is the class.
-    """
-    try:
-        return _image_layout(reader)
-    except FormatError as exc:
-        if exc.path is not None:
-            raise
-        raise FormatError(str(exc), reader.rec_path) from None
-
-
-def _image_layout(reader: RecordIOReader) -> RecordLayout:
-    src = reader.rec_path
-    header = _insightface_header(reader)
-    if header is None:
-        keys = reader.key_array.copy()
-        labels = _labels_from_headers(reader, keys, src)
-        return RecordLayout(keys, labels, _num_classes(src, labels, None), None)
-    first, end = header
-    keys = np.arange(1, first, dtype=np.int64)
-    missing = ~reader.has_keys(keys)
-    if missing.any():
-        raise FormatError(
-            f"header record says images are keys 1..{first - 1} but key {int(keys[missing][0])} "
-            "is not in the index",
-            src,
-        )
-    labels = _labels_from_identities(reader, first, end) if end > first else None
-    if labels is None or not _sample_agrees(reader, keys, labels):
-        labels = _labels_from_headers(reader, keys, src)
-    return RecordLayout(keys, labels, _num_classes(src, labels, end - first if end > first else None), header)
-
-
-def _insightface_header(reader: RecordIOReader) -> tuple[int, int] | None:
-    """``(first identity key, end)`` from record 0 when it is an insightface header, else None."""
-    if 0 not in reader:
-        return None
-    head, image = unpack_record(reader.read(0))
-    if head.flag == 0 or len(image) > 0:
-        return None  # an image record (im2rec numbers images from 0)
-    first = int(head.label[0])
-    end = int(head.label[1]) if head.flag > 1 else first
-    if first < 1:
-        raise FormatError(f"header record 0 has an invalid image range end {first}", reader.rec_path)
-    return first, end
-
-
-def _labels_from_identities(reader: RecordIOReader, first: int, end: int) -> np.ndarray | None:
-    """Class per image from the identity records ``[first, end)``; None if they do not cover all."""
-    ident = np.arange(first, end, dtype=np.int64)
-    if not reader.has_keys(ident).all():
-        return None
-    labels = np.full(first - 1, -1, dtype=np.int64)
-    for cls, key in enumerate(ident.tolist()):
-        head, _ = unpack_record(reader.read(key))
-        if head.flag < 2:
-            return None
-        start, stop = int(head.label[0]), int(head.label[1])
-        if not 1 <= start <= stop <= first:
-            return None
-        labels[start - 1:stop - 1] = cls
-    return None if (labels < 0).any() else labels
-
-
-def _sample_agrees(reader: RecordIOReader, keys: np.ndarray, labels: np.ndarray, n: int = 32) -> bool:
-    """Spot-check identity-record labels against the image headers."""
-    picks = np.unique(np.linspace(0, len(keys) - 1, num=min(n, len(keys))).astype(np.int64))
-    for i in picks.tolist():
-        prefix = reader.read_prefix(int(keys[i]), IR_HEADER_SIZE + 4)
-        if _header_label(prefix) != labels[i]:
-            return False
-    return True
-
-
-def _num_classes(rec_path: Path, labels: np.ndarray, identities: int | None) -> int:
-    from_labels = int(labels.max()) + 1 if len(labels) else 0
-    if identities is not None:
-        return max(identities, from_labels)
-    prop = rec_path.parent / "property"
-    if prop.is_file():
-        try:
-            return max(int(prop.read_text().split(",")[0].strip()), from_labels)
-        except (ValueError, OSError):
-            pass
-    return from_labels
 
 
 def rebuild_index(rec_path: str | Path, idx_path: str | Path | None = None) -> int:
