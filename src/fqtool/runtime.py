@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from fqtool.errors import FqtoolError
+
+if TYPE_CHECKING:  # torch is imported on first use: the data commands use this module without it
+    import torch
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """Map ``auto|cpu|cuda|cuda:N`` to a device; asking for CUDA where there is none is a clear error."""
+    import torch
+
     name = (name or "auto").strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -13,7 +13,9 @@ from rich.table import Table
 from fqtool.cli.console import console, err_console
 from fqtool.cli.options import Arch, Output, QualityWeights
 from fqtool.errors import FqtoolError
-from fqtool.export.parity import ParityError, ParityReport
+
+if TYPE_CHECKING:  # the export package imports torch, onnx and onnxruntime: only when the command runs
+    from fqtool.export.parity import ParityReport
 
 
 def _parity_table(report: ParityReport) -> Table:
@@ -96,6 +98,7 @@ def command(
 ) -> None:
     """Export weights to ONNX (dynamic batch; outputs `embedding` and `quality`), checked in ONNX Runtime."""
     from fqtool.export.onnx import export_onnx
+    from fqtool.export.parity import ParityError
     from fqtool.fsutil import sha256_file
     from fqtool.models.checkpoint import load_model
 

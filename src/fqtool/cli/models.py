@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import torch
 import typer
 from rich.table import Table
 
@@ -34,6 +33,8 @@ def describe_preprocess(preprocess) -> str:
 
 def _params(name: str) -> tuple[str, str]:
     """Parameter count and embedding size, built on the meta device (no memory, no time)."""
+    import torch
+
     from fqtool.models import create_model
 
     try:
