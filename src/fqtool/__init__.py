@@ -1,3 +1,38 @@
-"""fqtool: face recognition training and label-free face image quality, in one CLI."""
+"""fqtool: face recognition training and label-free face image quality, in one CLI and a small Python API.
+
+``import fqtool`` stays light (no torch): the Python API (:mod:`fqtool.api`) is loaded on first use of
+one of its names, e.g. ``fqtool.load_model``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Public names served lazily (PEP 562), each from the module that defines it.
+_LAZY_EXPORTS = {
+    "load_model": "fqtool.api",
+    "QualityModel": "fqtool.api",
+    "read_images": "fqtool.api",
+    "verify": "fqtool.api",
+}
+
+__all__ = ["QualityModel", "__version__", "load_model", "read_images", "verify"]
+
+if TYPE_CHECKING:
+    from fqtool.api import QualityModel, load_model, read_images, verify
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fqtool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fqtool.cli.progress import progress_bar
-from fqtool.eval.features import FeatureSet, extract_features
+
+if TYPE_CHECKING:
+    from fqtool.api import QualityModel
+    from fqtool.eval.features import FeatureSet
 
 DataDir = Annotated[
     Path | None,
@@ -32,26 +35,23 @@ class EmbedOptions:
     quiet: bool = False
 
 
-def load_model_for_eval(opts: EmbedOptions):
-    """Resolve ``--weights`` / $FQTOOL_WEIGHTS and open the model on the device (eval mode)."""
-    from fqtool.models.checkpoint import load_model, resolve_weights
-    from fqtool.runtime import resolve_device
+def load_model_for_eval(opts: EmbedOptions) -> tuple[QualityModel, Path]:
+    """Resolve ``--weights`` / $FQTOOL_WEIGHTS and open the model on the device (the Python API's)."""
+    from fqtool.api import load_model
 
-    path = resolve_weights(opts.weights)
-    return load_model(path, quality_weights=opts.quality_weights, device=resolve_device(opts.device)), path
+    model = load_model(opts.weights, quality_weights=opts.quality_weights, device=opts.device)
+    return model, model.weights
 
 
 def features_for_target(
-    model, target: str, opts: EmbedOptions, *, flip: bool, meta: dict | None = None
+    model: QualityModel, target: str, opts: EmbedOptions, *, flip: bool, meta: dict | None = None
 ) -> FeatureSet:
     """Decode and embed one TARGET with a progress bar."""
     from fqtool.eval.targets import decode_target
-    from fqtool.runtime import resolve_device
 
-    name, images, issame = decode_target(target, model.preprocess.size, opts.data_dir, opts.workers)
+    name, images, issame = decode_target(target, model.size, opts.data_dir, opts.workers)
     total = len(images) * (2 if flip else 1)
     with progress_bar(f"embed {name}", total, quiet=opts.quiet) as advance:
-        return extract_features(
-            model, images, issame, name=name, flip=flip, device=resolve_device(opts.device),
-            batch_size=opts.batch_size, on_batch=advance, meta=meta,
+        return model.features(
+            images, issame, name=name, flip=flip, batch_size=opts.batch_size, on_batch=advance, meta=meta
         )

@@ -101,10 +101,10 @@ def command(
 
     Unreadable images are listed on stderr and skipped. Default CSV: <INPUT name>_quality.csv beside INPUT.
     """
-    from fqtool.eval.scoring import default_output, open_input, plot_histogram, score_dataset, write_csv
+    from fqtool.api import load_model
+    from fqtool.eval.scoring import default_output, plot_histogram, write_csv
     from fqtool.eval.scoring import save_embeddings as write_embeddings
-    from fqtool.models.checkpoint import load_model, resolve_weights
-    from fqtool.runtime import resolve_device
+    from fqtool.models.checkpoint import resolve_weights
 
     weights_path = resolve_weights(weights)
     if not input.exists():
@@ -112,13 +112,12 @@ def command(
     csv_path = output or default_output(input)
     if csv_path.resolve() == input.resolve():
         raise FqtoolError("--output would overwrite the input", csv_path)
-    torch_device = resolve_device(device)
-    model = load_model(weights_path, quality_weights=quality_weights, arch=arch, device=torch_device)
-    dataset = open_input(input, size=tuple(model.preprocess.size))
+    model = load_model(weights_path, quality_weights=quality_weights, device=device, arch=arch)
+    dataset = model.open(input)
     with progress_bar("score", len(dataset), quiet=quiet) as advance:
-        result = score_dataset(
-            model, dataset, batch_size=batch_size, workers=workers, device=torch_device,
-            method=method.value, keep_embeddings=save_embeddings is not None, on_progress=advance,
+        result = model.score(
+            dataset, batch_size=batch_size, workers=workers, method=method.value,
+            keep_embeddings=save_embeddings is not None, on_progress=advance,
         )
     _report_unreadable(result.bad, result.total)
     if not len(result):
