@@ -36,6 +36,7 @@ class TrainLogger:
         self._bar: Progress | None = None
         self._task = None
         self._last_print = time.perf_counter()
+        self._printed: dict[str, float] | None = None  # the numbers of the last plain line
         self._start = time.perf_counter()
         self._start_step = 0
         if not enabled:
@@ -74,7 +75,8 @@ class TrainLogger:
             self._writer.add_histogram(name, values, step)
 
     def progress(self, step: int, values: dict[str, float]) -> None:
-        """Update the bar, or print a plain line when ``log_every_s`` has passed (and at the last step)."""
+        """Update the bar, or print a plain line when ``log_every_s`` has passed (and at the last step) and
+        the numbers are new: between two ``log_every`` steps they repeat, and a log should not."""
         if not self.enabled or self.quiet:
             return
         info = "  ".join(f"{k} {_fmt(v)}" for k, v in values.items())
@@ -84,7 +86,9 @@ class TrainLogger:
         now = time.perf_counter()
         if now - self._last_print < self.log_every_s and step < self.total_steps:
             return
-        self._last_print = now
+        if values == self._printed:
+            return
+        self._last_print, self._printed = now, dict(values)
         rate = (step - self._start_step) / max(now - self._start, 1e-9)
         eta = (self.total_steps - step) / rate if rate > 0 else float("inf")
         eta_text = "?"
