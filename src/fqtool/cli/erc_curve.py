@@ -20,10 +20,10 @@ from fqtool.eval.erc import (
     PAIR_QUALITY,
     CurveReport,
     compute_curves,
-    load_quality_csv,
     parse_scores_option,
 )
 from fqtool.eval.features import FeatureSet, load_features, save_features
+from fqtool.eval.score_files import load_scores
 from fqtool.fsutil import atomic_open, atomic_write_text, ensure_dir
 
 CURVE_COLUMNS = ["method", "mode", "operating_point", "fraction", "fnmr", "threshold", "genuine", "impostor"]
@@ -67,7 +67,7 @@ def _qualities(fs: FeatureSet, scores: list[str], model_quality: bool) -> dict:
         name, path = parse_scores_option(text)
         if name in qualities:
             raise FqtoolError(f"two quality methods are named {name!r}; use NAME=FILE.csv to tell them apart")
-        qualities[name] = load_quality_csv(path, len(fs.embeddings))
+        qualities[name] = load_scores(path, len(fs.embeddings))
     if not qualities:
         raise FqtoolError("no quality method left: drop --no-model-quality or add --scores NAME=FILE.csv")
     return qualities
@@ -135,9 +135,10 @@ def command(
         list[str] | None,
         typer.Option(
             "--scores",
-            help="Another quality method on the same images: NAME=FILE.csv with a "
-            "'quality' column (higher = better) and 'index' (0-based image index) or 'path' "
-            "(file stem = index). Repeatable.",
+            help="Another quality method on the same images (higher = better): NAME=FILE, an fqtool CSV "
+            "('quality' + 'index' or 'path'), CR-FIQA 'path score' lines, a MagFace feat.list (norm, "
+            "lines in image order) or an OFIQ ';' CSV; paths match images by file stem = 0-based "
+            "index. Repeatable.",
             show_default=False,
         ),
     ] = None,

@@ -22,6 +22,12 @@ class Method(StrEnum):
     head = "head"
 
 
+class Format(StrEnum):
+    auto = "auto"
+    csv = "csv"
+    path_score = "path-score"
+
+
 class Sort(StrEnum):
     none = "none"
     asc = "asc"
@@ -81,6 +87,11 @@ def command(
         Method, typer.Option("--method", help="Quality: auto (the model's own), norm (MagFace embedding "
                              "norm) or head (EQFace-style quality head).")
     ] = Method.auto,
+    file_format: Annotated[
+        Format, typer.Option("--format", help="Output: csv (path, quality, quality_100, norm, label), "
+                             "path-score (CR-FIQA's '<path> <quality>' lines, read by erc-curve --scores) "
+                             "or auto (path-score for a .txt --output, else csv).")
+    ] = Format.auto,
     sort: Annotated[
         Sort, typer.Option("--sort", help="CSV row order: none (input order), asc (worst first), desc.")
     ] = Sort.none,
@@ -98,10 +109,13 @@ def command(
     """Score face image quality (0-100) for a folder, list file, .rec or one image; writes a CSV.
 
     CSV columns: path, quality (raw norm or head score), quality_100 (calibrated), norm, label if known.
+    --format path-score writes '<path> <quality>' lines instead (CR-FIQA's form).
 
-    Unreadable images are listed on stderr and skipped. Default CSV: <INPUT name>_quality.csv beside INPUT.
+    Unreadable images are listed on stderr and skipped. Default output: <INPUT name>_quality.csv (.txt for
+    path-score) beside INPUT.
     """
     from fqtool.api import load_model
+    from fqtool.eval.score_files import write_path_scores
     from fqtool.eval.scoring import default_output, plot_histogram, write_csv
     from fqtool.eval.scoring import save_embeddings as write_embeddings
     from fqtool.models.checkpoint import resolve_weights
@@ -109,7 +123,12 @@ def command(
     weights_path = resolve_weights(weights)
     if not input.exists():
         raise FqtoolError("no such file or folder", input)
+    path_score = file_format == Format.path_score or (
+        file_format == Format.auto and output is not None and output.suffix.lower() == ".txt"
+    )
     csv_path = output or default_output(input)
+    if path_score and output is None:
+        csv_path = csv_path.with_suffix(".txt")
     if csv_path.resolve() == input.resolve():
         raise FqtoolError("--output would overwrite the input", csv_path)
     model = load_model(weights_path, quality_weights=quality_weights, device=device, arch=arch)
@@ -123,7 +142,10 @@ def command(
     if not len(result):
         raise FqtoolError("none of the images could be read", input)
     order = result.order(sort.value)
-    write_csv(result, csv_path, order)
+    if path_score:
+        write_path_scores([result.names[i] for i in order.tolist()], result.quality[order], csv_path)
+    else:
+        write_csv(result, csv_path, order)
     if save_embeddings is not None:
         write_embeddings(result, save_embeddings, order)
         console.print(f"wrote {save_embeddings}", highlight=False, soft_wrap=True)
