@@ -67,11 +67,14 @@ def test_data_commands_are_torch_free(tmp_path) -> None:
          "--val-identities", "2", "--val-pairs", "2", "--quiet"],
         ["convert-rec", str(tmp_path / "s"), str(tmp_path / "c"), "--quiet"],
         ["make-list", str(tmp_path / "c" / "images"), "--quiet"],
+        ["make-pairs", str(tmp_path / "c" / "images"), str(tmp_path / "p.bin"), "--genuine", "2",
+         "--impostor", "2"],
     ]
     report = _probe(runs, tmp_path)
     leaks = {line: mods for line, mods in report.items() if mods}
     assert not leaks, f"heavy imports (or a failing exit) in data commands: {leaks}"
     assert any((tmp_path / "c").rglob("*.jpg")), "convert-rec wrote no images"
+    assert (tmp_path / "p.bin").is_file(), "make-pairs wrote no set"
 
 
 def test_lazy_api_names() -> None:

@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("demo", "fqtool.cli.demo"),
     ("convert-rec", "fqtool.cli.convert_rec"),
     ("make-list", "fqtool.cli.make_list"),
+    ("make-pairs", "fqtool.cli.make_pairs"),
     ("synth", "fqtool.cli.synth"),
     ("train-feature", "fqtool.cli.train_feature"),
     ("train-quality", "fqtool.cli.train_quality"),
