@@ -40,3 +40,14 @@ def usable_cpus() -> int:
 def loader_workers(requested: int) -> int:
     """DataLoader workers: the request, capped at the usable CPUs (more only adds processes and a warning)."""
     return max(0, min(int(requested), usable_cpus()))
+
+
+def require_onnxruntime(purpose: str) -> None:
+    """ONNX Runtime is an optional extra (``fqtool[cpu]`` or ``fqtool[gpu]``): say so in one line."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise FqtoolError(
+            f"{purpose} needs ONNX Runtime, which is not installed: pip install 'fqtool[cpu]' "
+            "(or 'fqtool[gpu]' on a CUDA machine; never both)"
+        )

@@ -97,6 +97,9 @@ def command(
     ] = False,
 ) -> None:
     """Export weights to ONNX (dynamic batch; outputs `embedding` and `quality`), checked in ONNX Runtime."""
+    from fqtool.runtime import require_onnxruntime
+
+    require_onnxruntime("fqtool export")
     from fqtool.export.onnx import export_onnx
     from fqtool.export.parity import ParityError
     from fqtool.fsutil import sha256_file

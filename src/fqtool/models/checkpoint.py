@@ -292,10 +292,11 @@ def head_from_state(
 def _load_onnx(path: Path, quality_weights: Path | None, device: str):
     if quality_weights is not None:
         raise FqtoolError("--quality-weights cannot be added to an .onnx model (export the head with it)")
-    try:
-        from fqtool.export.runtime import OnnxFaceModel
-    except ImportError:
-        raise FqtoolError("ONNX models are not supported by this fqtool build", path) from None
+    from fqtool.runtime import require_onnxruntime
+
+    require_onnxruntime(f"{path.name}: running an .onnx model")
+    from fqtool.export.runtime import OnnxFaceModel
+
     return OnnxFaceModel(path, device=device)
 
 
