@@ -109,6 +109,7 @@ def command(
     """Score face image quality (0-100) for a folder, list file, .rec or one image; writes a CSV.
 
     CSV columns: path, quality (raw norm or head score), quality_100 (calibrated), norm, label if known.
+
     --format path-score writes '<path> <quality>' lines instead (CR-FIQA's form).
 
     Unreadable images are listed on stderr and skipped. Default output: <INPUT name>_quality.csv (.txt for
