@@ -61,11 +61,11 @@ def command(
         table.add_row(name, params, emb, describe_preprocess(spec.preprocess), spec.description)
     console.print(table)
     if families:
-        from fqtool.models.importers import FAMILY_INPUT
+        from fqtool.models.preprocess import FAMILY_PREPROCESS
 
         fam = Table(title="checkpoint families (detected from keys)", title_justify="left")
         for column in ("family", "input", "reads"):
             fam.add_column(column)
-        for name, preprocess in FAMILY_INPUT.items():
+        for name, preprocess in FAMILY_PREPROCESS.items():
             fam.add_row(name, describe_preprocess(preprocess), _FAMILY_FILES.get(name, ""))
         console.print(fam)

@@ -87,7 +87,7 @@ def embed_images(
         if on_batch is not None:
             on_batch(len(batch))
     if not embs:
-        size = getattr(model, "embedding_size", 0)
+        size = model.embedding_size
         empty = np.zeros((0,), np.float32)
         return Embeddings(np.zeros((0, size), np.float32), empty, empty, empty if flip else None)
     return Embeddings(

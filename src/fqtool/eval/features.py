@@ -161,8 +161,8 @@ def extract_features(
             on_batch=on_batch,
         ).embeddings
     info = {
-        "quality_method": getattr(model, "quality_method", "norm"),
-        "arch": getattr(getattr(model, "info", None), "arch", None),
+        "quality_method": model.quality_method,
+        "arch": model.info.arch,
         **(meta or {}),
     }
     return FeatureSet(name, plain.embeddings, np.asarray(issame, bool), plain.quality, flipped, info)

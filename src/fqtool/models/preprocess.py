@@ -58,9 +58,11 @@ MAGFACE = Preprocess(color="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 #: EQFace (deepcam-cn/FaceQuality): RGB, (x - 127.5) / 128.
 EQFACE = Preprocess(color="RGB", mean=(0.5, 0.5, 0.5), std=(128 / 255,) * 3)
 
+#: The input each family's weights were trained on; the one table importers, ``models`` and docs read.
 FAMILY_PREPROCESS: dict[str, Preprocess] = {
-    "fqtool": ARCFACE,
-    "arcface_torch": ARCFACE,
     "magface": MAGFACE,
+    "arcface_torch": ARCFACE,
     "eqface": EQFACE,
+    "crfiqa": ARCFACE,  # CR-FIQA trains with arcface_torch's pipeline
+    "fqtool": ARCFACE,
 }

@@ -126,12 +126,12 @@ def magface_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Ta
 def feature_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Task:
     if not cfg.quality_weights:
         return magface_task(cfg, num_classes, device)  # same wiring: backbone → margin head
-    from fqtool.models.checkpoint import load_model
+    from fqtool.models.loading import load_face_model
 
     if cfg.loss not in ("arcface", "eqface"):
         raise FqtoolError("EQFace stage 3 (--quality-weights) trains the quality-weighted ArcFace; "
                           f"--loss {cfg.loss} cannot take a quality")
-    scorer = load_model(cfg.quality_weights, device=device)
+    scorer = load_face_model(cfg.quality_weights, device=device)
     if scorer.quality_head is None:
         raise CheckpointError("has no quality head; pass the train-quality output (stage 2)",
                               cfg.quality_weights)
@@ -177,9 +177,9 @@ def stage1_head_state(cfg: TrainConfig) -> dict:
 
 
 def quality_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Task:
-    from fqtool.models.checkpoint import load_model
+    from fqtool.models.loading import load_face_model
 
-    base = load_model(cfg.weights, device=device)
+    base = load_face_model(cfg.weights, device=device)
     backbone = _freeze(base.backbone)
     quality_head = QualityHead(backbone.feature_dim).to(device)
     info = copy.deepcopy(base.info)

@@ -20,10 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from fqtool.errors import BadInputError, FormatError, FqtoolError
-from fqtool.export.onnx import FEATURES_NAME, LAYOUT_NCHW, LAYOUT_NHWC
 from fqtool.models.face_model import ModelInfo, QualityCalibration
 from fqtool.models.preprocess import ARCFACE, Preprocess
 from fqtool.runtime import resolve_device
+
+#: Graph input layouts recorded in the ``input_layout`` metadata of fqtool's exports.
+LAYOUT_NCHW = "nchw-float"
+LAYOUT_NHWC = "nhwc-uint8"
+#: The flattened feature-map output of a split export's ``_backbone`` graph (the quality graph's input).
+FEATURES_NAME = "features_map"
 
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
