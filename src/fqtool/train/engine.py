@@ -7,7 +7,6 @@ collectives (head gathering, RNG states) are called on every rank.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -22,6 +21,7 @@ from torch import nn
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.fsutil import atomic_path, ensure_dir
 from fqtool.models import QualityCalibration
+from fqtool.runtime import autocast, resolve_precision
 from fqtool.train import distributed as D
 from fqtool.train import state as S
 from fqtool.train.config import TrainConfig, save_config, to_dict
@@ -44,21 +44,6 @@ class TrainResult:
     last: dict[str, float] = field(default_factory=dict)
     val: dict[str, float] = field(default_factory=dict)
     skipped_steps: int = 0
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise FqtoolError("--precision fp16 needs CUDA (use bf16 or fp32 on the CPU)")
-    return precision
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 class _BufferGuard:
@@ -260,7 +245,7 @@ class Trainer:
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict, torch.Tensor]:
         """One optimiser step; returns detached scalars (tensors: no host sync) and the batch's quality."""
         set_lr(self.optimizer, self._lr_factor())
-        with _autocast(self.env.device, self.precision):
+        with autocast(self.env.device, self.precision):
             out, quality = self.task.forward(self.net, images, labels)
         loss = out.loss.float()
         if self.scaler is not None:
@@ -442,6 +427,7 @@ class Trainer:
         if n < 2:
             return None
         from fqtool.eval.embed import embed_images
+        from fqtool.eval.scoring import fit_calibration
 
         pick = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
 
@@ -450,8 +436,11 @@ class Trainer:
                 yield torch.stack([self.dataset[int(i)][0] for i in pick[start : start + 128]])
 
         out = embed_images(self._eval_view(), batches(), device=self.env.device, precision=self.precision)
-        low, high = np.percentile(out.quality, [1, 99])
-        return QualityCalibration(float(low), float(high), source="train-p1-p99")
+        try:
+            return fit_calibration(out.quality, 1, 99, source="train-p1-p99")
+        except FqtoolError as exc:  # every image got the same quality: no meaningful 0-100 scale
+            self.log.warn(f"no quality calibration saved: {exc}")
+            return None
 
 
 _SHOWN = {"loss/total": "loss", "train/accuracy": "acc", "train/lr": "lr"}
