@@ -16,6 +16,17 @@ from torch import nn
 from fqtool.errors import CheckpointError, FqtoolError
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception's message cut to its first line (its type name when empty), for one-line errors.
+
+    torch's advice to load with ``weights_only=False`` is never passed on: fqtool does not unpickle
+    arbitrary objects, so it cannot apply.
+    """
+    text = str(exc).strip()
+    first = text.splitlines()[0][:limit] if text else type(exc).__name__
+    return type(exc).__name__ if "weights_only" in first else first
+
+
 def few_keys(keys: list[str], limit: int = 3) -> str:
     """``"5 keys (a, b, c, …)"``: enough of a key list for a one-line message."""
     shown = ", ".join(keys[:limit])
@@ -86,8 +97,7 @@ def sniff_format(path: Path) -> str:
 
 
 def _safetensors_error(exc: Exception, path: Path) -> CheckpointError:
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return CheckpointError(f"damaged .safetensors file ({message})", path)
+    return CheckpointError(f"damaged .safetensors file ({first_line(exc)})", path)
 
 
 def read_safetensors_metadata(path: Path) -> dict[str, str]:

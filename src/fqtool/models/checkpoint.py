@@ -20,7 +20,13 @@ import torch
 from fqtool import __version__
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.fsutil import atomic_path
-from fqtool.models._state import few_keys, load_state_checked, read_safetensors_metadata, strip_prefix
+from fqtool.models._state import (
+    few_keys,
+    first_line,
+    load_state_checked,
+    read_safetensors_metadata,
+    strip_prefix,
+)
 from fqtool.models.face_model import FaceModel, ModelInfo, QualityCalibration
 from fqtool.models.preprocess import Preprocess
 from fqtool.models.quality_head import head_from_state
@@ -123,7 +129,10 @@ def parse_metadata(metadata: Mapping[str, str], path: Path) -> dict | None:
         raise CheckpointError(f"damaged fqtool metadata ({exc.msg})", path) from None
     if not isinstance(meta, dict) or "arch" not in meta:
         raise CheckpointError("damaged fqtool metadata (no architecture recorded)", path)
-    if int(meta.get("format_version", 1)) > FORMAT_VERSION:
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"damaged fqtool metadata (format_version {version!r})", path)
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"written by a newer fqtool ({meta.get('fqtool_version')}); upgrade fqtool to read it", path
         )
@@ -137,12 +146,17 @@ def model_from_checkpoint(
     saved_arch = str(meta["arch"])
     if arch is not None and arch != saved_arch:
         raise CheckpointError(f"this checkpoint holds a {saved_arch}, not a {arch} (leave out --arch)", path)
-    get_spec(saved_arch)
-    kwargs = dict(meta.get("arch_kwargs") or {})
+    try:
+        get_spec(saved_arch)
+    except FqtoolError as exc:
+        raise CheckpointError(f"records an {exc}", path) from None
+    kwargs = meta.get("arch_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise CheckpointError("damaged fqtool metadata (arch_kwargs is not a mapping)", path)
     try:
         backbone = build_backbone(saved_arch, **kwargs)
-    except TypeError as exc:
-        message = f"cannot rebuild {saved_arch} from its recorded arguments ({exc})"
+    except (TypeError, ValueError, RuntimeError) as exc:  # a wrong, negative or absurd argument
+        message = f"cannot rebuild {saved_arch} from its recorded arguments ({first_line(exc)})"
         raise CheckpointError(message, path) from None
     unknown = [k for k in tensors if not k.startswith((BACKBONE_PREFIX, HEAD_PREFIX))]
     if unknown:
@@ -150,12 +164,17 @@ def model_from_checkpoint(
     load_state_checked(backbone, strip_prefix(tensors, BACKBONE_PREFIX), what=saved_arch, path=path)
     head = head_from_state(strip_prefix(tensors, HEAD_PREFIX), backbone, path)
     calibration = meta.get("calibration")
+    try:
+        preprocess = Preprocess.from_dict(meta.get("preprocess") or {})
+        calibration = QualityCalibration.from_dict(calibration) if calibration else None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"damaged fqtool metadata ({exc})", path) from None
     info = ModelInfo(
         arch=saved_arch,
-        arch_kwargs=kwargs,
-        preprocess=Preprocess.from_dict(meta.get("preprocess") or {}),
+        arch_kwargs=dict(kwargs),
+        preprocess=preprocess,
         family=str(meta.get("family", "fqtool")),
-        calibration=QualityCalibration.from_dict(calibration) if calibration else None,
+        calibration=calibration,
         source=meta.get("source"),
     )
     model = FaceModel(backbone, info, head)

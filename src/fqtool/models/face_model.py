@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -33,7 +34,12 @@ class QualityCalibration:
 
     @classmethod
     def from_dict(cls, data: dict) -> QualityCalibration:
-        return cls(float(data["low"]), float(data["high"]), str(data.get("source", "checkpoint")))
+        """From saved metadata; ``ValueError`` unless ``low`` and ``high`` are finite numbers."""
+        low, high = data.get("low"), data.get("high")
+        numbers = [v for v in (low, high) if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(numbers) != 2 or not all(math.isfinite(v) for v in numbers):
+            raise ValueError(f"calibration low/high must be finite numbers, not {low!r}/{high!r}")
+        return cls(float(low), float(high), str(data.get("source", "checkpoint")))
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import re
-import zipfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,14 @@ from pathlib import Path
 import torch
 
 from fqtool.errors import CheckpointError, FqtoolError
-from fqtool.models._state import few_keys, load_state_checked, read_safetensors, sniff_format, strip_prefix
+from fqtool.models._state import (
+    few_keys,
+    first_line,
+    load_state_checked,
+    read_safetensors,
+    sniff_format,
+    strip_prefix,
+)
 from fqtool.models.face_model import FaceModel, ModelInfo
 from fqtool.models.iresnet import IRESNET_LAYERS
 from fqtool.models.preprocess import FAMILY_PREPROCESS
@@ -69,21 +76,26 @@ class Detected:
 # ----------------------------------------------------------------------------------------------- reading
 
 
-def read_torch_file(path: Path) -> object:
-    """``torch.load(weights_only=True)`` with one-line errors for pickles and damaged files."""
+def read_torch_file(path: Path, what: str = "PyTorch file") -> object:
+    """``torch.load(weights_only=True)`` with one-line errors for pickles and damaged files.
+
+    torch's own warnings (pickle protocol, legacy format) and its advice to pass ``weights_only=False``
+    never reach the user: fqtool does not unpickle arbitrary objects, so that advice cannot apply.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        what = f"it holds {found.group(1)}" if found else "it holds Python objects other than weights"
+        held = f"it holds {found.group(1)}" if found else "it holds Python objects other than weights"
         raise CheckpointError(
-            f"not a plain weights file: torch.load(weights_only=True) refused it ({what}); fqtool never "
+            f"not a plain weights file: torch.load(weights_only=True) refused it ({held}); fqtool never "
             "unpickles arbitrary objects",
             path,
         ) from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"damaged or truncated PyTorch file ({first[:160]})", path) from None
+    except Exception as exc:  # torch.load fails on damaged bytes with many exception types
+        raise CheckpointError(f"damaged or truncated {what} ({first_line(exc)})", path) from None
 
 
 def unwrap_state(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -8,6 +8,8 @@ arcface_torch RGB in [-1, 1], EQFace RGB ``(x - 127.5) / 128``.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 
 import torch
@@ -26,6 +28,15 @@ class Preprocess:
     def __post_init__(self) -> None:
         if self.color not in ("RGB", "BGR"):
             raise ValueError(f"color must be RGB or BGR, not {self.color!r}")
+        size = tuple(self.size)
+        if len(size) != 2 or not all(_is_number(n, numbers.Integral) and n > 0 for n in size):
+            raise ValueError(f"preprocess size must be two positive integers, not {list(size)}")
+        for name in ("mean", "std"):
+            values = tuple(getattr(self, name))
+            if len(values) != 3 or not all(_is_number(v) and math.isfinite(v) for v in values):
+                raise ValueError(f"preprocess {name} must be three finite numbers, not {list(values)}")
+        if not all(v > 0 for v in self.std):
+            raise ValueError(f"preprocess std must be positive, not {list(self.std)}")
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Normalise RGB images (uint8 or float in 0..255, N×3×H×W) for the network."""
@@ -49,6 +60,11 @@ class Preprocess:
             mean=tuple(data.get("mean", (0.5, 0.5, 0.5))),
             std=tuple(data.get("std", (0.5, 0.5, 0.5))),
         )
+
+
+def _is_number(value: object, kind: type = numbers.Real) -> bool:
+    """``value`` is a ``kind`` (numpy scalars included) and not a bool."""
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 #: fqtool's own models and insightface arcface_torch: RGB, (x/255 - 0.5) / 0.5.

@@ -144,10 +144,9 @@ def find_resume(resume: str | None, output: Path) -> Path | None:
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file is the user's to fix
-        raise CheckpointError(f"cannot read training state ({exc.__class__.__name__}: {exc})", path) from None
+    from fqtool.models.importers import read_torch_file
+
+    state = read_torch_file(Path(path), what="training state")
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise CheckpointError("not an fqtool training state (or from another version)", path)
     return state
