@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .registry import LOSSES, LossParam, LossSpec, get_loss, loss_names
+from .registry import LOSSES, LossParam, LossSpec, get_loss, loss_names  # noqa: F401
 
 #: public name → submodule that defines it (imported on first access).
 _LAZY = {

@@ -62,7 +62,8 @@ class CRFIQAMargin(Margin):
                              f"beta={beta}")
         if target not in CR_TARGETS:
             raise ValueError(f"unknown CR-FIQA target {target!r}; choose one of {', '.join(CR_TARGETS)}")
-        self.s, self.m, self.alpha, self.beta, self.target = float(s), float(m), float(alpha), float(beta), target
+        self.s, self.m, self.alpha, self.beta = float(s), float(m), float(alpha), float(beta)
+        self.target = target
 
     @property
     def penalty_weight(self) -> float:  # type: ignore[override]

@@ -74,7 +74,10 @@ _M = "fqtool.losses"
 _SCALE = LossParam("s", "scale", 64.0, "Softmax scale s.")
 
 
-def _margin(name: str, default: float, text: str) -> LossParam:
+_MARGIN_HELP = "Additive margin m (angular for arcface, eqface; cosine for cosface)."
+
+
+def _margin(name: str, default: float, text: str = _MARGIN_HELP) -> LossParam:
     return LossParam(name, "margin", default, text)
 
 
@@ -100,13 +103,13 @@ LOSSES: dict[str, LossSpec] = {
     for spec in (
         LossSpec(
             "arcface", f"{_M}.margins:CombinedMarginLoss",
-            (_SCALE, _margin("m2", 0.5, "Additive margin m (angular for arcface, eqface; cosine for cosface).")),
+            (_SCALE, _margin("m2", 0.5)),
             "s·cos(θ_y + m) with the th/mm fallback past π",
             fixed={"m1": 1.0, "m3": 0.0, "easy_margin": False},
         ),
         LossSpec(
             "cosface", f"{_M}.margins:CombinedMarginLoss",
-            (_SCALE, _margin("m3", 0.4, "Additive margin m (angular for arcface, eqface; cosine for cosface).")),
+            (_SCALE, _margin("m3", 0.4)),
             "s·(cos θ_y − m)", fixed={"m1": 1.0, "m2": 0.0},
         ),
         LossSpec(
@@ -117,7 +120,8 @@ LOSSES: dict[str, LossSpec] = {
                 LossParam("m2", "m2", 0.3, "Additive angular margin m2."),
                 LossParam("m3", "m3", 0.2, "Additive cosine margin m3."),
             ),
-            "s·(cos(m1·θ_y + m2) − m3), arcface_torch's margin_list, by default the ArcFace paper's (1, 0.3, 0.2)",
+            "s·(cos(m1·θ_y + m2) − m3), arcface_torch's margin_list, by default the ArcFace paper's "
+            "(1, 0.3, 0.2)",
             fixed={"easy_margin": False},
         ),
         LossSpec(
@@ -132,7 +136,7 @@ LOSSES: dict[str, LossSpec] = {
         ),
         LossSpec(
             "eqface", f"{_M}.eqface:EQFaceMargin",
-            (_SCALE, _margin("m", 0.5, "Additive margin m (angular for arcface, eqface; cosine for cosface).")),
+            (_SCALE, _margin("m", 0.5)),
             "ArcFace logits scaled per sample by the quality (stage 2, 3), focal loss γ=2",
             focal_gamma=2.0,
         ),

@@ -172,7 +172,8 @@ class Trainer:
              "weight_decay": cfg.weight_decay},
             {"params": [p for p in self.task.head.parameters() if p.requires_grad], "weight_decay": head_wd},
         ]
-        optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=self.base_lr, momentum=cfg.momentum)
+        optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=self.base_lr,
+                                    momentum=cfg.momentum)
         for group in optimizer.param_groups:
             group["initial_lr"] = self.base_lr
         return optimizer
