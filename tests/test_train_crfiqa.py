@@ -58,13 +58,14 @@ def test_train_crfiqa_cli_end_to_end(make_insightface_rec, tmp_path: Path) -> No
     assert rows[name] != pytest.approx(float(embedding.norm()), rel=1e-3)
 
 
-def test_bad_crfiqa_settings_are_one_line(tmp_path: Path) -> None:
+def test_bad_crfiqa_settings_are_one_line(make_insightface_rec, tmp_path: Path) -> None:
     result = runner.invoke(app, ["train-crfiqa", "--data", str(tmp_path), "--cr-target", "both"])
     assert result.exit_code == 2
     assert "--cr-target must be one of code, paper" in result.output
-    result = runner.invoke(app, ["train-crfiqa", "--data", str(tmp_path), "--arch", "mobilefacenet",
-                                 "--device", "cpu", "--workers", "0"])
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    data = make_insightface_rec(tmp_path / "data")
+    result = runner.invoke(app, ["train-crfiqa", "--data", str(data), "--arch", "mbf", "--device", "cpu",
+                                 "--workers", "0", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "CR-FIQA trains iResNet backbones" in result.output
 
 
 @pytest.mark.slow

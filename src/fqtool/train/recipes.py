@@ -218,12 +218,13 @@ class EmbeddingAndScore(nn.Module):
 
 def crfiqa_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Task:
     from fqtool.models.importers import RegressionHead
+    from fqtool.models.registry import get_spec
 
+    if not get_spec(cfg.arch).name.startswith("iresnet"):
+        raise FqtoolError(f"--arch {cfg.arch}: CR-FIQA trains iResNet backbones (its regression head reads "
+                          "the embedding layers of an iResNet); use e.g. iresnet50, r100 or iresnet_tiny")
     model = _new_model(cfg)
-    try:
-        model.quality_head = RegressionHead(model.backbone, model.embedding_size)
-    except FqtoolError:
-        raise FqtoolError(f"--arch {cfg.arch}: CR-FIQA's regression head needs an iResNet backbone") from None
+    model.quality_head = RegressionHead(model.backbone, model.embedding_size)
     model.quality_method, model.info.family = "head", "crfiqa"
     model.to(device)
     net = EmbeddingAndScore(model.backbone, model.quality_head)
