@@ -70,7 +70,11 @@ def test_bad_crfiqa_settings_are_one_line(make_insightface_rec, tmp_path: Path) 
 
 @pytest.mark.slow
 def test_crfiqa_quality_tracks_degradation(synthetic_dataset, tmp_path: Path) -> None:
-    """The regressor learns the certainty ratio: degraded held-out faces get lower qs."""
+    """The regressor learns the certainty ratio: degraded held-out faces get lower qs.
+
+    Measured Spearman(qs, degradation level) over the 400 val images: −0.35, −0.51, −0.49 for seeds 0, 1, 2
+    (an untrained model has no correlation); the bound −0.2 leaves a margin of 0.15 to the worst seed.
+    """
     from scipy.stats import spearmanr
 
     from fqtool.data.binfile import decode_pairs, load_bin
