@@ -112,7 +112,7 @@ def test_train_magface_help_shows_recipe_defaults() -> None:
 def test_every_training_option_shows_a_default() -> None:
     from fqtool.cli.train_options import SHARED
 
-    without = {"data", "val", "config", "resume", "output", "min_lr"}  # required or nothing to show
+    without = {"data", "val", "config", "resume"}  # required, or nothing to show
     for command in ("train-feature", "train-crfiqa"):
         text = _help(command)
         for name, opt in SHARED.items():
