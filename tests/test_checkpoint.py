@@ -154,3 +154,15 @@ def test_models_command_lists_architectures() -> None:
     assert result.exit_code == 0, result.output
     for name in ("iresnet50", "mobilefacenet", "43.59 M", "BGR x/255", "eqface"):
         assert name in result.stdout
+
+
+def test_models_command_shows_aliases_and_no_phantom_command() -> None:
+    from typer.testing import CliRunner
+
+    from fqtool.cli.app import app
+
+    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "fqtool train --arch" not in result.stdout  # there is no `fqtool train` command
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert " r50 " in rows["iresnet50"] and " mbf " in rows["mobilefacenet"]

@@ -217,8 +217,8 @@ def detect(
 
 
 def _build(detected: Detected, arch: str | None, path: Path | None) -> FaceModel:
-    name = arch or detected.arch
-    spec = get_spec(name)
+    spec = get_spec(arch or detected.arch)  # an alias (r50, mbf) becomes its registry name
+    name = spec.name
     kwargs = dict(detected.arch_kwargs)
     if arch is not None and arch != detected.arch:
         kwargs = {"embedding_size": kwargs["embedding_size"]}

@@ -24,7 +24,7 @@ from fqtool.models import QualityCalibration
 from fqtool.runtime import autocast, resolve_precision
 from fqtool.train import distributed as D
 from fqtool.train import state as S
-from fqtool.train.config import TrainConfig, save_config, to_dict
+from fqtool.train.config import TrainConfig, effective_lr, save_config, to_dict
 from fqtool.train.data import GlobalBatchSampler, make_loader, open_training_data
 from fqtool.train.logging import TrainLogger
 from fqtool.train.recipes import Task, build_task
@@ -109,6 +109,7 @@ class Trainer:
         if cfg.channels_last:
             self.task.model.to(memory_format=torch.channels_last)
         self.head_params = S.sharded_params(self.task.head, self.num_classes)
+        self.base_lr = effective_lr(cfg, env.world_size)
         self.optimizer = self._make_optimizer()
         self.scaler = torch.amp.GradScaler("cuda", growth_interval=100) if self.precision == "fp16" else None
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, rank=env.rank,
@@ -156,9 +157,10 @@ class Trainer:
              "weight_decay": cfg.weight_decay},
             {"params": [p for p in self.task.head.parameters() if p.requires_grad], "weight_decay": head_wd},
         ]
-        optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum)
+        optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=self.base_lr,
+                                    momentum=cfg.momentum)
         for group in optimizer.param_groups:
-            group["initial_lr"] = cfg.lr
+            group["initial_lr"] = self.base_lr
         return optimizer
 
     def _load_val_sets(self) -> list[tuple[str, torch.Tensor, np.ndarray]]:
@@ -211,7 +213,7 @@ class Trainer:
         self.task.head.load_full_state_dict(state["head"])
         S.load_optimizer_state(self.optimizer, state["optimizer"], self.head_params, self.num_classes)
         for group in self.optimizer.param_groups:
-            group["initial_lr"] = self.cfg.lr
+            group["initial_lr"] = self.base_lr
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
@@ -268,8 +270,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         values = {"loss/total": loss.detach(), "loss/id": out.loss_id, "train/accuracy": out.accuracy,
                   "train/norm_mean": out.norms.mean()}
-        if out.loss_g is not None:
-            values["loss/g"] = out.loss_g
+        if out.penalty is not None:
+            values[f"loss/{out.penalty_name}"] = out.penalty
+        values.update({f"{self.cfg.loss}/{name}": v for name, v in out.stats.items()})
         return values, (quality.detach().float() if quality is not None else out.norms)
 
     def _lr_factor(self) -> float:
@@ -295,6 +298,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging / validation
     def _log(self, values: dict, quality: torch.Tensor, rate: float) -> dict[str, float]:
+        for name in [k for k, v in values.items() if v.dim() > 0]:  # per-sample statistics of the loss
+            per_sample = values.pop(name).float().cpu().numpy()
+            values[name] = float(per_sample.mean())
+            self.log.histogram(f"{name}_hist", per_sample, self.step)
         values = {k: float(v) for k, v in values.items()}
         values.update({"train/lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": rate})
         q = quality.float().cpu().numpy()
