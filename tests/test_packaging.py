@@ -49,7 +49,8 @@ def test_no_test_only_package_is_imported_by_fqtool() -> None:
 def test_without_onnxruntime_export_and_onnx_models_say_how_to_get_it(tmp_path, monkeypatch) -> None:
     from fqtool.errors import FqtoolError
     from fqtool.models import create_model
-    from fqtool.models.checkpoint import load_model, save_checkpoint
+    from fqtool.models.checkpoint import save_checkpoint
+    from fqtool.models.loading import load_model
 
     torch.manual_seed(0)
     weights = save_checkpoint(create_model("iresnet_tiny").eval(), tmp_path / "m.safetensors")

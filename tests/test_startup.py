@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "matplotlib", "tensorboard", "sklearn")
+HEAVY = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "matplotlib", "tensorboard", "sklearn",
+         "fqtool.api")
 
 # One interpreter runs every command line in turn (in process, like the console script) and records,
 # after each, which heavy modules are loaded: the first line that pulls one in is the culprit.

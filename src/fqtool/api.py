@@ -27,8 +27,8 @@ from fqtool.eval.embed import embed_images
 from fqtool.eval.features import FeatureSet, extract_features
 from fqtool.eval.scoring import ScoreResult, open_input, score_dataset, set_method
 from fqtool.eval.verification import VerificationResult, evaluate_verification
-from fqtool.models.checkpoint import load_model as _open_network
-from fqtool.models.checkpoint import resolve_weights
+from fqtool.models.loading import load_model as _open_network
+from fqtool.models.loading import resolve_weights
 from fqtool.runtime import resolve_device
 
 __all__ = ["QualityModel", "load_model", "read_images", "verify"]

@@ -119,7 +119,7 @@ def command(
     from fqtool.eval.score_files import write_path_scores
     from fqtool.eval.scoring import default_output, plot_histogram, write_csv
     from fqtool.eval.scoring import save_embeddings as write_embeddings
-    from fqtool.models.checkpoint import resolve_weights
+    from fqtool.models.loading import resolve_weights
 
     weights_path = resolve_weights(weights)
     if not input.exists():
