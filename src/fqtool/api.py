@@ -184,11 +184,13 @@ class QualityModel:
         workers: int = 0,
         keep_embeddings: bool = False,
         on_progress: Callable[[int], None] | None = None,
+        **method_options: Any,
     ) -> ScoreResult:
         """Quality (raw and 0-100), norms and optionally embeddings, row-aligned with the images.
 
         ``images``: anything :func:`read_images` takes, a dataset from :meth:`open`, or a folder, list
         file or ``.rec`` path. Unreadable images of a folder/list/.rec are skipped and listed in ``bad``.
+        ``method_options`` go to :func:`fqtool.eval.scoring.score_dataset` (options of a quality method).
         """
         if _is_collection(images):
             dataset = self.open(images)
@@ -199,7 +201,7 @@ class QualityModel:
             dataset = _InMemory(batch, _names(images, len(batch)))
         return score_dataset(
             self.network, dataset, batch_size=batch_size, workers=workers, device=self.device,
-            method=method, keep_embeddings=keep_embeddings, on_progress=on_progress,
+            method=method, keep_embeddings=keep_embeddings, on_progress=on_progress, **method_options,
         )
 
     def set_quality_method(self, method: str) -> None:
