@@ -1,13 +1,23 @@
 """Encoded image bytes → RGB uint8 tensors (3×H×W).
 
-torchvision's native decoders (libjpeg-turbo, libpng, libwebp) are used first; PIL is the fallback
-for what they do not read (BMP, unusual JPEG/PNG variants).
+Only baseline/progressive JPEG goes to torchvision's native decoder (libjpeg-turbo): it is about 3×
+faster than PIL there and survives corrupt data (the fuzz test in ``tests/test_data_fuzz.py`` checks
+this in a child process). Everything else — PNG, WebP, BMP, odd JPEGs — is decoded by PIL:
+torchvision's native PNG decoder crashes the whole process (SIGSEGV) on some corrupt PNGs, and a
+crash cannot be caught. libjpeg prints "Corrupt JPEG data: …" warnings straight to C ``stderr``;
+they are silenced while the native decoder runs (a bad image raises :class:`BadInputError` instead).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
-from collections.abc import Callable
+import struct
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from fqtool.errors import BadInputError
@@ -18,10 +28,13 @@ if TYPE_CHECKING:
 # torch / torchvision are imported on first use, so that light users (image_extension, the
 # convert-rec workers, ``fqtool --help``) do not pay for them.
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_image", "image_extension", "resize_if_needed"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "image_extension", "resize_if_needed"]
 
 #: File suffixes treated as images when scanning folders (compared lower-case).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+#: Largest image (width × height) decoded; a damaged header can claim 65535×65535 (12 GB of pixels).
+MAX_PIXELS = 64 << 20
 
 
 def image_extension(data: bytes) -> str:
@@ -43,19 +56,57 @@ def decode_image(data: bytes, source: str = "") -> torch.Tensor:
 
     Raises :class:`BadInputError` naming ``source`` when the bytes are not a readable image.
     """
-    import torch
-
     if not data:
         raise BadInputError("empty image data", source or None)
+    size = _jpeg_size(data)
+    if size is not None and 0 < size[0] * size[1] <= MAX_PIXELS:
+        img = _decode_native_jpeg(data)
+        if img is not None:
+            return img
+    return _decode_pil(data, source)
+
+
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header, or None when ``data`` is not a well-formed JPEG
+    header (then PIL decides). Walks the marker segments up to the first SOF: a few steps."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if length < 2:
+            return None
+        if marker in _SOF_MARKERS:
+            if length < 8 or pos + 9 > n:
+                return None
+            return (data[pos + 5] << 8) | data[pos + 6], (data[pos + 7] << 8) | data[pos + 8]
+        if marker == 0xD9 or marker == 0xDA:  # end of image / scan before any frame header
+            return None
+        pos += 2 + length
+    return None
+
+
+def _decode_native_jpeg(data: bytes) -> torch.Tensor | None:
+    """torchvision's libjpeg-turbo decode (RGB), or None when it refuses the data (PIL retries)."""
+    import torch
+
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     try:
-        img = _native_decoder()(buf)
+        with _quiet_c_stderr():
+            img = _native_decoder()(buf)
     except (RuntimeError, ValueError):
-        return _decode_pil(data, source)
-    if img.ndim != 3 or img.shape[0] != 3:  # e.g. an animated image decoded as a stack
-        return _decode_pil(data, source)
-    if img.dtype != torch.uint8:  # 16-bit PNG
-        img = (img.to(torch.int32) >> 8).to(torch.uint8)
+        return None
+    if img.ndim != 3 or img.shape[0] != 3 or img.dtype != torch.uint8:
+        return None
     return img
 
 
@@ -68,15 +119,13 @@ def _native_decoder() -> Callable:
     public function (warning silenced) where the op is not exposed."""
     global _native
     if _native is None:
-        import warnings
-
         import torch
         from torchvision.io import ImageReadMode
-        from torchvision.io import decode_image as public
+        from torchvision.io import decode_jpeg as public
 
         rgb = ImageReadMode.RGB
         try:
-            op = torch.ops.image.decode_image
+            op = torch.ops.image.decode_jpeg
 
             def native(buf: torch.Tensor) -> torch.Tensor:
                 return op(buf, rgb.value, False)
@@ -92,18 +141,108 @@ def _native_decoder() -> Callable:
     return _native
 
 
+# -- silencing libjpeg's warnings ----------------------------------------------------------------------
+# libjpeg reports recoverable damage ("Corrupt JPEG data: 13 extraneous bytes before marker 0xd9") with
+# fprintf(stderr, …). While a native decode runs, the C library's ``stderr`` pointer is pointed at
+# /dev/null. Only C stdio is affected: Python's own output (sys.stderr, rich) writes to file descriptor
+# 2 directly and is never lost. Done only where the C library exposes a writable ``stderr`` variable
+# (glibc, macOS); elsewhere the warning may still appear.
+
+
+class _CStderr:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.var: ctypes.c_void_p | None = None
+        self.null: int | None = None
+        self.saved: int | None = None
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self._bind()
+
+    def _bind(self) -> None:
+        import platform
+
+        if sys.platform == "darwin":
+            name = "__stderrp"
+        elif sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+            name = "stderr"
+        else:
+            return
+        libc = ctypes.CDLL(None)
+        fopen = libc.fopen
+        fopen.restype, fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+        null = fopen(b"/dev/null", b"w")
+        if null:
+            self.var, self.null = ctypes.c_void_p.in_dll(libc, name), null
+
+    def enter(self) -> None:
+        if self.var is None:
+            return
+        with self.lock:
+            if self.depth == 0:
+                self.saved = self.var.value
+                self.var.value = self.null
+            self.depth += 1
+
+    def leave(self) -> None:
+        if self.var is None:
+            return
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0:
+                self.var.value = self.saved
+
+
+_c_stderr: _CStderr | None = None
+
+
+@contextlib.contextmanager
+def _quiet_c_stderr() -> Iterator[None]:
+    global _c_stderr
+    if _c_stderr is None:
+        _c_stderr = _CStderr()
+    _c_stderr.enter()
+    try:
+        yield
+    finally:
+        _c_stderr.leave()
+
+
+# -- PIL ---------------------------------------------------------------------------------------------
+
+_SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
 def _decode_pil(data: bytes, source: str) -> torch.Tensor:
+    import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as pil:
-            rgb = pil.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as pil:
+                if pil.width * pil.height > MAX_PIXELS:
+                    raise BadInputError(f"image of {pil.width}×{pil.height} pixels is too large",
+                                        source or None)
+                arr = _pil_rgb_array(pil, np)
+    except BadInputError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError,
+            KeyError, struct.error, Image.DecompressionBombWarning, Image.DecompressionBombError,
+            MemoryError, ZeroDivisionError, OverflowError) as exc:
         kind = "not an image" if isinstance(exc, UnidentifiedImageError) else f"unreadable image ({exc})"
         raise BadInputError(kind, source or None) from None
-    arr = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-    return arr.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _pil_rgb_array(pil, np):  # noqa: ANN001, ANN202 - PIL and numpy are imported lazily
+    """(H, W, 3) uint8 array; 16-bit grey keeps its high byte (as torchvision did)."""
+    if pil.mode in _SIXTEEN_BIT:
+        grey = (np.asarray(pil).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    rgb = pil if pil.mode == "RGB" else pil.convert("RGB")
+    return np.array(rgb, dtype=np.uint8)
 
 
 def resize_if_needed(img: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
