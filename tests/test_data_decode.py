@@ -61,3 +61,27 @@ def test_resize_if_needed(make_image) -> None:
     assert resize_if_needed(img, (50, 40)) is img
     assert resize_if_needed(img, (112, 112)).shape == (3, 112, 112)
     assert resize_if_needed(img, None) is img
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision's public decode_png
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_png_through_pil_matches_torchvision(make_image, mode) -> None:
+    """PNGs are decoded by PIL (torchvision's native PNG decoder can segfault on damaged files); the
+    pixels must be exactly what torchvision's decoder gives for an intact file."""
+    from torchvision.io import ImageReadMode, decode_png
+
+    data = make_image((30, 140, 220), size=(24, 20), fmt="PNG", mode=mode)
+    want = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    assert torch.equal(decode_image(data), want)
+
+
+def test_jpeg_header_claiming_a_huge_image_is_refused_quickly(make_image) -> None:
+    import time
+
+    data = bytearray(make_image())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = b"\xea\x60\xea\x60"  # 60000 × 60000 pixels: 10 GB as RGB
+    began = time.perf_counter()
+    with pytest.raises(BadInputError, match=r"big.jpg: image .*too large"):
+        decode_image(bytes(data), "big.jpg")
+    assert time.perf_counter() - began < 5

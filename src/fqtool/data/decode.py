@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import os
 import struct
 import sys
 import threading
@@ -158,6 +159,15 @@ class _CStderr:
         self.saved: int | None = None
         with contextlib.suppress(OSError, ValueError, AttributeError):
             self._bind()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        """A child forked while another thread was decoding (DataLoader workers) starts clean."""
+        self.lock = threading.Lock()
+        if self.depth and self.var is not None:
+            self.var.value = self.saved
+        self.depth = 0
 
     def _bind(self) -> None:
         import platform
@@ -228,9 +238,10 @@ def _decode_pil(data: bytes, source: str) -> torch.Tensor:
                 arr = _pil_rgb_array(pil, np)
     except BadInputError:
         raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise BadInputError(f"image is too large ({exc})", source or None) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError,
-            KeyError, struct.error, Image.DecompressionBombWarning, Image.DecompressionBombError,
-            MemoryError, ZeroDivisionError, OverflowError) as exc:
+            KeyError, struct.error, MemoryError, ZeroDivisionError, OverflowError) as exc:
         kind = "not an image" if isinstance(exc, UnidentifiedImageError) else f"unreadable image ({exc})"
         raise BadInputError(kind, source or None) from None
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
