@@ -85,3 +85,25 @@ def test_jpeg_header_claiming_a_huge_image_is_refused_quickly(make_image) -> Non
     with pytest.raises(BadInputError, match=r"big.jpg: image .*too large"):
         decode_image(bytes(data), "big.jpg")
     assert time.perf_counter() - began < 5
+
+
+@pytest.mark.parametrize("options", [{"quality": 80}, {"lossless": True}])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_webp_native_header_sizes(make_image, options, mode) -> None:
+    """Lossy (VP8), lossless (VP8L) and alpha (VP8X) WebP headers give the right size to the native path,
+    and the pixels equal PIL's."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from fqtool.data.decode import _decode_pil, _native_header
+
+    rgb = Image.open(io.BytesIO(make_image(size=(30, 46), fmt="PNG"))).convert(mode)
+    buf = io.BytesIO()
+    rgb.save(buf, "WEBP", **options)
+    data = buf.getvalue()
+    assert _native_header(data) == ("webp", (30, 46))
+    img = decode_image(data)
+    assert img.shape == (3, 30, 46)
+    assert np.abs(img.int().numpy() - _decode_pil(data, "").int().numpy()).max() <= 1

@@ -1,11 +1,12 @@
 """Encoded image bytes → RGB uint8 tensors (3×H×W).
 
-Only baseline/progressive JPEG goes to torchvision's native decoder (libjpeg-turbo): it is about 3×
-faster than PIL there and survives corrupt data (the fuzz test in ``tests/test_data_fuzz.py`` checks
-this in a child process). Everything else — PNG, WebP, BMP, odd JPEGs — is decoded by PIL:
-torchvision's native PNG decoder crashes the whole process (SIGSEGV) on some corrupt PNGs, and a
-crash cannot be caught. libjpeg prints "Corrupt JPEG data: …" warnings straight to C ``stderr``;
-they are silenced while the native decoder runs (a bad image raises :class:`BadInputError` instead).
+JPEG and WebP go to torchvision's native decoders (libjpeg-turbo, libwebp), 2–3× faster than PIL,
+after their headers are parsed here (size at most :data:`MAX_PIXELS`); both survive damaged data (the
+fuzz test in ``tests/test_data_fuzz.py`` checks this in a child process). Everything else — PNG, BMP,
+odd or damaged headers — is decoded by PIL: torchvision's native PNG decoder crashes the whole process
+(SIGSEGV) on some damaged PNGs, and a crash cannot be caught. libjpeg prints "Corrupt JPEG data: …"
+warnings straight to C ``stderr``; they are silenced while a native decoder runs (a bad image raises
+:class:`BadInputError` instead, or decodes silently).
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ def decode_image(data: bytes, source: str = "") -> torch.Tensor:
     """
     if not data:
         raise BadInputError("empty image data", source or None)
-    size = _jpeg_size(data)
-    if size is not None and 0 < size[0] * size[1] <= MAX_PIXELS:
-        img = _decode_native_jpeg(data)
+    kind, size = _native_header(data)
+    if kind and size is not None and 0 < size[0] * size[1] <= MAX_PIXELS:
+        img = _decode_native(kind, data)
         if img is not None:
             return img
     return _decode_pil(data, source)
@@ -70,11 +71,18 @@ def decode_image(data: bytes, source: str = "") -> torch.Tensor:
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
+def _native_header(data: bytes) -> tuple[str, tuple[int, int] | None]:
+    """``("jpeg" | "webp", (height, width))`` for the formats decoded natively; ``("", None)`` otherwise
+    and ``(kind, None)`` when the header is not well formed (then PIL decides)."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg", _jpeg_size(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp", _webp_size(data)
+    return "", None
+
+
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's frame header, or None when ``data`` is not a well-formed JPEG
-    header (then PIL decides). Walks the marker segments up to the first SOF: a few steps."""
-    if data[:3] != b"\xff\xd8\xff":
-        return None
+    """(height, width) from a JPEG's frame header, walking the marker segments up to the first SOF."""
     pos, n = 2, len(data)
     while pos + 4 <= n:
         if data[pos] != 0xFF:
@@ -90,20 +98,38 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             if length < 8 or pos + 9 > n:
                 return None
             return (data[pos + 5] << 8) | data[pos + 6], (data[pos + 7] << 8) | data[pos + 8]
-        if marker == 0xD9 or marker == 0xDA:  # end of image / scan before any frame header
+        if marker in (0xD9, 0xDA):  # end of image / scan before any frame header
             return None
         pos += 2 + length
     return None
 
 
-def _decode_native_jpeg(data: bytes) -> torch.Tensor | None:
-    """torchvision's libjpeg-turbo decode (RGB), or None when it refuses the data (PIL retries)."""
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of a still WebP (lossy ``VP8 ``, lossless ``VP8L``, extended ``VP8X``); None for
+    animations and malformed headers."""
+    if len(data) < 30:
+        return None
+    chunk = bytes(data[12:16])
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        width = int.from_bytes(data[26:28], "little") & 0x3FFF
+        height = int.from_bytes(data[28:30], "little") & 0x3FFF
+        return height, width
+    if chunk == b"VP8L" and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    if chunk == b"VP8X" and not data[20] & 0x02:  # 0x02: animation
+        return int.from_bytes(data[27:30], "little") + 1, int.from_bytes(data[24:27], "little") + 1
+    return None
+
+
+def _decode_native(kind: str, data: bytes) -> torch.Tensor | None:
+    """torchvision's decode (RGB), or None when it refuses the data (PIL retries and explains)."""
     import torch
 
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     try:
         with _quiet_c_stderr():
-            img = _native_decoder()(buf)
+            img = _native_decoders()[kind](buf)
     except (RuntimeError, ValueError):
         return None
     if img.ndim != 3 or img.shape[0] != 3 or img.dtype != torch.uint8:
@@ -111,34 +137,36 @@ def _decode_native_jpeg(data: bytes) -> torch.Tensor | None:
     return img
 
 
-_native: Callable | None = None
+_native: dict[str, Callable] | None = None
 
 
-def _native_decoder() -> Callable:
-    """torchvision's decoder op, called directly: torchvision 0.29 deprecates its image I/O in favour
-    of TorchCodec and warns on every public call; the op itself is unchanged. Falls back to the
-    public function (warning silenced) where the op is not exposed."""
+def _native_decoders() -> dict[str, Callable]:
+    """torchvision's JPEG and WebP decoder ops, called directly: torchvision 0.29 deprecates its image
+    I/O in favour of TorchCodec and warns on every public call; the ops themselves are unchanged.
+    Falls back to the public functions (warning silenced) where the ops are not exposed."""
     global _native
     if _native is None:
         import torch
         from torchvision.io import ImageReadMode
-        from torchvision.io import decode_jpeg as public
+        from torchvision.io import decode_jpeg as public_jpeg
+        from torchvision.io import decode_webp as public_webp
 
         rgb = ImageReadMode.RGB
         try:
-            op = torch.ops.image.decode_jpeg
-
-            def native(buf: torch.Tensor) -> torch.Tensor:
-                return op(buf, rgb.value, False)
-
+            jpeg_op, webp_op = torch.ops.image.decode_jpeg, torch.ops.image.decode_webp
+            _native = {"jpeg": lambda buf: jpeg_op(buf, rgb.value, False),
+                       "webp": lambda buf: webp_op(buf, rgb.value)}
         except (AttributeError, RuntimeError):  # pragma: no cover - other torchvision builds
 
-            def native(buf: torch.Tensor) -> torch.Tensor:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    return public(buf, mode=rgb)
+            def quiet(fn: Callable) -> Callable:
+                def call(buf: torch.Tensor) -> torch.Tensor:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        return fn(buf, mode=rgb)
 
-        _native = native
+                return call
+
+            _native = {"jpeg": quiet(public_jpeg), "webp": quiet(public_webp)}
     return _native
 
 
