@@ -19,7 +19,7 @@ import struct
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fqtool.errors import BadInputError
@@ -127,11 +127,15 @@ def _decode_native(kind: str, data: bytes) -> torch.Tensor | None:
     import torch
 
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    decode = _native_decoders()[kind]
+    guard = _c_stderr or _make_c_stderr()
+    guard.enter()
     try:
-        with _quiet_c_stderr():
-            img = _native_decoders()[kind](buf)
+        img = decode(buf)
     except (RuntimeError, ValueError):
         return None
+    finally:
+        guard.leave()
     if img.ndim != 3 or img.shape[0] != 3 or img.dtype != torch.uint8:
         return None
     return img
@@ -234,16 +238,11 @@ class _CStderr:
 _c_stderr: _CStderr | None = None
 
 
-@contextlib.contextmanager
-def _quiet_c_stderr() -> Iterator[None]:
+def _make_c_stderr() -> _CStderr:
     global _c_stderr
     if _c_stderr is None:
         _c_stderr = _CStderr()
-    _c_stderr.enter()
-    try:
-        yield
-    finally:
-        _c_stderr.leave()
+    return _c_stderr
 
 
 # -- PIL ---------------------------------------------------------------------------------------------
