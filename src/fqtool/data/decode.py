@@ -202,11 +202,9 @@ class _CStderr:
         self.depth = 0
 
     def _bind(self) -> None:
-        import platform
-
         if sys.platform == "darwin":
             name = "__stderrp"
-        elif sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        elif sys.platform.startswith("linux") and _is_glibc():
             name = "stderr"
         else:
             return
@@ -235,13 +233,23 @@ class _CStderr:
                 self.var.value = self.saved
 
 
+def _is_glibc() -> bool:
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
 _c_stderr: _CStderr | None = None
+_c_stderr_made = threading.Lock()
 
 
 def _make_c_stderr() -> _CStderr:
+    """The one process-wide silencer (two would save and restore each other's /dev/null)."""
     global _c_stderr
-    if _c_stderr is None:
-        _c_stderr = _CStderr()
+    with _c_stderr_made:
+        if _c_stderr is None:
+            _c_stderr = _CStderr()
     return _c_stderr
 
 
