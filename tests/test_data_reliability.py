@@ -201,3 +201,13 @@ def test_make_list_check_reports_bad_images(people, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "left out 1 unreadable images: a/bad.png" in result.stderr
     assert np.array_equal(read_list(tmp_path / "l.txt").labels, [0, 1])
+
+
+def test_training_refuses_unlabelled_images_naming_the_data(tmp_path, make_image) -> None:
+    from fqtool.errors import FqtoolError
+    from fqtool.train.data import open_training_data
+
+    (tmp_path / "a.jpg").write_bytes(make_image())
+    (tmp_path / "list.txt").write_text("a.jpg 0\na.jpg -1\na.jpg 1\n")
+    with pytest.raises(FqtoolError, match=r"list.txt: 1 of 3 images have label -1 \(no identity\), e.g. a"):
+        open_training_data(str(tmp_path / "list.txt"), size=(112, 112))
