@@ -107,6 +107,8 @@ def test_im2rec_rec_and_split_records(tmp_path, make_image) -> None:
     assert entries.paths == ["images/01/0.jpg", "images/00/1.jpg", "images/12/2.png"]
     assert (tmp_path / "out" / "images" / "00" / "1.jpg").read_bytes() == tricky
     assert read_classes(tmp_path / "out" / "classes.tsv") == {0: "00", 1: "01", 12: "12"}
+    rerun = convert_rec(tmp_path / "im2rec.rec", tmp_path / "out", workers=1)
+    assert (rerun.written, rerun.skipped) == (0, 3)  # the split record's size is known too
 
 
 def test_output_is_a_file(tmp_path, mxnet_made) -> None:

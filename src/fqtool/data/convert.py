@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import multiprocessing
 import os
 import struct
@@ -300,7 +301,10 @@ def _existing_images(
     A file counts as converted only if its size is the size of the image in its record: a truncated
     or empty file (a full disk, another tool) is removed and written again."""
     exts = np.full(len(keys), "", dtype=object)
-    found: dict[tuple[str, str], tuple[str, int, str]] = {}
+    found: dict[tuple[str, str], int] = {}  # (class folder, key) → position in the lists below
+    found_ext: list[str] = []
+    found_size: list[int] = []
+    found_path: list[str] = []
     for name in set(dirnames.values()):
         folder = images_dir / name
         if not folder.is_dir():
@@ -311,51 +315,50 @@ def _existing_images(
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
                 continue
-            stem, ext = os.path.splitext(entry.name)
-            with contextlib.suppress(OSError):
-                found[(name, stem)] = (ext, entry.stat(follow_symlinks=False).st_size, entry.path)
+            stem, dot, ext = entry.name.rpartition(".")
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+            found[(name, stem if dot else ext)] = len(found_ext)
+            found_ext.append(dot + ext if dot else "")
+            found_size.append(size)
+            found_path.append(entry.path)
     if not found:
         return exts
-    hits = [(i, found.get((dirnames[c], str(k))))
-            for i, (c, k) in enumerate(zip(labels.tolist(), keys.tolist(), strict=True))]
-    hits = [(i, f) for i, f in hits if f is not None]
-    index = np.array([i for i, _ in hits], dtype=np.int64)
-    offsets, _ = reader.locate(keys[index])
-    expected = _image_sizes(reader.rec_path, offsets)
-    for (i, (ext, size, path)), want in zip(hits, expected, strict=True):
-        if size == want:
-            exts[i] = ext
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+    where = np.array([found.get((dirnames[c], str(k)), -1)
+                      for c, k in zip(labels.tolist(), keys.tolist(), strict=True)], dtype=np.int64)
+    have = np.flatnonzero(where >= 0)
+    offsets, _ = reader.locate(keys[have])
+    ok = np.asarray(found_size, dtype=np.int64)[where[have]] == _image_sizes(reader.rec_path, offsets)
+    exts[have[ok]] = np.asarray(found_ext, dtype=object)[where[have[ok]]]
+    for i in where[have[~ok]].tolist():  # truncated, empty or foreign: written again
+        with contextlib.suppress(OSError):
+            os.unlink(found_path[i])
     return exts
 
 
-def _image_sizes(rec_path: Path, offsets: np.ndarray) -> list[int]:
-    """Size of the encoded image in each record at ``offsets`` (-1 when unreadable: rewritten)."""
-    head = struct.Struct("<III")  # magic, lrec, IRHeader flag
-    sizes = []
-    fd = os.open(rec_path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    try:
-        for offset in offsets.tolist():
-            data = _pread(fd, head.size, offset)
-            if len(data) < head.size:
-                sizes.append(-1)
-                continue
-            magic, lrec, flag = head.unpack(data)
-            if magic != MAGIC:
-                sizes.append(-1)
-            elif lrec >> 29 == 0:
-                sizes.append((lrec & _LEN_MASK) - 24 - 4 * flag)
-            else:  # split record (rare): reassemble it
-                try:
-                    payload = read_record_at(rec_path, offset)
-                except (FormatError, OSError):
-                    sizes.append(-1)
-                    continue
-                sizes.append(len(payload) - 24 - 4 * flag)
-    finally:
-        os.close(fd)
+def _image_sizes(rec_path: Path, offsets: np.ndarray) -> np.ndarray:
+    """Size of the encoded image in each record at ``offsets`` (-1 when unreadable: rewritten).
+
+    Reads each record's part header and image-header flag (12 bytes) through a memory map, all records
+    at once; only split records (rare) are reassembled one by one."""
+    sizes = np.full(len(offsets), -1, dtype=np.int64)
+    if not len(offsets) or rec_path.stat().st_size < 12:
+        return sizes
+    with open(rec_path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        words = np.frombuffer(mm, dtype="<u4", count=len(mm) // 4)
+        at = offsets // 4
+        usable = np.flatnonzero((offsets % 4 == 0) & (at + 2 < len(words)))
+        magic, lrec, flag = (words[at[usable] + k].astype(np.int64) for k in range(3))
+        del words  # no view may outlive the map
+    good = magic == MAGIC
+    whole = good & (lrec >> 29 == 0)
+    sizes[usable[whole]] = (lrec[whole] & _LEN_MASK) - 24 - 4 * flag[whole]
+    for i in usable[good & (lrec >> 29 == 1)].tolist():  # split record: reassemble it
+        with contextlib.suppress(FormatError, OSError, struct.error):
+            payload = read_record_at(rec_path, int(offsets[i]))
+            sizes[i] = len(payload) - 24 - 4 * _FLAG.unpack_from(payload)[0]
     return sizes
 
 
