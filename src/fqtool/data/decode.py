@@ -264,7 +264,8 @@ def _decode_pil(data: bytes, source: str) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # PIL's warnings (odd EXIF, palette transparency) are not ours to
+            warnings.simplefilter("ignore")  # print: the image decodes, or one BadInputError explains
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as pil:
                 if pil.width * pil.height > MAX_PIXELS:
