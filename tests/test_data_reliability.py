@@ -83,7 +83,9 @@ def test_loose_images_included_for_scoring(people) -> None:
     assert label == -1 and int(image[1].float().mean()) > 150  # the green top-level image
 
 
-def test_score_csv_has_loose_image_with_empty_label(people, tmp_path) -> None:
+def test_score_csv_has_loose_image_with_empty_label(looping, tmp_path) -> None:
+    """Through the CLI: the top-level image is scored with an empty label, the links are skipped and
+    named in a warning (before: a traceback on the looping link, and the top-level image dropped)."""
     import csv
 
     import torch
@@ -94,8 +96,9 @@ def test_score_csv_has_loose_image_with_empty_label(people, tmp_path) -> None:
     torch.manual_seed(0)
     weights = save_checkpoint(create_model("iresnet_tiny"), tmp_path / "tiny.safetensors")
     out = tmp_path / "q.csv"
-    result = runner.invoke(app, ["score", str(people), "-w", str(weights), "-o", str(out), "-j", "0", "-q"])
+    result = runner.invoke(app, ["score", str(looping), "-w", str(weights), "-o", str(out), "-j", "0", "-q"])
     assert result.exit_code == 0, result.output
+    assert "skipped 3 symbolic links" in result.stderr
     with open(out, newline="", encoding="utf-8") as fh:
         rows = {r["path"]: r["label"] for r in csv.DictReader(fh)}
     assert rows == {"a/x.jpg": "0", "b/y.jpg": "1", "top.jpg": ""}
