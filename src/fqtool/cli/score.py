@@ -134,6 +134,8 @@ def command(
         raise FqtoolError("--output would overwrite the input", csv_path)
     model = load_model(weights_path, quality_weights=quality_weights, device=device, arch=arch)
     dataset = model.open(input)
+    for note in getattr(dataset, "notes", []):
+        err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     with progress_bar("score", len(dataset), quiet=quiet) as advance:
         result = model.score(
             dataset, batch_size=batch_size, workers=workers, method=method.value,
