@@ -512,3 +512,12 @@ def align_images(
         if on_progress is not None:
             on_progress(1)
     return out, missed
+
+
+def crop_size_for(model_size: Sequence[int]) -> int:
+    """The crop size to align to for a model input (H, W): its side when square and a template size."""
+    height, width = (int(v) for v in model_size)
+    if height == width and (height % 112 == 0 or height % 128 == 0):
+        return height
+    return 112
+

@@ -14,7 +14,7 @@ from fqtool.errors import FqtoolError
 
 __all__ = ["TEMPLATE_112", "estimate_norm", "norm_crop", "template", "umeyama", "warp_affine"]
 
-#: insightface's ``arcface_dst`` (112×112): eyes, nose tip, mouth corners (x, y), subject's left first.
+#: insightface's ``arcface_dst`` (112×112): eyes, nose tip, mouth corners (x, y), image-left first.
 TEMPLATE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float32,
