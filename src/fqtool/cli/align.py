@@ -63,6 +63,9 @@ def command(
     ] = None,
     max_side: Annotated[int, typer.Option("--max-side", min=32, help="Longest side of the detector input "
                                           "(larger photos are scaled down for detection only).")] = 640,
+    refine: Annotated[bool, typer.Option("--refine/--no-refine", help="Detect landmarks a second time on "
+                                         "the roughly aligned face (more exact for small or tilted faces; "
+                                         "about 1.4× the time per face).")] = True,
     fmt: Annotated[CropFormat, typer.Option("--format", help="Crop format: png (lossless) or jpg.")] = (
         CropFormat.png
     ),
@@ -79,7 +82,7 @@ def command(
 
     options = AlignOptions(
         size=size, faces=faces.value, min_size=min_size, threshold=threshold, max_side=max_side,
-        fmt=fmt.value, workers=workers, detector=str(detector) if detector else None,
+        fmt=fmt.value, workers=workers, refine=refine, detector=str(detector) if detector else None,
         landmarks=str(landmarks) if landmarks else None,
     )
     with progress_bar("align", None, quiet=quiet) as advance:
