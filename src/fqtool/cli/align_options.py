@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fqtool.cli.console import err_console
 from fqtool.cli.progress import progress_bar
-from fqtool.errors import FqtoolError
+from fqtool.errors import BadInputError, FqtoolError
 
 
 def _warn_missed(missed: list[str], total: int, what: str) -> None:
@@ -52,15 +52,17 @@ def align_pair_images(images, size: tuple, detector: Path | None, name: str, qui
     import torch
 
     from fqtool.align.pipeline import Aligner, AlignOptions, align_images, crop_size_for
+    from fqtool.data.decode import decode_image, resize_if_needed
 
     side = crop_size_for(size)
     aligner = Aligner(AlignOptions(size=side, detector=str(detector) if detector else None))
     with progress_bar(f"align {name}", len(images), quiet=quiet) as advance:
         crops, missed = align_images(images, side, aligner, on_progress=advance)
     _warn_missed([f"#{i}" for i in missed], len(images), f"{name}: used whole, resized")
-    tensor = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
-    if tuple(tensor.shape[-2:]) != tuple(size):
-        from fqtool.data.decode import resize_if_needed
-
-        tensor = resize_if_needed(tensor, tuple(size))
+    tensor = resize_if_needed(torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous(), tuple(size))
+    for i in missed:  # exactly what verify does without --align
+        try:
+            tensor[i] = resize_if_needed(decode_image(images[i], f"{name} image {i}"), tuple(size))
+        except BadInputError:
+            tensor[i] = 0
     return tensor
