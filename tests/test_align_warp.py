@@ -71,11 +71,13 @@ def test_template_sizes_follow_insightface() -> None:
         template(100)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_warp_equals_pixel_loop(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "low", "high"), [(0, -20, 140), (1, -20, 140), (2, 10, 60), (3, 400, 900),
+                                                   (4, -900, -300)])
+def test_warp_equals_pixel_loop(seed: int, low: float, high: float) -> None:
+    """Crops partly outside the image (black border), inside it (upscaled), and far off it (all black)."""
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    landmarks = rng.uniform(-20, 140, (5, 2))  # parts of the crop fall outside the image: black border
+    landmarks = rng.uniform(low, high, (5, 2))
     matrix = estimate_norm(landmarks, 112)
     ours = warp_affine(image, matrix, 112).astype(int)
     loop = _warp_loop(image, matrix, 112).astype(int)

@@ -166,10 +166,12 @@ class ScrfdDetector(FaceDetector):
         else:
             new_w, new_h = width, int(width * image.shape[0] / image.shape[1])
         new_w, new_h = max(new_w, 1), max(new_h, 1)
-        canvas = np.zeros((height, width, 3), dtype=np.float32)
-        canvas[:new_h, :new_w] = _resize(image, new_w, new_h)
-        blob = ((canvas - 127.5) / 128.0).transpose(2, 0, 1)[None]
-        return np.ascontiguousarray(blob, dtype=np.float32), new_h / image.shape[0]
+        resized = _resize(image, new_w, new_h)
+        blob = np.full((1, 3, height, width), -127.5 / 128.0, dtype=np.float32)  # black padding
+        for c in range(3):  # RGB planes written in place: much faster than a float HWC copy + transpose
+            np.subtract(resized[..., c], np.float32(127.5), out=blob[0, c, :new_h, :new_w], dtype=np.float32)
+            blob[0, c, :new_h, :new_w] /= np.float32(128.0)
+        return blob, new_h / image.shape[0]
 
     def centers(self, height: int, width: int, stride: int) -> np.ndarray:
         key = (height, width, stride)
@@ -264,9 +266,11 @@ class RetinaFaceDetector(FaceDetector):
     def _candidates(self, image):
         scale = min(1.0, self.max_side / max(image.shape[:2]))
         height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
-        resized = _resize(image, width, height).astype(np.float32)
-        blob = (resized[..., ::-1] - self.MEAN_BGR).transpose(2, 0, 1)[None]
-        loc, conf, points = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(blob)})
+        resized = _resize(image, width, height)
+        blob = np.empty((1, 3, height, width), dtype=np.float32)
+        for c in range(3):  # BGR planes minus the mean, written in place
+            np.subtract(resized[..., 2 - c], self.MEAN_BGR[c], out=blob[0, c], dtype=np.float32)
+        loc, conf, points = self.session.run(self.output_names, {self.input_name: blob})
         boxes, scores, landmarks = self.decode(loc, conf, points, (height, width))
         sx, sy = image.shape[1] / width, image.shape[0] / height
         boxes = boxes * np.array([sx, sy, sx, sy], dtype=np.float32)

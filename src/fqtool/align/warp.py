@@ -81,20 +81,33 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
     src_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
     src_y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
-    height, width = image.shape[:2]
-    padded = np.zeros((height + 2, width + 2) + image.shape[2:], dtype=np.float32)
-    padded[1:-1, 1:-1] = image
-    # keep far-away samples on the zero border: clip to the padded frame before flooring
-    src_x = np.clip(src_x + 1.0, 0.0, width + 1.0)
-    src_y = np.clip(src_y + 1.0, 0.0, height + 1.0)
-    x0 = np.minimum(np.floor(src_x).astype(np.int64), width)
-    y0 = np.minimum(np.floor(src_y).astype(np.int64), height)
+    x0, src_x, window_x = _window(src_x, image.shape[1])
+    y0, src_y, window_y = _window(src_y, image.shape[0])
+    padded = np.zeros((len(window_y), len(window_x)) + image.shape[2:], dtype=np.float32)
+    inside_y = (window_y >= 0) & (window_y < image.shape[0])
+    inside_x = (window_x >= 0) & (window_x < image.shape[1])
+    padded[np.ix_(inside_y, inside_x)] = image[window_y[inside_y][:, None], window_x[inside_x][None, :]]
     fx = (src_x - x0)[..., None] if image.ndim == 3 else src_x - x0
     fy = (src_y - y0)[..., None] if image.ndim == 3 else src_y - y0
+    x0 -= window_x[0]
+    y0 -= window_y[0]
     top = padded[y0, x0] * (1 - fx) + padded[y0, x0 + 1] * fx
     bottom = padded[y0 + 1, x0] * (1 - fx) + padded[y0 + 1, x0 + 1] * fx
     out = top * (1 - fy) + bottom * fy
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _window(coords: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source pixels a set of sample coordinates needs along one axis, one zero pixel beyond each image
+    edge at most: (left neighbour per sample, coordinates clipped into the window, window pixel indices).
+
+    Only this window is copied (a crop needs a few thousand pixels of a multi-megapixel photo)."""
+    low = max(int(np.floor(coords.min())), -1)
+    high = min(int(np.floor(coords.max())) + 1, length)
+    high = max(high, low + 1)
+    clipped = np.clip(coords, low, high)
+    left = np.minimum(np.floor(clipped).astype(np.int64), high - 1)
+    return left, clipped, np.arange(low, high + 1)
 
 
 def norm_crop(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
