@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from _photos import Placement, correlation, load_face, make_photo
-from fqtool.align.warp import TEMPLATE_112, estimate_norm, norm_crop, template, umeyama, warp_affine
+from fqtool.align.warp import (
+    TEMPLATE_112,
+    estimate_norm,
+    norm_crop,
+    template,
+    umeyama,
+    warp_affine,
+    warp_affine_fast,
+)
 from fqtool.errors import FqtoolError
 
 
@@ -83,6 +92,15 @@ def test_warp_equals_pixel_loop(seed: int, low: float, high: float) -> None:
     loop = _warp_loop(image, matrix, 112).astype(int)
     assert np.abs(ours - loop).max() <= 1  # rounding of exact halves only
     assert np.abs(ours - loop).mean() < 0.01
+
+
+def test_fast_warp_is_the_same_geometry() -> None:
+    rng = np.random.default_rng(7)
+    small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    image = np.asarray(Image.fromarray(small).resize((320, 240), Image.BICUBIC))
+    matrix = estimate_norm(rng.uniform(40, 200, (5, 2)), 112)
+    fast, exact = warp_affine_fast(image, matrix, 112), warp_affine(image, matrix, 112)
+    assert np.abs(fast.astype(int) - exact.astype(int)).mean() < 0.5
 
 
 def test_norm_crop_of_a_pasted_face_gives_it_back() -> None:

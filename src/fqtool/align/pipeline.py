@@ -26,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fqtool.align.detectors import Detections, FaceDetector, load_detector
 from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, read_landmarks
-from fqtool.align.warp import TEMPLATE_112, norm_crop, template, umeyama, warp_affine
+from fqtool.align.warp import TEMPLATE_112, norm_crop, template, umeyama, warp_affine_fast
 from fqtool.data.decode import IMAGE_EXTENSIONS
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.fsutil import atomic_open, atomic_path, ensure_dir
@@ -291,7 +291,7 @@ class Aligner:
         landmarks when the second pass finds no face near the centre."""
         matrix = umeyama(landmarks, TEMPLATE_112.astype(np.float64) * REFINE_SCALE + REFINE_MARGIN)[:2]
         side = int(round(112 * REFINE_SCALE + 2 * REFINE_MARGIN))
-        again = self.detector.detect(warp_affine(image, matrix, side))
+        again = self.detector.detect(warp_affine_fast(image, matrix, side))
         if not len(again):
             return landmarks
         centre = 56 * REFINE_SCALE + REFINE_MARGIN
