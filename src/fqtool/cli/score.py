@@ -117,7 +117,7 @@ def command(
     """
     from fqtool.eval.scoring import default_output, open_input, plot_histogram, score_dataset, write_csv
     from fqtool.eval.scoring import save_embeddings as write_embeddings
-    from fqtool.models.checkpoint import load_model, resolve_weights
+    from fqtool.models.loading import load_model, resolve_weights
     from fqtool.runtime import resolve_device
 
     weights_path = resolve_weights(weights)
@@ -133,6 +133,8 @@ def command(
     else:
         dataset = open_input(input, size=tuple(model.preprocess.size))
         warn_if_not_aligned(dataset, tuple(model.preprocess.size))
+    for note in getattr(dataset, "notes", []):
+        err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     with progress_bar("score", len(dataset), quiet=quiet) as advance:
         result = score_dataset(
             model, dataset, batch_size=batch_size, workers=workers, device=torch_device,
