@@ -264,3 +264,9 @@ def test_verify_align_on_a_pairs_folder(photos: Path, tiny_weights: Path, tmp_pa
     # the aligned embeddings differ from the squashed-photo ones except for the face-less image
     differs = np.abs(embeddings - np.load(tmp_path / "p.npz")["embeddings"]).max(axis=1) > 1e-4
     assert differs[:5].all() and not differs[5]
+
+
+def test_crop_names_stay_inside_the_output_and_do_not_collide() -> None:
+    names = pipeline.out_names(["../up/a.jpg", "/abs/b.png", "c.jpg", "c.png", "d/./e.webp"], "png")
+    assert names == {"../up/a.jpg": "_/up/a", "/abs/b.png": "abs/b", "c.jpg": "c_jpg", "c.png": "c_png",
+                     "d/./e.webp": "d/e"}

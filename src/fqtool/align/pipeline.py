@@ -313,10 +313,18 @@ def _cpus() -> int:
 # ----------------------------------------------------------------------------------------------- output
 
 
+def _safe_stem(source: str) -> str:
+    """The source path without its suffix, kept inside OUTPUT: ``..`` parts become ``_``, a root and ``.``
+    parts are dropped (list files may name images outside their folder)."""
+    stem = os.path.splitext(source.replace("\\", "/"))[0]
+    parts = ["_" if p == ".." else p for p in stem.split("/") if p not in ("", ".")]
+    return "/".join(parts) or "_"
+
+
 def out_names(sources: Sequence[str], fmt: str) -> dict[str, str]:
     """Crop name stem per source: the source's path without its suffix, unless two sources would then
     collide (``a.jpg`` and ``a.png``), in which case the suffix is kept in the stem (``a_jpg``)."""
-    stems = {s: os.path.splitext(s)[0] for s in sources}
+    stems = {s: _safe_stem(s) for s in sources}
     counts: dict[str, int] = {}
     for stem in stems.values():
         counts[stem] = counts.get(stem, 0) + 1
