@@ -149,3 +149,14 @@ def test_a_graph_with_another_layout_is_refused(tmp_path: Path) -> None:
     (tmp_path / "junk.onnx").write_bytes(b"not a graph")
     with pytest.raises(FormatError, match="junk.onnx"):
         load_detector(tmp_path / "junk.onnx")
+
+
+def test_embedded_detector_loads_without_importing_opencv_or_the_package() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from fqtool.align.detectors import load_detector; "
+            "d = load_detector(); d.detect(np.zeros((64, 64, 3), np.uint8)); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cv2', 'retinaface')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
