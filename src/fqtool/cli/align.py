@@ -47,7 +47,7 @@ def command(
     landmarks: Annotated[
         Path | None,
         typer.Option("--landmarks", help="Use given landmarks instead of a detector: lines "
-                     "'name x1 y1 … x5 y5 [score]' (insightface/IJB) or a CSV like faces.csv.",
+                     "'name x1 y1 … x5 y5' and an optional score (insightface/IJB), or a CSV like faces.csv.",
                      show_default=False),
     ] = None,
     size: Annotated[int, typer.Option("--size", help="Crop size: a multiple of 112 or 128 (insightface's "
@@ -64,8 +64,8 @@ def command(
     max_side: Annotated[int, typer.Option("--max-side", min=32, help="Longest side of the detector input "
                                           "(larger photos are scaled down for detection only).")] = 640,
     refine: Annotated[bool, typer.Option("--refine/--no-refine", help="Detect landmarks a second time on "
-                                         "the roughly aligned face (more exact for small or tilted faces; "
-                                         "about 1.4× the time per face).")] = True,
+                                         "the roughly aligned face: more exact for small or tilted faces; one "
+                                         "more detector run per kept face.")] = True,
     fmt: Annotated[CropFormat, typer.Option("--format", help="Crop format: png (lossless) or jpg.")] = (
         CropFormat.png
     ),
