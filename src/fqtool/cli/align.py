@@ -64,8 +64,8 @@ def command(
     max_side: Annotated[int, typer.Option("--max-side", min=32, help="Longest side of the detector input "
                                           "(larger photos are scaled down for detection only).")] = 640,
     refine: Annotated[bool, typer.Option("--refine/--no-refine", help="Detect landmarks a second time on "
-                                         "the roughly aligned face: more exact for small or tilted faces; one "
-                                         "more detector run per kept face.")] = True,
+                                         "the roughly aligned face: more exact for small or tilted faces; "
+                                         "one more detector run per kept face.")] = True,
     fmt: Annotated[CropFormat, typer.Option("--format", help="Crop format: png (lossless) or jpg.")] = (
         CropFormat.png
     ),
