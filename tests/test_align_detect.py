@@ -21,7 +21,7 @@ GOOD = {"adam": 6, "dominique": 9, "elijah": 10, "celine": 19}
 PHOTOS = [
     [Placement(GOOD["adam"], 40, 40, 0.5, -30), Placement(GOOD["dominique"], 220, 60, 1.0, 30),
      Placement(GOOD["elijah"], 400, 200, 2.0, 0)],
-    [Placement(GOOD["celine"], 30, 300, 0.75, 30), Placement(GOOD["adam"], 180, 40, 1.5, -15),
+    [Placement(GOOD["elijah"], 30, 300, 0.75, 30), Placement(GOOD["adam"], 180, 40, 1.5, -15),
      Placement(GOOD["dominique"], 400, 180, 2.0, -30)],
     [Placement(GOOD["elijah"], 60, 80, 1.25, 15), Placement(GOOD["celine"], 350, 120, 1.75, -20)],
 ]
