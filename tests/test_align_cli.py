@@ -87,6 +87,7 @@ def test_cmyk_and_exif_rotated_photos_are_aligned_upright(aligned: Path, name: s
     assert correlation(crop, load_face(face)) >= 0.9
 
 
+@pytest.mark.slow
 def test_crops_are_accepted_by_score(aligned: Path, tiny_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "q.csv"
     result = runner.invoke(app, ["score", str(aligned / "adam"), "-w", str(tiny_weights), "-o", str(out),
@@ -229,6 +230,7 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(create_model("iresnet_tiny"), tmp_path_factory.mktemp("w") / "tiny.safetensors")
 
 
+@pytest.mark.slow
 def test_score_align_on_photos_and_warning_without_it(photos: Path, tiny_weights: Path,
                                                       tmp_path: Path) -> None:
     plain = runner.invoke(app, ["score", str(photos / "adam"), "-w", str(tiny_weights), "-o",
@@ -245,6 +247,7 @@ def test_score_align_on_photos_and_warning_without_it(photos: Path, tiny_weights
     assert "without face alignment" not in result.stderr
 
 
+@pytest.mark.slow
 def test_verify_align_on_a_pairs_folder(photos: Path, tiny_weights: Path, tmp_path: Path) -> None:
     from fqtool.data.binfile import VerificationSet, write_verification_folder
 
