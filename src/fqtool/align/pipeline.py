@@ -195,6 +195,9 @@ def list_inputs(input_path: str | Path, skip: str | Path | None = None) -> tuple
         raise BadInputError("no such file or folder", path)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return path.parent, [path.name]
+    if path.suffix.lower() in (".rec", ".idx", ".bin"):
+        raise BadInputError(f"alignment reads image files (a folder, a list file or an image), not a "
+                            f"{path.suffix} file; convert it first (fqtool convert-rec)", path)
     from fqtool.data.lists import read_list
 
     entries = read_list(path)
