@@ -30,6 +30,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("train-quality", "fqtool.cli.train_quality"),
     ("train-magface", "fqtool.cli.train_magface"),
     ("train-crfiqa", "fqtool.cli.train_crfiqa"),
+    ("align", "fqtool.cli.align"),
     ("score", "fqtool.cli.score"),
     ("verify", "fqtool.cli.verify"),
     ("erc-curve", "fqtool.cli.erc_curve"),
@@ -50,8 +51,8 @@ class _ErrorBoundary(TyperGroup):
         except FqtoolError as exc:
             if _state["debug"]:
                 raise
-            message = escape(str(exc))  # paths and hints like 'fqtool[cpu]' are text, not markup
-            err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if _state["debug"]:

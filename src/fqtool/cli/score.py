@@ -10,8 +10,20 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from fqtool.cli.align_options import aligned_input, warn_if_not_aligned
 from fqtool.cli.console import console, err_console
-from fqtool.cli.options import Arch, BatchSize, Device, Output, QualityWeights, Quiet, Weights, Workers
+from fqtool.cli.options import (
+    AlignFlag,
+    Arch,
+    BatchSize,
+    DetectorFile,
+    Device,
+    Output,
+    QualityWeights,
+    Quiet,
+    Weights,
+    Workers,
+)
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
 
@@ -104,6 +116,8 @@ def command(
     batch_size: BatchSize = 256,
     workers: Workers = 4,
     device: Device = "auto",
+    align: AlignFlag = False,
+    detector: DetectorFile = None,
     quiet: Quiet = False,
 ) -> None:
     """Score face image quality (0-100) for a folder, list file, .rec or one image; writes a CSV.
@@ -133,7 +147,11 @@ def command(
     if csv_path.resolve() == input.resolve():
         raise FqtoolError("--output would overwrite the input", csv_path)
     model = load_model(weights_path, quality_weights=quality_weights, device=device, arch=arch)
-    dataset = model.open(input)
+    if align:  # the crops live in a temporary folder that goes with the dataset
+        dataset = aligned_input(input, model.size, detector, workers, quiet)
+    else:
+        dataset = model.open(input)
+        warn_if_not_aligned(dataset, model.size)
     for note in getattr(dataset, "notes", []):
         err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     with progress_bar("score", len(dataset), quiet=quiet) as advance:
