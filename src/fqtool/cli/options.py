@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from fqtool.errors import FqtoolError
+
 Weights = Annotated[
     Path | None,
     typer.Option(
@@ -50,3 +52,9 @@ class ListFormat(StrEnum):
     space = "space"
     semicolon = "semicolon"
     lst = "lst"
+
+
+def check_output_file(path: Path | None, option: str) -> None:
+    """Refuse an output FILE path that is an existing folder, before any work starts."""
+    if path is not None and path.is_dir():
+        raise FqtoolError(f"{option} is a folder; give a file name", path)

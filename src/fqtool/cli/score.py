@@ -11,7 +11,17 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
-from fqtool.cli.options import Arch, BatchSize, Device, Output, QualityWeights, Quiet, Weights, Workers
+from fqtool.cli.options import (
+    Arch,
+    BatchSize,
+    Device,
+    Output,
+    QualityWeights,
+    Quiet,
+    Weights,
+    Workers,
+    check_output_file,
+)
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
 
@@ -112,6 +122,8 @@ def command(
     csv_path = output or default_output(input)
     if csv_path.resolve() == input.resolve():
         raise FqtoolError("--output would overwrite the input", csv_path)
+    for path, option in ((csv_path, "--output"), (save_embeddings, "--save-embeddings"), (plot, "--plot")):
+        check_output_file(path, option)
     torch_device = resolve_device(device)
     model = load_model(weights_path, quality_weights=quality_weights, arch=arch, device=torch_device)
     dataset = open_input(input, size=tuple(model.preprocess.size))

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from fqtool.cli.console import console, err_console
 from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
-from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers
+from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers, check_output_file
 from fqtool.errors import FqtoolError
 from fqtool.eval.features import FeatureSet, load_features, save_features
 from fqtool.eval.verification import (
@@ -161,6 +161,7 @@ def command(
     """Verification accuracy (10-fold, mean ± std), threshold, XNorm and TAR@FAR on .bin pair sets."""
     if protocol not in PROTOCOLS:
         raise FqtoolError(f"unknown --protocol {protocol!r}; use {' or '.join(PROTOCOLS)}")
+    check_output_file(csv_path, "--csv")
     use_flip = (protocol == "insightface") if flip is None else flip
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
     sets = _collect_features(list(targets or []), list(features or []), opts, use_flip, save_features_to)
