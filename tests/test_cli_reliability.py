@@ -266,15 +266,20 @@ def _pair_at(rng: np.random.Generator, squared_l2: float, norm: float) -> tuple[
 
 
 def test_verify_cli_gives_the_hand_computed_answer(tmp_path: Path) -> None:
-    """40 pairs, 10 sequential folds of 4. Genuine pairs lie 0.505 apart, impostors 1.5 (squared L2 of unit
-    vectors), except a genuine pair at 3.0 in fold 0 (pair 1) and an impostor at 0.2 in fold 3 (pair 13).
-    Every training split is best at any threshold in (0.505, 1.5]; the first of 0, 0.01, … is 0.51. Folds
-    0 and 3 then score 3/4, the rest 4/4: accuracy 0.95, population std sqrt(0.9125 - 0.95²) = 0.10."""
+    """40 pairs, 10 sequential folds of 4 (pairs 4k..4k+3 in fold k). Genuine pairs lie 0.505 apart and
+    impostors 1.5 (squared L2 of the unit vectors), except: genuine pair 0 (fold 0) at 3.0, impostor pair
+    13 (fold 3) at 0.2, genuine pair 22 (fold 5) at 0.945.
+
+    Train splits that include fold 5 are best at any threshold in (0.945, 1.5]: the first of 0, 0.01,
+    … is 0.95 (0.2 and 3.0 stay wrong whatever the threshold). Without fold 5 (testing fold 5) the first
+    best is 0.51, which rejects pair 22. Folds 0, 3 and 5 score 3/4, the other seven 4/4: accuracy
+    0.925, population std sqrt((3·0.75² + 7)/10 − 0.925²) = sqrt(0.013125), mean threshold
+    (9·0.95 + 0.51)/10 = 0.906. A threshold tuned on the test fold, or accuracy over all pairs, differs."""
     rng = np.random.default_rng(7)
     issame = np.array([i % 2 == 0 for i in range(40)])
     distance = np.where(issame, 0.505, 1.5)
-    distance[0], distance[13] = 3.0, 0.2  # pair 0 is genuine (fold 0), pair 13 an impostor (fold 3)
-    assert issame[0] and not issame[13]
+    distance[0], distance[13], distance[22] = 3.0, 0.2, 0.945
+    assert issame[0] and not issame[13] and issame[22]
     rows = [v for d in distance for v in _pair_at(rng, d, norm=2.5)]
     feats = save_features(tmp_path / "known.npz", FeatureSet("known", np.array(rows), issame, np.ones(80)))
     csv = tmp_path / "known.csv"
@@ -282,10 +287,11 @@ def test_verify_cli_gives_the_hand_computed_answer(tmp_path: Path) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     res = json.loads(result.stdout)["results"][0]
-    assert res["fold_accuracies"] == pytest.approx([0.75, 1, 1, 0.75, 1, 1, 1, 1, 1, 1])
-    assert res["accuracy"] == pytest.approx(0.95)
-    assert res["accuracy_std"] == pytest.approx(0.10)
-    assert res["fold_thresholds"] == pytest.approx([0.51] * 10)
+    assert res["fold_accuracies"] == pytest.approx([0.75, 1, 1, 0.75, 1, 0.75, 1, 1, 1, 1])
+    assert res["fold_thresholds"] == pytest.approx([0.95] * 5 + [0.51] + [0.95] * 4)
+    assert res["accuracy"] == pytest.approx(0.925)
+    assert res["accuracy_std"] == pytest.approx(np.sqrt(0.013125))
+    assert res["threshold"] == pytest.approx(0.906)
     assert res["xnorm"] == pytest.approx(2.5)
     assert res["num_genuine"] == 20 and res["num_impostor"] == 20
-    assert "0.950000,0.100000,0.5100,2.500000" in csv.read_text()
+    assert "0.925000,0.114564,0.9060,2.500000" in csv.read_text()
