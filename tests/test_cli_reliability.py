@@ -295,3 +295,18 @@ def test_verify_cli_gives_the_hand_computed_answer(tmp_path: Path) -> None:
     assert res["xnorm"] == pytest.approx(2.5)
     assert res["num_genuine"] == 20 and res["num_impostor"] == 20
     assert "0.925000,0.114564,0.9060,2.500000" in csv.read_text()
+
+
+def test_score_with_a_nan_model_warns_naming_the_weights(work: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("iresnet_tiny")
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    weights = save_checkpoint(model, tmp_path / "nan.safetensors")
+    csv = tmp_path / "q.csv"
+    args = ["score", str(work / "faces"), "-w", str(weights), "-o", str(csv), "--device", "cpu", "-q",
+            "-j", "0"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.stderr.splitlines() if "NaN" in line]
+    assert len(warning) == 1 and str(weights) in warning[0] and "4 of 4 images" in warning[0], result.stderr

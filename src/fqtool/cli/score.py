@@ -48,6 +48,17 @@ def _report_unreadable(bad: list[str], total: int, show: int = 5) -> None:
     )
 
 
+def _report_not_finite(result, weights: Path) -> None:
+    """A model with NaN weights gives NaN quality: say so instead of writing a silent CSV of NaN."""
+    bad = ~np.isfinite(np.asarray(result.quality, dtype=np.float64))
+    if bad.any():
+        err_console.print(
+            f"[yellow]warning:[/] {weights}: {int(bad.sum())} of {len(bad)} images got a NaN or infinite "
+            f"quality (first: {result.names[int(np.argmax(bad))]}); the model's weights are probably broken",
+            highlight=False, soft_wrap=True,
+        )
+
+
 def _table(result, rows: np.ndarray, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for column, justify in (("#", "right"), ("path", "left"), ("quality 0-100", "right"),
@@ -135,6 +146,7 @@ def command(
             method=method.value, keep_embeddings=save_embeddings is not None, on_progress=advance,
         )
     _report_unreadable(result.bad, result.total)
+    _report_not_finite(result, weights_path)
     if not len(result):
         raise FqtoolError("none of the images could be read", input)
     order = result.order(sort.value)
