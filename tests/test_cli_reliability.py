@@ -68,21 +68,33 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every atomic write goes to /dev/full, where the kernel answers ENOSPC exactly as on a full disk."""
+def disk_full_for(monkeypatch: pytest.MonkeyPatch):
+    """``disk_full_for(names)``: atomic writes of files with those names (all when None) go to /dev/full,
+    where the kernel answers ENOSPC exactly as a full disk does."""
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full (Linux)")
     real = fsutil.temp_file_for
 
-    def on_full_disk(path):
-        fd, tmp = real(path)
-        os.close(fd)
-        tmp.unlink()
-        tmp.symlink_to("/dev/full")
-        return os.open(os.devnull, os.O_RDONLY), tmp
+    def install(names: set[str] | None = None) -> None:
+        def on_full_disk(path):
+            fd, tmp = real(path)
+            if names is not None and Path(path).name not in names:
+                return fd, tmp
+            os.close(fd)
+            tmp.unlink()
+            tmp.symlink_to("/dev/full")
+            return os.open(os.devnull, os.O_RDONLY), tmp
 
-    monkeypatch.setattr(fsutil, "temp_file_for", on_full_disk)
-    monkeypatch.setattr(os, "chmod", lambda *args, **kwargs: None)  # never change /dev/full itself
+        monkeypatch.setattr(fsutil, "temp_file_for", on_full_disk)
+        monkeypatch.setattr(os, "chmod", lambda *args, **kwargs: None)  # never change /dev/full itself
+
+    return install
+
+
+@pytest.fixture
+def full_disk(disk_full_for) -> None:
+    """Every atomic write fails as on a full disk."""
+    disk_full_for(None)
 
 
 # ------------------------------------------------------------------------------------------- full disk
@@ -130,6 +142,27 @@ def test_training_state_on_a_full_disk_keeps_the_last_good_state(tmp_path: Path,
         save_state(last, {"step": 3, "weights": torch.zeros(1000)})
     assert str(last) in str(caught.value)
     assert last.read_bytes() == b"last good state" and _leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_training_on_a_full_disk_stops_with_one_line_and_keeps_the_last_state(
+    synthetic_dataset: Path, tmp_path: Path, disk_full_for
+) -> None:
+    out = tmp_path / "run"
+    common = ["train-magface", "--data", str(synthetic_dataset), "-o", str(out), "--arch", "iresnet_tiny",
+              "-b", "16", "--epochs", "1", "--save-every", "2", "--workers", "0", "--device", "cpu",
+              "--val-every", "0", "--quiet"]
+    first = runner.invoke(app, [*common, "--max-steps", "2"])
+    assert first.exit_code == 0, first.output
+    last, model = out / "state" / "last.pt", out / "model.safetensors"
+    before = last.read_bytes(), model.read_bytes()
+    disk_full_for({"last.pt"})
+    failed = runner.invoke(app, [*common, "--resume", "auto", "--max-steps", "4"])
+    assert failed.exit_code == 2 and "Traceback" not in failed.stderr, failed.output
+    error = failed.stderr.strip().splitlines()[-1]  # after the run's banner
+    assert error.startswith(f"error: {last}: cannot write (No space left on device)"), failed.stderr
+    assert (last.read_bytes(), model.read_bytes()) == before
+    assert _leftovers(out / "state") == []
 
 
 def test_a_disk_error_outside_the_atomic_writers_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
