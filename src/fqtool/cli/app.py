@@ -14,6 +14,7 @@ import traceback
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from fqtool import __version__
@@ -30,6 +31,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("train-quality", "fqtool.cli.train_quality"),
     ("train-magface", "fqtool.cli.train_magface"),
     ("train-crfiqa", "fqtool.cli.train_crfiqa"),
+    ("align", "fqtool.cli.align"),
     ("score", "fqtool.cli.score"),
     ("verify", "fqtool.cli.verify"),
     ("erc-curve", "fqtool.cli.erc_curve"),
@@ -48,7 +50,7 @@ def _fail(message: str, code: int) -> NoReturn:
     """One line on stderr (after the traceback with ``--debug``) and exit ``code``."""
     if _state["debug"]:
         traceback.print_exc(file=sys.stderr)
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code) from None
 
 

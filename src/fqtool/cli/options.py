@@ -54,6 +54,23 @@ class ListFormat(StrEnum):
     lst = "lst"
 
 
+# --- face alignment (align, score --align, verify --align) ---
+DetectorFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--detector",
+        help="Face detector ONNX file: an insightface SCRFD (det_500m.onnx, det_10g.onnx, …) or a "
+        "RetinaFace graph. Default: the embedded RetinaFace-MobileNet0.25.",
+        show_default=False,
+    ),
+]
+AlignFlag = Annotated[
+    bool,
+    typer.Option("--align", help="Detect and align faces first (largest face per image, five-point "
+                 "template), for photos that are not aligned crops."),
+]
+
+
 def check_output_file(path: Path | None, option: str) -> None:
     """Refuse an output FILE path that is an existing folder, before any work starts."""
     if path is not None and path.is_dir():
