@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import shutil
@@ -73,6 +74,9 @@ def disk_full_for(monkeypatch: pytest.MonkeyPatch):
     where the kernel answers ENOSPC exactly as a full disk does."""
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full (Linux)")
+    # Modules that bind ``temp_file_for`` by name must be imported before the patch, or a first import
+    # during a test would keep the patched function for the rest of the session.
+    importlib.import_module("fqtool.data.recordio")
     real = fsutil.temp_file_for
 
     def install(names: set[str] | None = None) -> None:
