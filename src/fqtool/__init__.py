@@ -7,9 +7,14 @@ one of its names, e.g. ``fqtool.load_model``.
 from __future__ import annotations
 
 import importlib
+import os as _os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# onnxruntime collects usage telemetry and, when HOME is read-only, prints a warning about it as soon as it
+# is imported. fqtool runs offline: telemetry is off unless the user sets ORT_DISABLE_TELEMETRY themselves.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 #: Public names served lazily (PEP 562), each from the module that defines it.
 _LAZY_EXPORTS = {

@@ -21,6 +21,7 @@ from fqtool.cli.options import (
     Quiet,
     Weights,
     Workers,
+    check_output_file,
 )
 from fqtool.errors import FqtoolError
 from fqtool.eval.features import FeatureSet, load_features, save_features
@@ -172,6 +173,7 @@ def command(
     """Verification accuracy (10-fold, mean ± std), threshold, XNorm and TAR@FAR on .bin pair sets."""
     if protocol not in PROTOCOLS:
         raise FqtoolError(f"unknown --protocol {protocol!r}; use {' or '.join(PROTOCOLS)}")
+    check_output_file(csv_path, "--csv")
     use_flip = (protocol == "insightface") if flip is None else flip
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
     opts.align, opts.detector = align, detector
