@@ -1,4 +1,5 @@
-"""``fqtool verify``: 1:1 verification accuracy on .bin sets (insightface or MagFace protocol)."""
+"""``fqtool verify``: 1:1 verification accuracy on .bin sets (insightface or MagFace protocol) and IJB-B/C
+template verification (TAR@FAR, insightface / magface / quality-weighted pooling)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
-from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
+from fqtool.cli.eval_options import (
+    DataDir,
+    EmbedOptions,
+    features_for_target,
+    ijb_features_for_target,
+    load_model_for_eval,
+)
 from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers
 from fqtool.errors import FqtoolError
 from fqtool.eval.features import FeatureSet, load_features, save_features
@@ -24,6 +31,8 @@ from fqtool.eval.verification import (
 )
 from fqtool.fsutil import atomic_open
 
+IJB_PROTOCOLS = ("insightface", "magface", "quality")
+
 
 def _features_path(base: Path, name: str, several: bool) -> Path:
     if not several:
@@ -33,17 +42,14 @@ def _features_path(base: Path, name: str, several: bool) -> Path:
 
 
 def _collect_features(
-    targets: list[str], features: list[Path], opts: EmbedOptions, flip: bool, save: Path | None
+    targets: list[str], features: list[Path], opts: EmbedOptions, flip: bool, save: Path | None,
+    model_and_path=None,
 ) -> list[FeatureSet]:
-    if features and targets:
-        raise FqtoolError("give TARGETs (with --weights) or --features files, not both")
     if features:
         return [load_features(path) for path in features]
     if not targets:
-        raise FqtoolError(
-            "nothing to evaluate: give one or more TARGETs (lfw, path/to/set.bin, …) or --features"
-        )
-    model, weights_path = load_model_for_eval(opts)
+        return []
+    model, weights_path = model_and_path or load_model_for_eval(opts)
     out = []
     for target in targets:
         fs = features_for_target(model, target, opts, flip=flip, meta={"weights": weights_path.name})
@@ -120,13 +126,26 @@ def command(
         ),
     ] = None,
     protocol: Annotated[
-        str,
+        list[str] | None,
         typer.Option(
             "--protocol",
             help="insightface (squared L2 of l2norm(e+e_flip)) or magface "
-            "(angular distance, train-fold mean subtracted).",
+            "(angular distance, train-fold mean subtracted). IJB sets: insightface, magface or quality "
+            "(quality-weighted pooling), repeatable for one table. Default insightface.",
+            show_default=False,
         ),
-    ] = "insightface",
+    ] = None,
+    norm_score: Annotated[
+        bool,
+        typer.Option("--norm-score", help="IJB: keep the feature magnitude (insightface: image features; "
+                     "magface: media features, MagFace's quality-aware pooling)."),
+    ] = False,
+    detector_score: Annotated[
+        bool,
+        typer.Option(
+            "--detector-score", help="IJB insightface/quality: weight each image by its detector score."
+        ),
+    ] = False,
     folds: Annotated[int, typer.Option("--folds", min=1, help="Cross-validation folds.")] = 10,
     batch_size: BatchSize = 64,
     device: Device = "auto",
@@ -158,26 +177,54 @@ def command(
     ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Verification accuracy (10-fold, mean ± std), threshold, XNorm and TAR@FAR on .bin pair sets."""
-    if protocol not in PROTOCOLS:
-        raise FqtoolError(f"unknown --protocol {protocol!r}; use {' or '.join(PROTOCOLS)}")
-    use_flip = (protocol == "insightface") if flip is None else flip
+    """Verification accuracy (10-fold, mean ± std), threshold, XNorm and TAR@FAR on .bin pair sets;
+    TAR@FAR 1e-6 … 1e-1 on IJB-B / IJB-C template pairs."""
+    protocols = list(dict.fromkeys(protocol or ["insightface"]))
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
-    sets = _collect_features(list(targets or []), list(features or []), opts, use_flip, save_features_to)
+    ijb_targets, bin_targets = _split_targets(list(targets or []), data_dir)
+    ijb_files, bin_files = _split_features(list(features or []))
+    if (ijb_targets or bin_targets) and (ijb_files or bin_files):
+        raise FqtoolError("give TARGETs (with --weights) or --features files, not both")
+    if not (ijb_targets or bin_targets or ijb_files or bin_files):
+        raise FqtoolError(
+            "nothing to evaluate: give one or more TARGETs (lfw, path/to/set.bin, IJBC, …) or --features"
+        )
+    if (ijb_targets or ijb_files) and (bin_targets or bin_files) and (csv_path or plot):
+        raise FqtoolError("--csv and --plot take either .bin sets or IJB sets; run them separately")
+    ijb = IjbRun(protocols, flip, norm_score, detector_score)
+    model_and_path = load_model_for_eval(opts) if ijb_targets or bin_targets else None
+    ijb_results = ijb.evaluate(ijb_targets, ijb_files, opts, save_features_to, model_and_path,
+                               several=len(ijb_targets) + len(bin_targets) > 1)
+    if ijb_results is None:  # a torchrun rank other than 0: its shard is embedded and saved
+        return
+    if not (bin_targets or bin_files):
+        _report_ijb(ijb_results, json_out, csv_path, plot)
+        return
+    if len(protocols) > 1 or protocols[0] not in PROTOCOLS:
+        raise FqtoolError(f"unknown --protocol {','.join(protocols)!r} for .bin sets; use one of "
+                          f"{' or '.join(PROTOCOLS)}")
+    protocol_name = protocols[0]
+    use_flip = (protocol_name == "insightface") if flip is None else flip
+    save_bin = save_features_to if not ijb_targets else None
+    sets = _collect_features(bin_targets, bin_files, opts, use_flip, save_bin, model_and_path)
     results = []
     for fs in sets:
         emb, norms = fs.verification_inputs(use_flip)
         res = evaluate_verification(
-            emb, fs.issame, protocol=protocol, folds=folds, xnorm_norms=norms, name=fs.name, flip=use_flip
+            emb, fs.issame, protocol=protocol_name, folds=folds, xnorm_norms=norms, name=fs.name,
+            flip=use_flip,
         )
         for note in res.warnings:
             err_console.print(f"warning: {fs.name}: {note}", highlight=False, soft_wrap=True)
         results.append(res)
-    _report(results, json_out, csv_path, plot)
+    if ijb_results and not json_out:
+        console.print(_ijb_table(ijb_results))
+    _report(results, json_out, csv_path, plot, extra=[r.to_dict() for r in ijb_results])
 
 
 def _report(
-    results: list[VerificationResult], json_out: bool, csv_path: Path | None, plot: Path | None
+    results: list[VerificationResult], json_out: bool, csv_path: Path | None, plot: Path | None,
+    extra: list[dict] | None = None,
 ) -> None:
     if csv_path is not None:
         _write_csv(csv_path, results, DEFAULT_FARS)
@@ -187,6 +234,119 @@ def _report(
         written = plot_roc(results, plot)
         err_console.print("plot: " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
     if json_out:
-        typer.echo(json.dumps({"results": [r.to_dict() for r in results]}, indent=2))
+        typer.echo(json.dumps({"results": [r.to_dict() for r in results] + (extra or [])}, indent=2))
     else:
         console.print(_table(results, DEFAULT_FARS))
+
+
+# --------------------------------------------------------------------------- IJB-B / IJB-C
+
+
+def _split_targets(targets: list[str], data_dir: Path | None) -> tuple[list[tuple[str, Path]], list[str]]:
+    """IJB sets (``IJBC``, a path to ``…/IJBC``) apart from ``.bin`` sets."""
+    from fqtool.eval.targets import resolve_ijb
+
+    ijb, other = [], []
+    for target in targets:
+        found = resolve_ijb(target, data_dir)
+        if found is None:
+            other.append(target)
+        else:
+            ijb.append(found)
+    return ijb, other
+
+
+def _split_features(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    from fqtool.eval.ijb import is_ijb_features
+
+    ijb = [p for p in paths if is_ijb_features(p)]
+    return ijb, [p for p in paths if p not in ijb]
+
+
+class IjbRun:
+    """Embeds IJB targets (or loads their features) and evaluates every --protocol on each."""
+
+    def __init__(self, protocols: list[str], flip: bool | None, norm_score: bool, detector_score: bool):
+        for name in protocols:
+            if name not in IJB_PROTOCOLS:
+                raise FqtoolError(f"unknown --protocol {name!r}; use {', '.join(IJB_PROTOCOLS)}")
+        self.protocols, self.flip = protocols, flip
+        self.norm_score, self.detector_score = norm_score, detector_score
+
+    def pooling(self, protocol: str):
+        from fqtool.eval.ijb import Pooling
+
+        flip = (protocol != "magface") if self.flip is None else self.flip
+        return Pooling(protocol, flip, self.norm_score, self.detector_score)
+
+    def evaluate(self, targets, files, opts: EmbedOptions, save: Path | None, model_and_path, several: bool):
+        """IJB results for every set × protocol; None on torchrun ranks other than 0."""
+        from fqtool.eval.ijb import evaluate_ijb, load_ijb_features
+
+        flip = any(self.pooling(p).flip for p in self.protocols)
+        sets = [(load_ijb_features(path), path.name) for path in files]
+        for name, root in targets:
+            model, weights_path = model_and_path
+            out = _features_path(save, name, several) if save is not None else None
+            feats = ijb_features_for_target(model, name, root, opts, flip=flip, save=out,
+                                            meta={"weights": weights_path.name})
+            if feats is None:
+                return None
+            sets.append((feats, weights_path.name))
+        results = []
+        for feats, model_name in sets:
+            for protocol in self.protocols:
+                res = evaluate_ijb(feats, self.pooling(protocol), model=model_name)
+                for note in res.warnings:
+                    err_console.print(f"warning: {feats.name}: {note}", highlight=False, soft_wrap=True)
+                results.append(res)
+        return results
+
+
+def _ijb_table(results) -> Table:
+    from fqtool.eval.ijb import IJB_FARS
+
+    table = Table(title="IJB 1:1 template verification (TAR@FAR)")
+    for column in ("set", "model", "pooling", "pairs"):
+        table.add_column(column, justify="right" if column == "pairs" else "left", no_wrap=True)
+    for far in IJB_FARS:
+        table.add_column(f"TAR@{far:.0e}", justify="right", no_wrap=True)
+    table.add_column("AUC", justify="right", no_wrap=True)
+    for r in results:
+        tars = [r.tar_at_far[far_key(f)] for f in IJB_FARS]
+        table.add_row(r.name, r.model, r.pooling.label(), str(r.num_pairs), *[f"{t:.4f}" for t in tars],
+                      f"{r.auc:.4f}")
+    return table
+
+
+def _write_ijb_csv(path: Path, results) -> None:
+    from fqtool.eval.ijb import IJB_FARS
+
+    header = ["set", "model", "protocol", "flip", "norm_score", "detector_score", "pairs", "genuine",
+              "impostor", "templates", "images", "auc"]
+    header += [f"tar_at_far_{far_key(f)}" for f in IJB_FARS] + [f"far_used_{far_key(f)}" for f in IJB_FARS]
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for r in results:
+            p = r.pooling
+            writer.writerow(
+                [r.name, r.model, p.protocol, p.flip, p.norm_score, p.detector_score, r.num_pairs,
+                 r.num_genuine, r.num_impostor, r.num_templates, r.num_images, f"{r.auc:.6f}"]
+                + [f"{r.tar_at_far[far_key(f)]:.6f}" for f in IJB_FARS]
+                + [f"{r.far_used[far_key(f)]:.3e}" for f in IJB_FARS]
+            )
+
+
+def _report_ijb(results, json_out: bool, csv_path: Path | None, plot: Path | None) -> None:
+    if csv_path is not None:
+        _write_ijb_csv(csv_path, results)
+    if plot is not None:
+        from fqtool.eval.plots import plot_ijb_roc
+
+        written = plot_ijb_roc(results, plot)
+        err_console.print("plot: " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
+    if json_out:
+        typer.echo(json.dumps({"results": [r.to_dict() for r in results]}, indent=2))
+    else:
+        console.print(_ijb_table(results))
