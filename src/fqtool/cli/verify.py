@@ -284,7 +284,8 @@ class IjbRun:
         from fqtool.eval.ijb import evaluate_ijb, load_ijb_features
 
         flip = any(self.pooling(p).flip for p in self.protocols)
-        sets = [(load_ijb_features(path), path.name) for path in files]
+        sets = [(feats, str(feats.meta.get("weights") or path.name))
+                for path in files for feats in [load_ijb_features(path)]]
         for name, root in targets:
             model, weights_path = model_and_path
             out = _features_path(save, name, several) if save is not None else None
@@ -293,29 +294,34 @@ class IjbRun:
             if feats is None:
                 return None
             sets.append((feats, weights_path.name))
-        results = []
+        results, notes = [], []
         for feats, model_name in sets:
             for protocol in self.protocols:
                 res = evaluate_ijb(feats, self.pooling(protocol), model=model_name)
-                for note in res.warnings:
-                    err_console.print(f"warning: {feats.name}: {note}", highlight=False, soft_wrap=True)
+                notes += [f"{feats.name}: {note}" for note in res.warnings]
                 results.append(res)
+        for note in dict.fromkeys(notes):
+            err_console.print(f"warning: {note}", highlight=False, soft_wrap=True)
         return results
 
 
 def _ijb_table(results) -> Table:
+    """TAR (%) at each FAR; pooling flags: F flip, N norm score, D detector score."""
     from fqtool.eval.ijb import IJB_FARS
 
-    table = Table(title="IJB 1:1 template verification (TAR@FAR)")
-    for column in ("set", "model", "pooling", "pairs"):
-        table.add_column(column, justify="right" if column == "pairs" else "left", no_wrap=True)
-    for far in IJB_FARS:
-        table.add_column(f"TAR@{far:.0e}", justify="right", no_wrap=True)
-    table.add_column("AUC", justify="right", no_wrap=True)
+    several_models = len({r.model for r in results}) > 1
+    from rich import box
+
+    table = Table(title="IJB 1:1 verification, TAR (%) @ FAR", box=box.SIMPLE_HEAD)
+    fars = [f"{f:.0e}" for f in IJB_FARS]
+    columns = ["set", *(["model"] if several_models else []), "pooling", *fars, "AUC"]
+    for column in columns:
+        left = column in ("set", "model", "pooling")
+        table.add_column(column, justify="left" if left else "right", no_wrap=True)
     for r in results:
-        tars = [r.tar_at_far[far_key(f)] for f in IJB_FARS]
-        table.add_row(r.name, r.model, r.pooling.label(), str(r.num_pairs), *[f"{t:.4f}" for t in tars],
-                      f"{r.auc:.4f}")
+        tars = [f"{100 * r.tar_at_far[far_key(f)]:.2f}" for f in IJB_FARS]
+        model = [r.model] if several_models else []
+        table.add_row(r.name, *model, r.pooling.short(), *tars, f"{100 * r.auc:.2f}")
     return table
 
 

@@ -197,6 +197,11 @@ class Pooling:
     norm_score: bool = False
     detector_score: bool = False
 
+    def short(self) -> str:
+        """``insightface F``: the protocol and its flags (F flip, N norm score, D detector score)."""
+        flags = "F" * self.flip + "N" * self.norm_score + "D" * self.detector_score
+        return f"{self.protocol} {flags}".strip()
+
     def label(self) -> str:
         parts = [self.protocol, "flip" if self.flip else "no flip"]
         parts += ["norm score"] if self.norm_score else []
