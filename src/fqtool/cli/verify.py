@@ -42,7 +42,11 @@ def _features_path(base: Path, name: str, several: bool) -> Path:
 
 
 def _collect_features(
-    targets: list[str], features: list[Path], opts: EmbedOptions, flip: bool, save: Path | None,
+    targets: list[str],
+    features: list[Path],
+    opts: EmbedOptions,
+    flip: bool,
+    save: Path | None,
     model_and_path=None,
 ) -> list[FeatureSet]:
     if features:
@@ -137,8 +141,11 @@ def command(
     ] = None,
     norm_score: Annotated[
         bool,
-        typer.Option("--norm-score", help="IJB: keep the feature magnitude (insightface: image features; "
-                     "magface: media features, MagFace's quality-aware pooling)."),
+        typer.Option(
+            "--norm-score",
+            help="IJB: keep the feature magnitude (insightface: image features; "
+            "magface: media features, MagFace's quality-aware pooling).",
+        ),
     ] = False,
     detector_score: Annotated[
         bool,
@@ -193,16 +200,23 @@ def command(
         raise FqtoolError("--csv and --plot take either .bin sets or IJB sets; run them separately")
     ijb = IjbRun(protocols, flip, norm_score, detector_score)
     model_and_path = load_model_for_eval(opts) if ijb_targets or bin_targets else None
-    ijb_results = ijb.evaluate(ijb_targets, ijb_files, opts, save_features_to, model_and_path,
-                               several=len(ijb_targets) + len(bin_targets) > 1)
+    ijb_results = ijb.evaluate(
+        ijb_targets,
+        ijb_files,
+        opts,
+        save_features_to,
+        model_and_path,
+        several=len(ijb_targets) + len(bin_targets) > 1,
+    )
     if ijb_results is None:  # a torchrun rank other than 0: its shard is embedded and saved
         return
     if not (bin_targets or bin_files):
         _report_ijb(ijb_results, json_out, csv_path, plot)
         return
     if len(protocols) > 1 or protocols[0] not in PROTOCOLS:
-        raise FqtoolError(f"unknown --protocol {','.join(protocols)!r} for .bin sets; use one of "
-                          f"{' or '.join(PROTOCOLS)}")
+        raise FqtoolError(
+            f"unknown --protocol {','.join(protocols)!r} for .bin sets; use one of {' or '.join(PROTOCOLS)}"
+        )
     protocol_name = protocols[0]
     use_flip = (protocol_name == "insightface") if flip is None else flip
     save_bin = save_features_to if not ijb_targets else None
@@ -211,7 +225,12 @@ def command(
     for fs in sets:
         emb, norms = fs.verification_inputs(use_flip)
         res = evaluate_verification(
-            emb, fs.issame, protocol=protocol_name, folds=folds, xnorm_norms=norms, name=fs.name,
+            emb,
+            fs.issame,
+            protocol=protocol_name,
+            folds=folds,
+            xnorm_norms=norms,
+            name=fs.name,
             flip=use_flip,
         )
         for note in res.warnings:
@@ -223,7 +242,10 @@ def command(
 
 
 def _report(
-    results: list[VerificationResult], json_out: bool, csv_path: Path | None, plot: Path | None,
+    results: list[VerificationResult],
+    json_out: bool,
+    csv_path: Path | None,
+    plot: Path | None,
     extra: list[dict] | None = None,
 ) -> None:
     if csv_path is not None:
@@ -284,13 +306,17 @@ class IjbRun:
         from fqtool.eval.ijb import evaluate_ijb, load_ijb_features
 
         flip = any(self.pooling(p).flip for p in self.protocols)
-        sets = [(feats, str(feats.meta.get("weights") or path.name))
-                for path in files for feats in [load_ijb_features(path)]]
+        sets = [
+            (feats, str(feats.meta.get("weights") or path.name))
+            for path in files
+            for feats in [load_ijb_features(path)]
+        ]
         for name, root in targets:
             model, weights_path = model_and_path
             out = _features_path(save, name, several) if save is not None else None
-            feats = ijb_features_for_target(model, name, root, opts, flip=flip, save=out,
-                                            meta={"weights": weights_path.name})
+            feats = ijb_features_for_target(
+                model, name, root, opts, flip=flip, save=out, meta={"weights": weights_path.name}
+            )
             if feats is None:
                 return None
             sets.append((feats, weights_path.name))
@@ -328,8 +354,20 @@ def _ijb_table(results) -> Table:
 def _write_ijb_csv(path: Path, results) -> None:
     from fqtool.eval.ijb import IJB_FARS
 
-    header = ["set", "model", "protocol", "flip", "norm_score", "detector_score", "pairs", "genuine",
-              "impostor", "templates", "images", "auc"]
+    header = [
+        "set",
+        "model",
+        "protocol",
+        "flip",
+        "norm_score",
+        "detector_score",
+        "pairs",
+        "genuine",
+        "impostor",
+        "templates",
+        "images",
+        "auc",
+    ]
     header += [f"tar_at_far_{far_key(f)}" for f in IJB_FARS] + [f"far_used_{far_key(f)}" for f in IJB_FARS]
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -337,8 +375,20 @@ def _write_ijb_csv(path: Path, results) -> None:
         for r in results:
             p = r.pooling
             writer.writerow(
-                [r.name, r.model, p.protocol, p.flip, p.norm_score, p.detector_score, r.num_pairs,
-                 r.num_genuine, r.num_impostor, r.num_templates, r.num_images, f"{r.auc:.6f}"]
+                [
+                    r.name,
+                    r.model,
+                    p.protocol,
+                    p.flip,
+                    p.norm_score,
+                    p.detector_score,
+                    r.num_pairs,
+                    r.num_genuine,
+                    r.num_impostor,
+                    r.num_templates,
+                    r.num_images,
+                    f"{r.auc:.6f}",
+                ]
                 + [f"{r.tar_at_far[far_key(f)]:.6f}" for f in IJB_FARS]
                 + [f"{r.far_used[far_key(f)]:.3e}" for f in IJB_FARS]
             )
