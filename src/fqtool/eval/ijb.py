@@ -37,7 +37,7 @@ IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 ERC_FMRS = (1e-2, 1e-3, 1e-4)
 FORMAT_VERSION = 1
 KIND = "ijb"
-PAIR_CHUNK = 65536
+PAIR_CHUNK = 2048
 
 
 @dataclass
@@ -309,25 +309,26 @@ def template_features(f: IjbFeatures, pooling: Pooling) -> tuple[np.ndarray, np.
     return l2_normalize(pooled), ids
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    dot = np.sum(a * b, axis=1)
-    norm = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0)
-
-
 def pair_scores(
     template_feats: np.ndarray, template_ids: np.ndarray, t1: np.ndarray, t2: np.ndarray, protocol: str
 ) -> np.ndarray:
-    """Similarity per template pair (higher = same), in chunks so 15.7 M pairs fit in memory."""
+    """Similarity per template pair (higher = same): cosine, or ``1 - arccos(cos)/pi`` for magface.
+
+    Pairs are scored in small chunks: the gathered rows stay in cache (4× faster than large chunks)
+    and 15.7 M pairs never need more than a few MB at once.
+    """
     i1, i2 = np.searchsorted(template_ids, t1), np.searchsorted(template_ids, t2)
+    norms = np.linalg.norm(template_feats, axis=1) if protocol == "magface" else None
     out = np.empty(len(t1), np.float64)
     for start in range(0, len(t1), PAIR_CHUNK):
-        a = template_feats[i1[start : start + PAIR_CHUNK]]
-        b = template_feats[i2[start : start + PAIR_CHUNK]]
-        if protocol == "magface":
-            out[start : start + PAIR_CHUNK] = 1.0 - np.arccos(np.clip(_cosine(a, b), -1.0, 1.0)) / math.pi
-        else:  # both already L2-normalised
-            out[start : start + PAIR_CHUNK] = np.sum(a * b, axis=1)
+        j1, j2 = i1[start : start + PAIR_CHUNK], i2[start : start + PAIR_CHUNK]
+        dot = np.sum(template_feats[j1] * template_feats[j2], axis=1)
+        if norms is None:  # insightface / quality: rows already L2-normalised
+            out[start : start + PAIR_CHUNK] = dot
+            continue
+        norm = norms[j1] * norms[j2]
+        cos = np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0)
+        out[start : start + PAIR_CHUNK] = 1.0 - np.arccos(np.clip(cos, -1.0, 1.0)) / math.pi
     return out
 
 
