@@ -145,17 +145,18 @@ def _save_chunk(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(handle, **arrays)
 
 
-def _wait_for_others(world: int, parts: Path | None, ranges: list[tuple[int, int]]) -> None:
+def _wait_for_others(world: int, parts: Path, ranges: list[tuple[int, int]]) -> None:
     """Rank 0 waits for every chunk: a process-group barrier when there is one, else the chunk files."""
     if world <= 1:
         return
     import torch.distributed as dist
 
-    if not dist.is_available() or parts is None:
-        raise FqtoolError("embedding with several processes needs a parts folder (--save-features)")
-    if not dist.is_initialized():
+    own_group = not dist.is_initialized()
+    if own_group:
         dist.init_process_group("gloo", timeout=timedelta(hours=6))
     dist.barrier()
+    if own_group:
+        dist.destroy_process_group()
     missing = [r for r in ranges if not _chunk_path(parts, *r).is_file()]
     if missing:
         raise FqtoolError(f"{len(missing)} embedding chunks are missing after every rank finished", parts)
@@ -181,6 +182,8 @@ def embed_ijb(
     ``on_batch(n)`` counts images, including those of chunks found already done.
     """
     rank, world, _ = dist_env()
+    if world > 1 and parts is None:
+        raise FqtoolError("embedding with several processes needs a parts folder (give --save-features)")
     device = torch.device(device)
     info = {
         "quality_method": getattr(model, "quality_method", "norm"),
