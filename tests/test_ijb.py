@@ -416,3 +416,12 @@ def test_verify_ijbb_and_ijbc_and_erc_from_the_release(release: Path, tmp_path: 
     assert len(lines) == 4
     _ok(["erc-curve", "IJBC", *common, "-o", str(tmp_path / "erc")])
     assert (tmp_path / "erc" / "summary.csv").read_text().count("fmr=") == 9
+
+
+def test_plain_progress_line_shows_rate_and_eta(capsys: pytest.CaptureFixture[str]) -> None:
+    from fqtool.cli.progress import progress_bar
+
+    with progress_bar("embed IJBC", 100, log_every_s=0.0) as advance:
+        advance(10)
+    line = capsys.readouterr().err
+    assert "embed IJBC: 10/100 img (" in line and "img/s, ETA " in line
