@@ -425,3 +425,10 @@ def test_plain_progress_line_shows_rate_and_eta(capsys: pytest.CaptureFixture[st
         advance(10)
     line = capsys.readouterr().err
     assert "embed IJBC: 10/100 img (" in line and "img/s, ETA " in line
+
+
+def test_ijb_name_not_found_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FQTOOL_DATA", raising=False)
+    result = runner.invoke(app, ["verify", "IJBC", "--data-dir", str(tmp_path), "-w", "x.safetensors"])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert "IJBC/meta/ijbc_face_tid_mid.txt" in result.stderr

@@ -48,6 +48,7 @@ def _collect_features(
     flip: bool,
     save: Path | None,
     model_and_path=None,
+    several: bool = False,
 ) -> list[FeatureSet]:
     if features:
         return [load_features(path) for path in features]
@@ -58,7 +59,7 @@ def _collect_features(
     for target in targets:
         fs = features_for_target(model, target, opts, flip=flip, meta={"weights": weights_path.name})
         if save is not None:
-            written = save_features(_features_path(save, fs.name, len(targets) > 1), fs)
+            written = save_features(_features_path(save, fs.name, several or len(targets) > 1), fs)
             err_console.print(f"features: {written}", highlight=False, soft_wrap=True)
         out.append(fs)
     return out
@@ -198,16 +199,12 @@ def command(
         )
     if (ijb_targets or ijb_files) and (bin_targets or bin_files) and (csv_path or plot):
         raise FqtoolError("--csv and --plot take either .bin sets or IJB sets; run them separately")
-    ijb = IjbRun(protocols, flip, norm_score, detector_score)
     model_and_path = load_model_for_eval(opts) if ijb_targets or bin_targets else None
-    ijb_results = ijb.evaluate(
-        ijb_targets,
-        ijb_files,
-        opts,
-        save_features_to,
-        model_and_path,
-        several=len(ijb_targets) + len(bin_targets) > 1,
-    )
+    several = len(ijb_targets) + len(bin_targets) > 1
+    ijb_results = []
+    if ijb_targets or ijb_files:
+        ijb = IjbRun(protocols, flip, norm_score, detector_score)
+        ijb_results = ijb.evaluate(ijb_targets, ijb_files, opts, save_features_to, model_and_path, several)
     if ijb_results is None:  # a torchrun rank other than 0: its shard is embedded and saved
         return
     if not (bin_targets or bin_files):
@@ -219,8 +216,9 @@ def command(
         )
     protocol_name = protocols[0]
     use_flip = (protocol_name == "insightface") if flip is None else flip
-    save_bin = save_features_to if not ijb_targets else None
-    sets = _collect_features(bin_targets, bin_files, opts, use_flip, save_bin, model_and_path)
+    sets = _collect_features(
+        bin_targets, bin_files, opts, use_flip, save_features_to, model_and_path, several
+    )
     results = []
     for fs in sets:
         emb, norms = fs.verification_inputs(use_flip)

@@ -107,6 +107,8 @@ def resolve_ijb(target: str, data_dir: str | Path | None = None) -> tuple[str, P
         for candidate in (folder / name, folder):
             if candidate.is_dir() and set_name_of(candidate) == name:
                 return name, candidate
+    if any((folder / f"{target}.bin").is_file() for folder in dirs):
+        return None  # a .bin set that happens to be called ijbc
     where = ", ".join(str(d) for d in dirs) or "nowhere (give --data-dir or set $FQTOOL_DATA)"
     raise FqtoolError(f"IJB set {name} not found (looked for {name}/meta/{name.lower()}_face_tid_mid.txt "
                       f"in {where})")
