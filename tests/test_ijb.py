@@ -432,3 +432,17 @@ def test_ijb_name_not_found_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
     result = runner.invoke(app, ["verify", "IJBC", "--data-dir", str(tmp_path), "-w", "x.safetensors"])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
     assert "IJBC/meta/ijbc_face_tid_mid.txt" in result.stderr
+
+
+def test_several_models_share_one_table(verified: tuple[Path, dict], tmp_path: Path) -> None:
+    feats_path, _ = verified
+    other = load_ijb_features(feats_path)
+    other.meta["weights"] = "other.safetensors"
+    other.embeddings = other.embeddings[:, ::-1].copy()
+    other.embeddings_flip = other.embeddings_flip[:, ::-1].copy()
+    copy = save_ijb_features(tmp_path / "other.npz", other)
+    out = _ok(["verify", "--features", str(feats_path), "--features", str(copy), "--json"])
+    models = [r["model"] for r in json.loads(out)["results"]]
+    assert models == ["tiny.safetensors", "other.safetensors"]
+    table = _ok(["verify", "--features", str(feats_path), "--features", str(copy)])
+    assert "model" in table and table.count("IJBB") == 2

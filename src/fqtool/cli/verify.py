@@ -336,15 +336,20 @@ def _ijb_table(results) -> Table:
     several_models = len({r.model for r in results}) > 1
     from rich import box
 
-    table = Table(title="IJB 1:1 verification, TAR (%) @ FAR", box=box.SIMPLE_HEAD)
+    table = Table(
+        title="IJB 1:1 verification, TAR (%) @ FAR",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     fars = [f"{f:.0e}" for f in IJB_FARS]
     columns = ["set", *(["model"] if several_models else []), "pooling", *fars, "AUC"]
     for column in columns:
         left = column in ("set", "model", "pooling")
-        table.add_column(column, justify="left" if left else "right", no_wrap=True)
+        table.add_column(column, justify="left" if left else "right", no_wrap=column != "model")
     for r in results:
         tars = [f"{100 * r.tar_at_far[far_key(f)]:.2f}" for f in IJB_FARS]
-        model = [r.model] if several_models else []
+        model = [Path(r.model).stem] if several_models else []
         table.add_row(r.name, *model, r.pooling.short(), *tars, f"{100 * r.auc:.2f}")
     return table
 
