@@ -118,16 +118,14 @@ def _embed_chunk(
         if bad:
             raise BadInputError(bad[0])
         images = resize_if_needed(images, size)
-        out = embed_images(model, images, device=device, batch_size=len(images), precision=precision)
-        plain.append(out.embeddings)
+        out = embed_images(
+            model, images, device=device, batch_size=len(images), flip=flip, precision=precision
+        )  # the one flip of fqtool: e and e_flip come back separately
+        plain.append(out.unflipped if flip else out.embeddings)
         quality.append(out.quality)
         norms.append(out.norms)
         if flip:
-            flipped.append(
-                embed_images(
-                    model, images.flip(-1), device=device, batch_size=len(images), precision=precision
-                ).embeddings
-            )
+            flipped.append(out.flipped)
         if on_batch is not None:
             on_batch(len(images))
     arrays = {
