@@ -263,6 +263,7 @@ def _broken_copy(release: Path, tmp_path: Path) -> Path:
             "ijbc_template_pair_label.txt: line 3: template 99999",
         ),
         ("meta/ijbc_name_5pts_score.txt", "nine", "ijbc_name_5pts_score.txt: line 4: expected an image name"),
+        ("loose_crop/5.jpg", "garbage", "loose_crop/5.jpg: "),
     ],
 )
 def test_bad_ijb_input_is_one_line(release: Path, tmp_path: Path, file: str, edit: str, expect: str) -> None:
@@ -270,6 +271,8 @@ def test_bad_ijb_input_is_one_line(release: Path, tmp_path: Path, file: str, edi
     path = root / file
     if edit == "delete":
         path.unlink()
+    elif edit == "garbage":  # found only while embedding, in the loader
+        path.write_bytes(b"\xff\xd8\xff this is not a JPEG")
     else:
         lines = path.read_text().splitlines()
         row = 2 if edit == "unknown" else 3

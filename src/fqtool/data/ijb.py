@@ -259,6 +259,6 @@ class IjbAlignedFaces:
             image = decode_image(path.read_bytes(), str(path))
             aligned = warp_face(image.permute(1, 2, 0).numpy(), self.landmarks[index], self.size)
             return index, torch.from_numpy(aligned).permute(2, 0, 1).contiguous(), ""
-        except (OSError, BadInputError) as exc:
-            message = str(exc) if isinstance(exc, BadInputError) else f"{path}: cannot read ({exc})"
+        except (OSError, BadInputError, ValueError, np.linalg.LinAlgError) as exc:
+            message = str(exc) if isinstance(exc, BadInputError) else f"{path}: cannot read or align ({exc})"
             return index, torch.zeros(3, self.size, self.size, dtype=torch.uint8), message
