@@ -127,7 +127,7 @@ def command(
         str | None,
         typer.Argument(
             help="Set: a name looked up as <name>.bin in --data-dir / $FQTOOL_DATA, a .bin path, or "
-            "a folder with a pairs file.",
+            "a folder with a pairs file; IJBB / IJBC (in --data-dir IJB_release) or an IJB set folder.",
             show_default=False,
         ),
     ] = None,

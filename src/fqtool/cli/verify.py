@@ -114,7 +114,8 @@ def command(
         list[str] | None,
         typer.Argument(
             help="Sets to evaluate: names looked up as <name>.bin in --data-dir / $FQTOOL_DATA "
-            "(lfw, cfp_fp, agedb_30, …), .bin paths, or folders with a pairs file.",
+            "(lfw, cfp_fp, agedb_30, …), .bin paths, or folders with a pairs file; IJBB / IJBC "
+            "(in --data-dir IJB_release) or a path to an IJB set folder.",
             show_default=False,
         ),
     ] = None,
@@ -173,7 +174,8 @@ def command(
         typer.Option(
             "--save-features",
             help="Save embeddings, norms, quality and labels (.npz); "
-            "with several targets one file each, FILE_<name>.npz.",
+            "with several targets one file each, FILE_<name>.npz. IJB: an interrupted embedding "
+            "resumes from FILE.parts/.",
             show_default=False,
         ),
     ] = None,
