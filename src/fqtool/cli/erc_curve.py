@@ -11,13 +11,8 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
-from fqtool.cli.eval_options import (
-    DataDir,
-    EmbedOptions,
-    features_for_target,
-    ijb_features_for_target,
-    load_model_for_eval,
-)
+from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
+from fqtool.cli.ijb_eval import ijb_features_for_target, ijb_source
 from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers
 from fqtool.errors import FqtoolError
 from fqtool.eval.erc import (
@@ -217,7 +212,7 @@ def command(
     _choice(pair_quality, PAIR_QUALITY, "--pair-quality")
     _choice(metric, METRICS, "--metric")
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
-    ijb = _ijb_source(target, features, data_dir)
+    ijb = ijb_source(target, features, data_dir)
     if ijb is not None:
         if mode != "erc" or pair_quality != "min" or metric != "angular":
             raise FqtoolError(
@@ -253,21 +248,6 @@ def command(
 
 
 # --------------------------------------------------------------------------- IJB-B / IJB-C (CR-FIQA protocol)
-
-
-def _ijb_source(target: str | None, features: Path | None, data_dir: Path | None):
-    """``("features", path)``, ``("set", (name, folder))`` for an IJB input, else None."""
-    from fqtool.eval.ijb import is_ijb_features
-    from fqtool.eval.targets import resolve_ijb
-
-    if features is not None:
-        if target is not None:
-            raise FqtoolError("give a TARGET (with --weights) or --features, not both")
-        return ("features", features) if is_ijb_features(features) else None
-    if target is None:
-        return None
-    found = resolve_ijb(target, data_dir)
-    return None if found is None else ("set", found)
 
 
 class IjbErcRun:

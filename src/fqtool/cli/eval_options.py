@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from fqtool.cli.console import err_console
 from fqtool.cli.progress import progress_bar
 from fqtool.eval.features import FeatureSet, extract_features
 
@@ -59,47 +58,3 @@ def features_for_target(
             model, images, issame, name=name, flip=flip, device=resolve_device(opts.device),
             batch_size=opts.batch_size, on_batch=advance, meta=meta,
         )
-
-
-def parts_folder(save: Path | None) -> Path | None:
-    """Where IJB embedding chunks go while a run is in progress (resume): ``<features>.parts/``."""
-    if save is None:
-        return None
-    name = save.name if save.name.endswith(".npz") else save.name + ".npz"
-    return save.with_name(name[: -len(".npz")] + ".parts")
-
-
-def ijb_features_for_target(
-    model, name: str, root: Path, opts: EmbedOptions, *, flip: bool, save: Path | None, meta: dict | None
-):
-    """Read an IJB set's meta files and embed its loose crops (streamed, resumable when ``save`` is given).
-
-    Returns the features on rank 0 (saved to ``save`` when given, the parts folder then removed) and None
-    on the other torchrun ranks.
-    """
-    import shutil
-
-    from fqtool.data.ijb import load_ijb
-    from fqtool.eval.ijb import save_ijb_features
-    from fqtool.eval.ijb_embed import dist_env, embed_ijb
-    from fqtool.runtime import resolve_device
-
-    ijb = load_ijb(root, name)
-    rank, world, local_rank = dist_env()
-    device = resolve_device(opts.device)
-    if world > 1 and device.type == "cuda":
-        device = resolve_device(f"cuda:{local_rank}")
-    parts = parts_folder(save)
-    total = len(ijb.images) * (2 if flip else 1)
-    shard = f" (rank {rank}/{world})" if world > 1 else ""
-    with progress_bar(f"embed {name}{shard}", -(-total // world), quiet=opts.quiet or rank != 0) as advance:
-        feats = embed_ijb(
-            model, ijb, parts=parts, device=device, batch_size=opts.batch_size, workers=opts.workers,
-            flip=flip, info=meta, on_batch=lambda n: advance(n * (2 if flip else 1)),
-        )
-    if feats is not None and save is not None:
-        written = save_ijb_features(save, feats)
-        if parts is not None:
-            shutil.rmtree(parts, ignore_errors=True)
-        err_console.print(f"features: {written}", highlight=False, soft_wrap=True)
-    return feats

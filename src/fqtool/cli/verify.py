@@ -12,13 +12,8 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
-from fqtool.cli.eval_options import (
-    DataDir,
-    EmbedOptions,
-    features_for_target,
-    ijb_features_for_target,
-    load_model_for_eval,
-)
+from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
+from fqtool.cli.ijb_eval import IjbRun, ijb_table, report_ijb, split_features, split_targets
 from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers
 from fqtool.errors import FqtoolError
 from fqtool.eval.features import FeatureSet, load_features, save_features
@@ -30,8 +25,6 @@ from fqtool.eval.verification import (
     far_key,
 )
 from fqtool.fsutil import atomic_open
-
-IJB_PROTOCOLS = ("insightface", "magface", "quality")
 
 
 def _features_path(base: Path, name: str, several: bool) -> Path:
@@ -191,8 +184,8 @@ def command(
     TAR@FAR 1e-6 … 1e-1 on IJB-B / IJB-C template pairs."""
     protocols = list(dict.fromkeys(protocol or ["insightface"]))
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
-    ijb_targets, bin_targets = _split_targets(list(targets or []), data_dir)
-    ijb_files, bin_files = _split_features(list(features or []))
+    ijb_targets, bin_targets = split_targets(list(targets or []), data_dir)
+    ijb_files, bin_files = split_features(list(features or []))
     if (ijb_targets or bin_targets) and (ijb_files or bin_files):
         raise FqtoolError("give TARGETs (with --weights) or --features files, not both")
     if not (ijb_targets or bin_targets or ijb_files or bin_files):
@@ -201,21 +194,22 @@ def command(
         )
     if (ijb_targets or ijb_files) and (bin_targets or bin_files) and (csv_path or plot):
         raise FqtoolError("--csv and --plot take either .bin sets or IJB sets; run them separately")
-    model_and_path = load_model_for_eval(opts) if ijb_targets or bin_targets else None
-    several = len(ijb_targets) + len(bin_targets) > 1
-    ijb_results = []
-    if ijb_targets or ijb_files:
-        ijb = IjbRun(protocols, flip, norm_score, detector_score)
-        ijb_results = ijb.evaluate(ijb_targets, ijb_files, opts, save_features_to, model_and_path, several)
-    if ijb_results is None:  # a torchrun rank other than 0: its shard is embedded and saved
-        return
-    if not (bin_targets or bin_files):
-        _report_ijb(ijb_results, json_out, csv_path, plot)
-        return
-    if len(protocols) > 1 or protocols[0] not in PROTOCOLS:
+    if (bin_targets or bin_files) and (len(protocols) > 1 or protocols[0] not in PROTOCOLS):
         raise FqtoolError(
             f"unknown --protocol {','.join(protocols)!r} for .bin sets; use one of {' or '.join(PROTOCOLS)}"
         )
+    ijb = IjbRun(protocols, flip, norm_score, detector_score) if ijb_targets or ijb_files else None
+    model_and_path = load_model_for_eval(opts) if ijb_targets or bin_targets else None
+    several = len(ijb_targets) + len(bin_targets) > 1
+    ijb_results = []
+    if ijb is not None:
+        save_to = (lambda name: _features_path(save_features_to, name, several)) if save_features_to else None
+        ijb_results = ijb.evaluate(ijb_targets, ijb_files, opts, save_to, model_and_path)
+    if ijb_results is None:  # a torchrun rank other than 0: its shard is embedded and saved
+        return
+    if not (bin_targets or bin_files):
+        report_ijb(ijb_results, json_out, csv_path, plot)
+        return
     protocol_name = protocols[0]
     use_flip = (protocol_name == "insightface") if flip is None else flip
     sets = _collect_features(
@@ -237,7 +231,7 @@ def command(
             err_console.print(f"warning: {fs.name}: {note}", highlight=False, soft_wrap=True)
         results.append(res)
     if ijb_results and not json_out:
-        console.print(_ijb_table(ijb_results))
+        console.print(ijb_table(ijb_results))
     _report(results, json_out, csv_path, plot, extra=[r.to_dict() for r in ijb_results])
 
 
@@ -259,155 +253,3 @@ def _report(
         typer.echo(json.dumps({"results": [r.to_dict() for r in results] + (extra or [])}, indent=2))
     else:
         console.print(_table(results, DEFAULT_FARS))
-
-
-# --------------------------------------------------------------------------- IJB-B / IJB-C
-
-
-def _split_targets(targets: list[str], data_dir: Path | None) -> tuple[list[tuple[str, Path]], list[str]]:
-    """IJB sets (``IJBC``, a path to ``…/IJBC``) apart from ``.bin`` sets."""
-    from fqtool.eval.targets import resolve_ijb
-
-    ijb, other = [], []
-    for target in targets:
-        found = resolve_ijb(target, data_dir)
-        if found is None:
-            other.append(target)
-        else:
-            ijb.append(found)
-    return ijb, other
-
-
-def _split_features(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    from fqtool.eval.ijb import is_ijb_features
-
-    ijb = [p for p in paths if is_ijb_features(p)]
-    return ijb, [p for p in paths if p not in ijb]
-
-
-class IjbRun:
-    """Embeds IJB targets (or loads their features) and evaluates every --protocol on each."""
-
-    def __init__(self, protocols: list[str], flip: bool | None, norm_score: bool, detector_score: bool):
-        for name in protocols:
-            if name not in IJB_PROTOCOLS:
-                raise FqtoolError(f"unknown --protocol {name!r}; use {', '.join(IJB_PROTOCOLS)}")
-        self.protocols, self.flip = protocols, flip
-        self.norm_score, self.detector_score = norm_score, detector_score
-
-    def pooling(self, protocol: str):
-        from fqtool.eval.ijb import Pooling
-
-        flip = (protocol != "magface") if self.flip is None else self.flip
-        return Pooling(protocol, flip, self.norm_score, self.detector_score)
-
-    def evaluate(self, targets, files, opts: EmbedOptions, save: Path | None, model_and_path, several: bool):
-        """IJB results for every set × protocol; None on torchrun ranks other than 0."""
-        from fqtool.eval.ijb import evaluate_ijb, load_ijb_features
-
-        flip = any(self.pooling(p).flip for p in self.protocols)
-        sets = [
-            (feats, str(feats.meta.get("weights") or path.name))
-            for path in files
-            for feats in [load_ijb_features(path)]
-        ]
-        for name, root in targets:
-            model, weights_path = model_and_path
-            out = _features_path(save, name, several) if save is not None else None
-            feats = ijb_features_for_target(
-                model, name, root, opts, flip=flip, save=out, meta={"weights": weights_path.name}
-            )
-            if feats is None:
-                return None
-            sets.append((feats, weights_path.name))
-        results, notes = [], []
-        for feats, model_name in sets:
-            for protocol in self.protocols:
-                res = evaluate_ijb(feats, self.pooling(protocol), model=model_name)
-                notes += [f"{feats.name}: {note}" for note in res.warnings]
-                results.append(res)
-        for note in dict.fromkeys(notes):
-            err_console.print(f"warning: {note}", highlight=False, soft_wrap=True)
-        return results
-
-
-def _ijb_table(results) -> Table:
-    """TAR (%) at each FAR; pooling flags: F flip, N norm score, D detector score."""
-    from fqtool.eval.ijb import IJB_FARS
-
-    several_models = len({r.model for r in results}) > 1
-    from rich import box
-
-    table = Table(
-        title="IJB 1:1 verification, TAR (%) @ FAR",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        collapse_padding=True,
-    )
-    fars = [f"{f:.0e}" for f in IJB_FARS]
-    columns = ["set", *(["model"] if several_models else []), "pooling", *fars, "AUC"]
-    for column in columns:
-        left = column in ("set", "model", "pooling")
-        table.add_column(column, justify="left" if left else "right", no_wrap=column != "model")
-    for r in results:
-        tars = [f"{100 * r.tar_at_far[far_key(f)]:.2f}" for f in IJB_FARS]
-        model = [Path(r.model).stem] if several_models else []
-        table.add_row(r.name, *model, r.pooling.short(), *tars, f"{100 * r.auc:.2f}")
-    return table
-
-
-def _write_ijb_csv(path: Path, results) -> None:
-    from fqtool.eval.ijb import IJB_FARS
-
-    header = [
-        "set",
-        "model",
-        "protocol",
-        "flip",
-        "norm_score",
-        "detector_score",
-        "pairs",
-        "genuine",
-        "impostor",
-        "templates",
-        "images",
-        "auc",
-    ]
-    header += [f"tar_at_far_{far_key(f)}" for f in IJB_FARS] + [f"far_used_{far_key(f)}" for f in IJB_FARS]
-    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for r in results:
-            p = r.pooling
-            writer.writerow(
-                [
-                    r.name,
-                    r.model,
-                    p.protocol,
-                    p.flip,
-                    p.norm_score,
-                    p.detector_score,
-                    r.num_pairs,
-                    r.num_genuine,
-                    r.num_impostor,
-                    r.num_templates,
-                    r.num_images,
-                    f"{r.auc:.6f}",
-                ]
-                + [f"{r.tar_at_far[far_key(f)]:.6f}" for f in IJB_FARS]
-                + [f"{r.far_used[far_key(f)]:.3e}" for f in IJB_FARS]
-            )
-
-
-def _report_ijb(results, json_out: bool, csv_path: Path | None, plot: Path | None) -> None:
-    if csv_path is not None:
-        _write_ijb_csv(csv_path, results)
-    if plot is not None:
-        from fqtool.eval.plots import plot_ijb_roc
-
-        written = plot_ijb_roc(results, plot)
-        err_console.print("plot: " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
-    if json_out:
-        typer.echo(json.dumps({"results": [r.to_dict() for r in results]}, indent=2))
-    else:
-        console.print(_ijb_table(results))
