@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fqtool.errors import BadInputError
+from fqtool.errors import BadInputError, FqtoolError
 
 SETS = ("IJBB", "IJBC")
 LANDMARK_FIELDS = 12  # image name, 10 landmark numbers, detector score
@@ -265,6 +265,6 @@ class IjbAlignedFaces:
             image = decode_image(path.read_bytes(), str(path))
             aligned = self.warp(image.permute(1, 2, 0).numpy(), self.landmarks[index], self.size)
             return index, torch.from_numpy(aligned).permute(2, 0, 1).contiguous(), ""
-        except (OSError, BadInputError, ValueError, np.linalg.LinAlgError) as exc:
+        except (OSError, FqtoolError, ValueError, np.linalg.LinAlgError) as exc:
             message = str(exc) if isinstance(exc, BadInputError) else f"{path}: cannot read or align ({exc})"
             return index, torch.zeros(3, self.size, self.size, dtype=torch.uint8), message
