@@ -14,7 +14,16 @@ from rich.table import Table
 from fqtool.cli.console import console, err_console
 from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
 from fqtool.cli.ijb_eval import IjbRun, ijb_table, report_ijb, split_features, split_targets
-from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers
+from fqtool.cli.options import (
+    AlignFlag,
+    BatchSize,
+    DetectorFile,
+    Device,
+    QualityWeights,
+    Quiet,
+    Weights,
+    Workers,
+)
 from fqtool.errors import FqtoolError
 from fqtool.eval.features import FeatureSet, load_features, save_features
 from fqtool.eval.verification import (
@@ -178,12 +187,15 @@ def command(
             "--features", help="Evaluate saved features (.npz) instead of a model.", show_default=False
         ),
     ] = None,
+    align: AlignFlag = False,
+    detector: DetectorFile = None,
     quiet: Quiet = False,
 ) -> None:
     """Verification accuracy (10-fold, mean ± std), threshold, XNorm and TAR@FAR on .bin pair sets;
     TAR@FAR 1e-6 … 1e-1 on IJB-B / IJB-C template pairs."""
     protocols = list(dict.fromkeys(protocol or ["insightface"]))
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
+    opts.align, opts.detector = align, detector
     ijb_targets, bin_targets = split_targets(list(targets or []), data_dir)
     ijb_files, bin_files = split_features(list(features or []))
     if (ijb_targets or bin_targets) and (ijb_files or bin_files):
