@@ -9,7 +9,6 @@ one-line :class:`~fqtool.errors.BadInputError` naming the file and line.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,24 +230,19 @@ def load_ijb(root: str | Path, name: str | None = None, *, check_images: bool = 
     return IjbMeta(name, root, np.asarray(tid_names), landmarks, scores, templates, medias, t1, t2, labels)
 
 
-#: ``warp(image uint8 H×W×3, landmarks 5×2, size) -> aligned uint8 size×size×3``.
-Warp = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
-
-
 class IjbAlignedFaces:
     """Map-style dataset: ``ds[i]`` → ``(i, uint8 3×S×S tensor, error text or "")``.
 
-    Decoding and alignment (``warp``, a picklable function) happen in DataLoader workers; a damaged
-    image returns a black face and its error text, so the main process can stop with one line instead
-    of a worker traceback.
+    Decoding and alignment (insightface's ``norm_crop``, :mod:`fqtool.data.warp`) happen in DataLoader
+    workers; a damaged image returns a black face and its error text, so the main process can stop with
+    one line instead of a worker traceback.
     """
 
-    def __init__(self, meta: IjbMeta, indices: np.ndarray, warp: Warp, size: int = 112) -> None:
+    def __init__(self, meta: IjbMeta, indices: np.ndarray, size: int = 112) -> None:
         self.folder = meta.image_dir
         self.names = meta.images
         self.landmarks = meta.landmarks
         self.indices = np.asarray(indices, np.int64)
-        self.warp = warp
         self.size = size
 
     def __len__(self) -> int:
@@ -258,12 +252,13 @@ class IjbAlignedFaces:
         import torch
 
         from fqtool.data.decode import decode_image
+        from fqtool.data.warp import norm_crop
 
         index = int(self.indices[item])
         path = self.folder / str(self.names[index])
         try:
             image = decode_image(path.read_bytes(), str(path))
-            aligned = self.warp(image.permute(1, 2, 0).numpy(), self.landmarks[index], self.size)
+            aligned = norm_crop(image.permute(1, 2, 0).numpy(), self.landmarks[index], self.size)
             return index, torch.from_numpy(aligned).permute(2, 0, 1).contiguous(), ""
         except (OSError, FqtoolError, ValueError, np.linalg.LinAlgError) as exc:
             message = str(exc) if isinstance(exc, BadInputError) else f"{path}: cannot read or align ({exc})"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fqtool.data.ijb import IjbAlignedFaces, IjbMeta, Warp
+from fqtool.data.ijb import IjbAlignedFaces, IjbMeta
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.eval.embed import embed_images
 from fqtool.eval.ijb import IjbFeatures
@@ -106,13 +106,12 @@ def _embed_chunk(
     batch_size,
     workers,
     flip,
-    warp,
     precision,
     on_batch,
 ) -> dict[str, np.ndarray]:
     from fqtool.data.decode import resize_if_needed
 
-    dataset = IjbAlignedFaces(meta, np.arange(start, end), warp)
+    dataset = IjbAlignedFaces(meta, np.arange(start, end))
     plain, flipped, quality, norms = [], [], [], []
     for _index, images, errors in _loader(dataset, batch_size, workers, device):
         bad = [e for e in errors if e]
@@ -174,16 +173,12 @@ def embed_ijb(
     info: dict | None = None,
     on_batch: Callable[[int], None] | None = None,
     chunk: int = CHUNK,
-    warp: Warp | None = None,
 ) -> IjbFeatures | None:
     """Embed every image of ``meta`` (with its flip); the features on rank 0, None on other ranks.
 
     ``parts``: folder for finished chunks (resume); None keeps them in memory (single process only).
     ``on_batch(n)`` counts images, including those of chunks found already done.
-    ``warp``: the 5-point alignment of a loose crop (default: :func:`fqtool.data._warp.warp_face`).
     """
-    if warp is None:
-        from fqtool.data._warp import warp_face as warp
     rank, world, _ = dist_env()
     if world > 1 and parts is None:
         raise FqtoolError("embedding with several processes needs a parts folder (give --save-features)")
@@ -226,7 +221,6 @@ def embed_ijb(
                 batch_size=batch_size,
                 workers=workers,
                 flip=flip,
-                warp=warp,
                 precision=precision,
                 on_batch=on_batch,
             )
