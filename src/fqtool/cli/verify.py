@@ -23,6 +23,7 @@ from fqtool.cli.options import (
     Quiet,
     Weights,
     Workers,
+    check_output_file,
 )
 from fqtool.errors import FqtoolError
 from fqtool.eval.features import FeatureSet, load_features, save_features
@@ -194,6 +195,7 @@ def command(
     """Verification accuracy (10-fold, mean ± std), threshold, XNorm and TAR@FAR on .bin pair sets;
     TAR@FAR 1e-6 … 1e-1 on IJB-B / IJB-C template pairs."""
     protocols = list(dict.fromkeys(protocol or ["insightface"]))
+    check_output_file(csv_path, "--csv")
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
     opts.align, opts.detector = align, detector
     ijb_targets, bin_targets = split_targets(list(targets or []), data_dir)
