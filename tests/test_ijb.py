@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from _ijb_fixture import write_ijb_release
 from fqtool.cli.app import app
 from fqtool.data.ijb import load_ijb
+from fqtool.errors import FormatError
 from fqtool.eval import ijb_embed
 from fqtool.eval.ijb import (
     IJB_FARS,
@@ -293,6 +294,10 @@ def test_damaged_ijb_features_file_is_one_line(tmp_path: Path) -> None:
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     result = runner.invoke(app, ["erc-curve", "--features", str(bad)])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    npy = tmp_path / "one.npy"
+    np.save(npy, np.zeros((3, 4)))
+    with pytest.raises(FormatError, match=r"one array \(\.npy\)"):
+        load_ijb_features(npy)
 
 
 # ----------------------------------------------------------------------------- embedding: shards, resume

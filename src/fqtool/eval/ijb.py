@@ -115,10 +115,31 @@ def _meta_of(raw, path: Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``; a ``.npy``, a damaged or a foreign file is a one-line FormatError."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise FormatError(f"not a features .npz ({exc})", path) from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise FormatError("is one array (.npy), not a features .npz written by --save-features", path)
+    try:
+        with loaded as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise FormatError(f"not a features .npz ({exc})", path) from None
+
+
 def is_ijb_features(path: str | Path) -> bool:
     """Whether ``path`` is a features file written by :func:`save_ijb_features` (False when unreadable)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return False
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return False
+    try:
+        with loaded as data:
             return "meta" in data.files and _meta_of(data["meta"], Path(path)).get("kind") == KIND
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, FormatError):
         return False
@@ -143,11 +164,7 @@ def load_ijb_features(path: str | Path) -> IjbFeatures:
     path = Path(path)
     if not path.is_file():
         raise FormatError("features file not found", path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise FormatError(f"not a features .npz ({exc})", path) from None
+    arrays = _read_npz(path)
     missing = [k for k in _REQUIRED if k not in arrays]
     if missing:
         raise FormatError(f"not an fqtool IJB features file (missing {', '.join(missing)})", path)
