@@ -37,7 +37,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
                "state/, config.toml, metrics.jsonl, tb/. [default: runs/train]", panel="Data")], None),
     "resume": (Annotated[str | None, _opt("--resume", help="Continue from a training state: 'auto' (OUTPUT/"
                "state/last.pt if present), a state file or a run folder.", panel="Data")], None),
-    "overwrite": (Annotated[bool | None, _opt("--overwrite", is_flag=True, help="Start again in an output "
+    "overwrite": (Annotated[bool | None, _opt("--overwrite", help="Start again in an output "
                   "folder that holds a previous run (its model, state/, logs are deleted first).",
                   panel="Data")], None),
     "workers": (Annotated[int | None, _opt("--workers", "-j", min=0, help="DataLoader worker processes per "

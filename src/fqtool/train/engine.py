@@ -65,6 +65,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def grad_scaler(precision: str) -> torch.amp.GradScaler | None:
+    """fp16 needs loss scaling (fp16 runs on CUDA only; the tests swap in a CPU scaler)."""
+    return torch.amp.GradScaler("cuda", growth_interval=100) if precision == "fp16" else None
+
+
 def _autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -141,7 +146,7 @@ class Trainer:
             self.task.model.to(memory_format=torch.channels_last)
         self.head_params = S.sharded_params(self.task.head, self.num_classes)
         self.optimizer = self._make_optimizer()
-        self.scaler = torch.amp.GradScaler("cuda", growth_interval=100) if self.precision == "fp16" else None
+        self.scaler = grad_scaler(self.precision)
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, rank=env.rank,
                                           world_size=env.world_size, seed=cfg.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch
