@@ -74,6 +74,12 @@ def make_insightface_rec(make_image):
 
 
 @pytest.fixture(scope="session")
+def tiny_rec(make_insightface_rec, tmp_path_factory) -> Path:
+    """8 identities × 2 plain images in the insightface layout: enough for one-step training checks."""
+    return make_insightface_rec(tmp_path_factory.mktemp("tiny-rec"), classes=8, per_class=2)
+
+
+@pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory) -> Path:
     """A small synthetic insightface-layout set, written once: train.rec/idx/property (24 ids × 24 images),
     val.bin (200 pairs of 10 held-out ids), degradations.csv, val_quality.csv."""
