@@ -10,6 +10,16 @@ import torch
 DATA = Path(__file__).parent / "data"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """``@pytest.mark.cuda`` tests run where CUDA exists and are skipped (with the reason) elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is false)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cpu_threads() -> None:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
