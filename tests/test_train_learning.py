@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 import torch
-from scipy.stats import spearmanr
 
+from _stats import spearman
 from fqtool.data.binfile import decode_pairs, load_bin
 from fqtool.eval.embed import embed_images
 from fqtool.eval.verification import evaluate_verification
@@ -31,6 +32,7 @@ def _val_images_and_levels(folder) -> tuple[torch.Tensor, np.ndarray, np.ndarray
     return images, np.asarray(vset.issame), levels
 
 
+@pytest.mark.slow
 def test_magface_verifies_held_out_identities_and_magnitude_tracks_quality(
     trained_tiny_checkpoint, synthetic_dataset
 ) -> None:
@@ -42,12 +44,13 @@ def test_magface_verifies_held_out_identities_and_magnitude_tracks_quality(
     # (0.70–0.84 over sample orders; half the val images are degraded by design). 0.65 on 200 pairs is
     # > 4 binomial standard deviations above chance.
     assert accuracy > 0.65, accuracy
-    rho, p = spearmanr(emb.norms, levels)
+    rho, p = spearman(emb.norms, levels)
     assert rho < -0.2 and p < 1e-3, (rho, p)  # degraded images get smaller magnitudes
     calibration = model.info.calibration
     assert calibration.source == "train-p1-p99" and 0 < calibration.low < calibration.high
 
 
+@pytest.mark.slow
 def test_eqface_quality_head_learns_without_labels(trained_tiny_run, synthetic_dataset, tmp_path) -> None:
     """Stage 2 on the frozen MagFace backbone and its class centres (head.safetensors).
 
@@ -65,5 +68,5 @@ def test_eqface_quality_head_learns_without_labels(trained_tiny_run, synthetic_d
     images, _, levels = _val_images_and_levels(synthetic_dataset)
     quality = embed_images(model, images).quality
     assert quality.std() > 0.01  # no collapse
-    rho, p = spearmanr(quality, levels)
+    rho, p = spearman(quality, levels)
     assert rho < -0.2 and p < 1e-3, (rho, p)
