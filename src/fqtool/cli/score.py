@@ -103,7 +103,7 @@ def command(
     """
     from fqtool.eval.scoring import default_output, open_input, plot_histogram, score_dataset, write_csv
     from fqtool.eval.scoring import save_embeddings as write_embeddings
-    from fqtool.models.checkpoint import load_model, resolve_weights
+    from fqtool.models.loading import load_model, resolve_weights
     from fqtool.runtime import resolve_device
 
     weights_path = resolve_weights(weights)

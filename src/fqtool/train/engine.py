@@ -7,7 +7,6 @@ collectives (head gathering, RNG states) are called on every rank.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -22,9 +21,10 @@ from torch import nn
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.fsutil import atomic_path, ensure_dir
 from fqtool.models import QualityCalibration
+from fqtool.runtime import autocast, resolve_precision
 from fqtool.train import distributed as D
 from fqtool.train import state as S
-from fqtool.train.config import TrainConfig, save_config, to_dict
+from fqtool.train.config import TrainConfig, effective_lr, save_config, to_dict
 from fqtool.train.data import GlobalBatchSampler, make_loader, open_training_data
 from fqtool.train.logging import TrainLogger
 from fqtool.train.output import check_output, clear_previous_run, remove_stale_temporaries
@@ -57,24 +57,9 @@ class TrainResult:
     skipped_steps: int = 0
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise FqtoolError("--precision fp16 needs CUDA (use bf16 or fp32 on the CPU)")
-    return precision
-
-
 def grad_scaler(precision: str) -> torch.amp.GradScaler | None:
     """fp16 needs loss scaling (fp16 runs on CUDA only; the tests swap in a CPU scaler)."""
     return torch.amp.GradScaler("cuda", growth_interval=100) if precision == "fp16" else None
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 class _BufferGuard:
@@ -145,6 +130,7 @@ class Trainer:
         if cfg.channels_last:
             self.task.model.to(memory_format=torch.channels_last)
         self.head_params = S.sharded_params(self.task.head, self.num_classes)
+        self.base_lr = effective_lr(cfg, env.world_size)
         self.optimizer = self._make_optimizer()
         self.scaler = grad_scaler(self.precision)
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, rank=env.rank,
@@ -192,9 +178,10 @@ class Trainer:
              "weight_decay": cfg.weight_decay},
             {"params": [p for p in self.task.head.parameters() if p.requires_grad], "weight_decay": head_wd},
         ]
-        optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum)
+        optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=self.base_lr,
+                                    momentum=cfg.momentum)
         for group in optimizer.param_groups:
-            group["initial_lr"] = cfg.lr
+            group["initial_lr"] = self.base_lr
         return optimizer
 
     def _load_val_sets(self) -> list[tuple[str, torch.Tensor, np.ndarray]]:
@@ -252,7 +239,7 @@ class Trainer:
         self.task.head.load_full_state_dict(state["head"])
         S.load_optimizer_state(self.optimizer, state["optimizer"], self.head_params, self.num_classes)
         for group in self.optimizer.param_groups:
-            group["initial_lr"] = self.cfg.lr
+            group["initial_lr"] = self.base_lr
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
@@ -286,7 +273,7 @@ class Trainer:
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict, torch.Tensor]:
         """One optimiser step; returns detached scalars (tensors: no host sync) and the batch's quality."""
         set_lr(self.optimizer, self._lr_factor())
-        with _autocast(self.env.device, self.precision):
+        with autocast(self.env.device, self.precision):
             out, quality = self.task.forward(self.net, images, labels)
         loss = out.loss.float()
         sane = torch.isfinite(loss) & torch.isfinite(out.norms.detach()).all()
@@ -312,8 +299,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         values = {"loss/total": loss.detach(), "loss/id": out.loss_id, "train/accuracy": out.accuracy,
                   "train/norm_mean": out.norms.mean()}
-        if out.loss_g is not None:
-            values["loss/g"] = out.loss_g
+        if out.penalty is not None:
+            values[f"loss/{out.penalty_name}"] = out.penalty
+        values.update({f"{self.cfg.loss}/{name}": v for name, v in out.stats.items()})
         return values, (quality.detach().float() if quality is not None else out.norms)
 
     def _lr_factor(self) -> float:
@@ -340,6 +328,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging / validation
     def _log(self, values: dict, quality: torch.Tensor, rate: float) -> dict[str, float]:
+        for name in [k for k, v in values.items() if v.dim() > 0]:  # per-sample statistics of the loss
+            per_sample = values.pop(name).float().cpu().numpy()
+            values[name] = float(per_sample.mean())
+            self.log.histogram(f"{name}_hist", per_sample, self.step)
         values = {k: float(v) for k, v in values.items()}
         values.update({"train/lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": rate})
         q = quality.float().cpu().numpy()
@@ -488,6 +480,7 @@ class Trainer:
         if n < 2:
             return None
         from fqtool.eval.embed import embed_images
+        from fqtool.eval.scoring import fit_calibration
 
         pick = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
 
@@ -496,8 +489,11 @@ class Trainer:
                 yield torch.stack([self.dataset[int(i)][0] for i in pick[start : start + 128]])
 
         out = embed_images(self._eval_view(), batches(), device=self.env.device, precision=self.precision)
-        low, high = np.percentile(out.quality, [1, 99])
-        return QualityCalibration(float(low), float(high), source="train-p1-p99")
+        try:
+            return fit_calibration(out.quality, 1, 99, source="train-p1-p99")
+        except FqtoolError as exc:  # every image got the same quality: no meaningful 0-100 scale
+            self.log.warn(f"no quality calibration saved: {exc}")
+            return None
 
 
 _SHOWN = {"loss/total": "loss", "train/accuracy": "acc", "train/lr": "lr"}
