@@ -116,6 +116,36 @@ def test_imports_go_downward(path: Path) -> None:
     assert layer_violations(path) == []
 
 
+def imported_names(path: Path) -> list[tuple[int, str, str]]:
+    """(line, module, name) for every ``from fqtool... import name`` in ``path``, deferred ones included."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            if source.split(".")[0] == "fqtool":
+                found += [(node.lineno, source, alias.name) for alias in node.names]
+    return found
+
+
+def test_deferred_imports_name_things_that_exist() -> None:
+    """A function-level ``from fqtool.x import y`` fails only when the function runs; a moved or renamed
+    ``y`` must fail here instead."""
+    import importlib
+
+    missing = []
+    for path in all_modules():
+        for line, source, name in imported_names(path):
+            if not (hasattr(importlib.import_module(source), name) or is_module(f"{source}.{name}")):
+                missing.append(f"{module_name(path)}:{line} imports {name} from {source}, which has none")
+    assert missing == []
+
+
 def test_package_root_imports_nothing() -> None:
     assert imported_modules(PACKAGE_DIR / "__init__.py") == []
 

@@ -12,7 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from fqtool.cli.app import app
-from fqtool.models.checkpoint import load_model, read_checkpoint_metadata
+from fqtool.models.checkpoint import read_checkpoint_metadata
+from fqtool.models.loading import load_model
 
 FACES = Path(__file__).parent / "data" / "faces"
 runner = CliRunner()

@@ -234,7 +234,7 @@ class EmbeddingAndScore(nn.Module):
 
 
 def crfiqa_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Task:
-    from fqtool.models.importers import RegressionHead
+    from fqtool.models.quality_head import RegressionHead
     from fqtool.models.registry import get_spec
 
     if not get_spec(cfg.arch).name.startswith("iresnet"):
