@@ -115,6 +115,8 @@ def command(
     torch_device = resolve_device(device)
     model = load_model(weights_path, quality_weights=quality_weights, arch=arch, device=torch_device)
     dataset = open_input(input, size=tuple(model.preprocess.size))
+    for note in getattr(dataset, "notes", []):
+        err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     with progress_bar("score", len(dataset), quiet=quiet) as advance:
         result = score_dataset(
             model, dataset, batch_size=batch_size, workers=workers, device=torch_device,
