@@ -158,3 +158,21 @@ def test_wrong_head_weights_are_one_line(stage1, tiny_rec, tmp_path) -> None:
         result = _cli("train-quality", "--data", tiny_rec, "-w", model, "--head-weights", path,
                       "-o", tmp_path / path.stem, *CLI_FAST, "--epochs", "1", "--max-steps", "1")
         _one_line_error(result, str(path), needle)
+
+
+def test_symlink_loops_in_a_training_folder_are_skipped_and_listed(make_image, tmp_path) -> None:
+    """Before: os.walk / stat on a looping link ended the run with a traceback."""
+    root = tmp_path / "faces"
+    for identity in range(4):
+        folder = root / f"id{identity}"
+        folder.mkdir(parents=True)
+        for i in range(2):
+            (folder / f"{i}.jpg").write_bytes(make_image((60 * identity, 90, 40 * i)))
+    (root / "id0" / "self.jpg").symlink_to("self.jpg")  # a link to itself
+    (root / "id1" / "back").symlink_to(root)  # a folder link back up the tree
+    out = tmp_path / "run"
+    result = _cli("train-magface", "--data", root, "-o", out, *CLI_FAST, "--epochs", "1", "--max-steps", "1")
+    assert result.exit_code == 0, (result.output, result.exception)
+    said = result.output.replace("\n", " ")
+    assert "symbolic links that loop or point nowhere" in said and "self.jpg" in said, result.output
+    assert (out / "model.safetensors").is_file()
