@@ -94,7 +94,8 @@ def plan_steps(out: Path, size: DemoSize, seed: int) -> list[Step]:
              ["train-magface", "--data", str(unpacked / "train_list.txt"), "--arch", "iresnet_tiny",
               "--epochs", str(size.epochs), "--batch-size", str(size.batch_size), "--lr", str(size.lr),
               "--lr-schedule", "step", "--lr-steps", size.lr_steps, "--workers", "0", "--device", "cpu",
-              "--seed", str(seed), "--val", str(data / "val.bin"), "--output", str(model_dir)]),
+              "--seed", str(seed), "--val", str(data / "val.bin"), "--output", str(model_dir),
+              "--overwrite"]),  # a rerun of the demo replaces its own model
         Step("verify", "10-fold verification accuracy on the held-out identities",
              ["verify", str(data / "val.bin"), "-w", str(weights), "--device", "cpu",
               "--csv", str(reports / "verify.csv"), "--plot", str(reports / "roc.png")]),
