@@ -87,6 +87,7 @@ def _recipe_for(kind: str) -> str:
     return next(recipe for recipe in RECIPES if kind in RECIPE_LOSSES[recipe])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", HEAD_KINDS)
 def test_every_loss_kind_trains_through_the_cli(tiny_rec, tmp_path, kind) -> None:
     recipe = _recipe_for(kind)
@@ -99,6 +100,7 @@ def test_every_loss_kind_trains_through_the_cli(tiny_rec, tmp_path, kind) -> Non
     assert load_state(tmp_path / "run" / "state" / "last.pt")["config"]["loss"] == kind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["train-magface", "train-feature"])
 def test_mobilefacenet_trains_through_the_cli(tiny_rec, tmp_path, command) -> None:
     _cli_ok(command, "--data", tiny_rec, "-o", tmp_path / "run", *CLI_FAST, "--arch", "mobilefacenet")
@@ -122,6 +124,7 @@ def _bit_identical(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_eqface_stages_keep_their_frozen_parts_bit_identical(tiny_rec, tmp_path) -> None:
     """Stage 2 (train-quality) must not move the stage-1 backbone, BatchNorm statistics included; stage 3
     (train-feature --quality-weights) must keep the stage-2 quality head that scores its batches. Both
@@ -212,6 +215,7 @@ def _cpu_scaler(monkeypatch) -> None:
                         lambda precision: torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1))
 
 
+@pytest.mark.slow
 def test_grad_scaler_state_is_saved_and_resumed(monkeypatch, tiny_rec, tmp_path) -> None:
     _cpu_scaler(monkeypatch)
     common = {"data": str(tiny_rec), "output": str(tmp_path), **STEP, "save_every": 1}

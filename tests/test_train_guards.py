@@ -46,6 +46,7 @@ def _strict_json_lines(path) -> list[dict]:
     return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lr", ["1e6", "1e30"])
 def test_divergence_hits_the_nan_guard_not_the_logger(tiny_rec, tmp_path, lr) -> None:
     """Before: TensorBoard's histogram raised 'The histogram is empty' on the NaN norms (exit 1)."""
@@ -59,6 +60,7 @@ def test_divergence_hits_the_nan_guard_not_the_logger(tiny_rec, tmp_path, lr) ->
     assert any(r.get("loss/total", 0.0) is None for r in records)
 
 
+@pytest.mark.slow
 def test_weights_turning_nan_are_never_saved_as_a_model(monkeypatch, tiny_rec, tmp_path) -> None:
     """A step whose loss and gradients are finite can still leave NaN weights (e.g. a NaN momentum):
     no state/last.pt and no model.safetensors with them; exit 2 naming the last good state."""
@@ -110,6 +112,7 @@ def test_bad_numbers_in_a_config_file_name_the_file(tiny_rec, tmp_path) -> None:
                     "'batch_size': True is not a valid int")
 
 
+@pytest.mark.slow
 def test_a_finished_run_folder_needs_resume_or_overwrite(tiny_rec, tmp_path) -> None:
     out = tmp_path / "run"
     common = ["train-magface", "--data", tiny_rec, "-o", out, *CLI_FAST, "--epochs", "1", "--max-steps", "1"]
@@ -124,6 +127,7 @@ def test_a_finished_run_folder_needs_resume_or_overwrite(tiny_rec, tmp_path) -> 
     assert [r["step"] for r in _strict_json_lines(out / "metrics.jsonl") if "loss/total" in r] == [1]
 
 
+@pytest.mark.slow
 def test_resume_removes_temporary_files_left_by_kill_9(tiny_rec, tmp_path) -> None:
     """kill -9 during an atomic save leaves ``state/.last.pt.XXXX.tmp`` behind; the next run drops it."""
     out = tmp_path / "run"
@@ -144,6 +148,7 @@ def stage1(tiny_rec, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_wrong_head_weights_are_one_line(stage1, tiny_rec, tmp_path) -> None:
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 64)
@@ -160,6 +165,7 @@ def test_wrong_head_weights_are_one_line(stage1, tiny_rec, tmp_path) -> None:
         _one_line_error(result, str(path), needle)
 
 
+@pytest.mark.slow
 def test_symlink_loops_in_a_training_folder_are_skipped_and_listed(make_image, tmp_path) -> None:
     """Before: os.walk / stat on a looping link ended the run with a traceback."""
     root = tmp_path / "faces"
