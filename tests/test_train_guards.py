@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -87,6 +88,16 @@ def test_weights_turning_nan_are_never_saved_as_a_model(monkeypatch, tiny_rec, t
     assert not (out / "model.safetensors").exists() and not (out / "head.safetensors").exists()
     state = load_state(out / "state" / "last.pt")
     assert state["step"] == 2 and _all_finite(state["model"])
+
+
+@pytest.mark.slow
+def test_a_non_finite_calibration_is_never_saved(monkeypatch, tiny_rec, tmp_path) -> None:
+    monkeypatch.setattr(engine.Trainer, "_calibrate", lambda self: SimpleNamespace(low=math.nan, high=1.0))
+    out = tmp_path / "run"
+    result = _cli("train-magface", "--data", tiny_rec, "-o", out, *CLI_FAST, "--epochs", "1",
+                  "--max-steps", "1")
+    _one_line_error(result, "NaN/inf values in 1 of 2 tensors (e.g. calibration.low)")
+    assert not (out / "model.safetensors").exists() and not (out / "head.safetensors").exists()
 
 
 @pytest.mark.parametrize(("option", "value", "needle"), [

@@ -448,15 +448,16 @@ class Trainer:
 
         from fqtool.models.checkpoint import save_checkpoint
 
+        model = self.task.model
+        calibration = self._calibrate()
+        if calibration is not None:  # checked before anything is written
+            bounds = {"calibration.low": torch.tensor(calibration.low),
+                      "calibration.high": torch.tensor(calibration.high)}
+            self._refuse_non_finite(non_finite_tensors(bounds), len(bounds))
         with atomic_path(self.output / "head.safetensors") as tmp:
             save_file({"weight": head["weight"].contiguous()}, str(tmp),
                       metadata={"kind": str(head["kind"]), "num_classes": str(self.num_classes)})
-        model = self.task.model
-        model.info.calibration = self._calibrate()
-        if model.info.calibration is not None:
-            bounds = {"calibration.low": torch.tensor(model.info.calibration.low),
-                      "calibration.high": torch.tensor(model.info.calibration.high)}
-            self._refuse_non_finite(non_finite_tensors(bounds), len(bounds))
+        model.info.calibration = calibration
         path = save_checkpoint(model, self.output / "model.safetensors", training_config=to_dict(self.cfg),
                                extra={"steps": self.step, "num_classes": self.num_classes,
                                       "world_size": self.env.world_size, "val": self.val_results})
