@@ -30,7 +30,7 @@ from PIL import Image
 
 from fqtool.align.detectors import load_detector
 from fqtool.align.pipeline import AlignOptions, align_input, read_rgb
-from fqtool.align.warp import warp_affine
+from fqtool.data.warp import warp_affine
 
 FACES = Path(__file__).resolve().parents[1] / "tests" / "data" / "faces"
 

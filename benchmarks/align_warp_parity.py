@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fqtool.align.warp import estimate_norm, norm_crop, template, warp_affine_fast
+from fqtool.data.warp import estimate_norm, norm_crop, template, warp_affine_fast
 
 FACES = sorted((Path(__file__).resolve().parents[1] / "tests" / "data" / "faces").glob("*.jpg"))
 

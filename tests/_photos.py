@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fqtool.align.warp import TEMPLATE_112, warp_affine
+from fqtool.data.warp import TEMPLATE_112, warp_affine
 
 FACES = Path(__file__).parent / "data" / "faces"
 

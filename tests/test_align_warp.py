@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from _photos import Placement, correlation, load_face, make_photo
-from fqtool.align.warp import (
+from fqtool.data.warp import (
     TEMPLATE_112,
     estimate_norm,
     norm_crop,

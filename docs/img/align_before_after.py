@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fqtool.align.warp import warp_affine
+from fqtool.data.warp import warp_affine
 
 ROOT = Path(__file__).resolve().parents[2]
 FACES = sorted((ROOT / "tests" / "data" / "faces").glob("*.jpg"))

@@ -26,8 +26,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fqtool.align.detectors import Detections, FaceDetector, load_detector
 from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, read_landmarks
-from fqtool.align.warp import TEMPLATE_112, norm_crop, template, umeyama, warp_affine_fast
 from fqtool.data.decode import IMAGE_EXTENSIONS
+from fqtool.data.warp import TEMPLATE_112, norm_crop, template, umeyama, warp_affine_fast
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.fsutil import atomic_open, atomic_path, ensure_dir
 
