@@ -11,8 +11,18 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
-from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
-from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers
+from fqtool.cli.eval_options import DataDir, EmbedOptions, features_and_images, load_model_for_eval
+from fqtool.cli.options import (
+    BatchSize,
+    Device,
+    QualityWeights,
+    Quiet,
+    SerfiqDropout,
+    SerfiqPasses,
+    Weights,
+    Workers,
+)
+from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
 from fqtool.eval.erc import (
     METRICS,
@@ -45,23 +55,41 @@ def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     return value
 
 
-def _load_set(target: str | None, features: Path | None, opts: EmbedOptions, save: Path | None) -> FeatureSet:
+def _load_set(
+    target: str | None, features: Path | None, opts: EmbedOptions, save: Path | None
+) -> tuple[FeatureSet, object, object]:
+    """``(features, model, images)``; model and images are None with ``--features``."""
     if features is not None:
         if target is not None:
             raise FqtoolError("give a TARGET (with --weights) or --features, not both")
-        return load_features(features)
+        return load_features(features), None, None
     if target is None:
         raise FqtoolError("nothing to evaluate: give a TARGET (lfw, path/to/set.bin, …) or --features F.npz")
     model, weights_path = load_model_for_eval(opts)
-    fs = features_for_target(model, target, opts, flip=False, meta={"weights": weights_path.name})
+    fs, images = features_and_images(model, target, opts, flip=False, meta={"weights": weights_path.name})
     if save is not None:
         err_console.print(f"features: {save_features(save, fs)}", highlight=False, soft_wrap=True)
-    return fs
+    return fs, model, images
 
 
-def _qualities(fs: FeatureSet, scores: list[str], model_quality: bool) -> dict:
+def _method_qualities(fs: FeatureSet, methods: list[str], model, images, opts: EmbedOptions, serfiq) -> dict:
+    """``--method`` qualities of the model on the target's images (SER-FIQ with a progress bar)."""
+    from fqtool.eval.methods import method_qualities
+    from fqtool.runtime import resolve_device
+
+    work = len(fs.embeddings) * sum(m in ("head", "serfiq") for m in methods if m != fs.quality_method())
+    with progress_bar("quality methods", work, quiet=opts.quiet or work == 0) as advance:
+        return method_qualities(
+            methods, fs, model=model, images=images, device=resolve_device(opts.device) if model else "cpu",
+            batch_size=opts.batch_size, serfiq=serfiq, on_batch=advance,
+        )
+
+
+def _qualities(fs: FeatureSet, scores: list[str], model_quality: bool, methods: dict | None = None) -> dict:
     qualities = {}
-    if model_quality:
+    if methods:
+        qualities.update(methods)
+    elif model_quality:
         qualities[f"model:{fs.quality_method()}"] = fs.quality
     for text in scores:
         name, path = parse_scores_option(text)
@@ -147,6 +175,18 @@ def command(
             "--model-quality/--no-model-quality", help="Include the model's own quality (norm or head)."
         ),
     ] = True,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method",
+            help="Quality method of the model to draw (repeatable, replaces the model's own): norm "
+            "(MagFace magnitude), head (EQFace-style head), serfiq (SER-FIQ dropout robustness).",
+            show_default=False,
+        ),
+    ] = None,
+    serfiq_passes: SerfiqPasses = 100,
+    serfiq_dropout: SerfiqDropout = 0.5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the SER-FIQ dropout masks.")] = 0,
     mode: Annotated[
         str,
         typer.Option(
@@ -199,12 +239,20 @@ def command(
     mode = _choice(mode, MODES, "--mode")
     _choice(pair_quality, PAIR_QUALITY, "--pair-quality")
     _choice(metric, METRICS, "--metric")
+    from fqtool.eval.methods import check_methods
+    from fqtool.eval.serfiq import SerfiqOptions
+
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
-    fs = _load_set(target, features, opts, save_features_to)
+    serfiq = SerfiqOptions(serfiq_passes, serfiq_dropout, seed)
+    method = check_methods(method or [], have_model=features is None)
+    if "serfiq" in method:
+        serfiq.check()  # bad options fail before anything is embedded
+    fs, model, images = _load_set(target, features, opts, save_features_to)
+    methods = _method_qualities(fs, method, model, images, opts, serfiq) if method else None
     report = compute_curves(
         fs.embeddings,
         fs.issame,
-        _qualities(fs, list(scores or []), model_quality),
+        _qualities(fs, list(scores or []), model_quality, methods),
         mode=mode,
         fmrs=tuple(fmr) if fmr else None,
         starting_fnmr=starting_fnmr,

@@ -11,7 +11,18 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
-from fqtool.cli.options import Arch, BatchSize, Device, Output, QualityWeights, Quiet, Weights, Workers
+from fqtool.cli.options import (
+    Arch,
+    BatchSize,
+    Device,
+    Output,
+    QualityWeights,
+    Quiet,
+    SerfiqDropout,
+    SerfiqPasses,
+    Weights,
+    Workers,
+)
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
 
@@ -20,6 +31,7 @@ class Method(StrEnum):
     auto = "auto"
     norm = "norm"
     head = "head"
+    serfiq = "serfiq"
 
 
 class Sort(StrEnum):
@@ -79,8 +91,12 @@ def command(
     ] = None,
     method: Annotated[
         Method, typer.Option("--method", help="Quality: auto (the model's own), norm (MagFace embedding "
-                             "norm) or head (EQFace-style quality head).")
+                             "norm), head (EQFace-style quality head) or serfiq (SER-FIQ: agreement of "
+                             "--serfiq-passes dropout passes; training-free, slower).")
     ] = Method.auto,
+    serfiq_passes: SerfiqPasses = 100,
+    serfiq_dropout: SerfiqDropout = 0.5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the SER-FIQ dropout masks.")] = 0,
     sort: Annotated[
         Sort, typer.Option("--sort", help="CSV row order: none (input order), asc (worst first), desc.")
     ] = Sort.none,
@@ -101,7 +117,14 @@ def command(
 
     Unreadable images are listed on stderr and skipped. Default CSV: <INPUT name>_quality.csv beside INPUT.
     """
-    from fqtool.eval.scoring import default_output, open_input, plot_histogram, score_dataset, write_csv
+    from fqtool.eval.scoring import (
+        SerfiqOptions,
+        default_output,
+        open_input,
+        plot_histogram,
+        score_dataset,
+        write_csv,
+    )
     from fqtool.eval.scoring import save_embeddings as write_embeddings
     from fqtool.models.checkpoint import load_model, resolve_weights
     from fqtool.runtime import resolve_device
@@ -119,6 +142,7 @@ def command(
         result = score_dataset(
             model, dataset, batch_size=batch_size, workers=workers, device=torch_device,
             method=method.value, keep_embeddings=save_embeddings is not None, on_progress=advance,
+            serfiq=SerfiqOptions(serfiq_passes, serfiq_dropout, seed),
         )
     _report_unreadable(result.bad, result.total)
     if not len(result):

@@ -133,8 +133,11 @@ class MobileFaceNet(nn.Module):
         for layer in self.layers:
             x = layer(x)
         pooled = self.features.pooled(self.conv_sep(x))
-        embedding = self.features.embed(pooled.float())
-        return embedding, pooled
+        return self.embed_features(pooled), pooled
+
+    def embed_features(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The embedding layer alone (GDC ``Linear`` + BN1d) on ``pooled`` from :meth:`forward_features`."""
+        return self.features.embed(pooled.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]
