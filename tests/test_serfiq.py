@@ -192,3 +192,33 @@ def test_serfiq_prefers_clean_faces_with_a_trained_model(trained_tiny_checkpoint
     q_clean, q_degraded = q[:12], q[12:]
     assert q_clean.mean() > q_degraded.mean(), (q_clean, q_degraded)
     assert (q_clean[:, None] > q_degraded[None, :]).mean() > 0.75  # AUC of clean vs degraded
+
+
+def test_erc_curve_draws_several_methods_of_one_model(tmp_path: Path) -> None:
+    import json
+
+    from fqtool.data.binfile import save_bin
+    from fqtool.data.synth import encode_jpeg
+
+    faces = _faces(16, seed=1).permute(0, 2, 3, 1).numpy()
+    save_bin(tmp_path / "pairs.bin", [encode_jpeg(f) for f in faces], [i % 2 == 0 for i in range(8)])
+    weights = save_checkpoint(_model(quality_head=True), tmp_path / "head.safetensors")
+    out = tmp_path / "erc"
+    args = ["erc-curve", str(tmp_path / "pairs.bin"), "-w", str(weights), "--device", "cpu", "-q",
+            "--method", "norm", "--method", "head", "--method", "serfiq", "--serfiq-passes", "4",
+            "--fmr", "1e-1", "-o", str(out), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    methods = [row["method"] for row in json.loads(result.stdout)["summary"]]
+    assert methods == ["model:norm", "model:head", "model:serfiq", "ideal", "random"]
+    curves = (out / "curves.csv").read_text()
+    assert all(f"model:{m},erc" in curves for m in ("norm", "head", "serfiq"))
+    assert (out / "erc.png").stat().st_size > 0
+
+    features = tmp_path / "f.npz"
+    saved = runner.invoke(app, [*args[:6], "-q", "--save-features", str(features), "-o", str(tmp_path / "o")])
+    assert saved.exit_code == 0, saved.output
+    for method, message in (("serfiq", "needs a model"), ("sharpness", "unknown quality method")):
+        bad = runner.invoke(app, ["erc-curve", "--features", str(features), "--method", method])
+        assert bad.exit_code == 2 and message in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
