@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fqtool.cli.app import app
-from fqtool.demo import QUICK, plan_steps, quality_vs_degradation, spearman
+from fqtool.demo import QUICK, erc_aucs, plan_steps, quality_vs_degradation, spearman
 
 
 def test_spearman_matches_hand_computed_ranks() -> None:
@@ -42,12 +42,20 @@ def test_plan_uses_only_registered_commands(tmp_path) -> None:
     assert all(s.args[0] in names for s in steps)
 
 
+def test_erc_aucs_per_operating_point() -> None:
+    numbers = {"erc_auc[model:norm@fmr=0.1]": 0.5, "erc_auc[random@fmr=0.1]": 0.7,
+               "erc_auc[model:norm@fmr=0.01]": 0.8, "accuracy": 0.9}
+    assert erc_aucs(numbers, 0.1) == {"model:norm": 0.5, "random": 0.7}
+    assert erc_aucs(numbers, 1e-2) == {"model:norm": 0.8}
+
+
 def test_quick_demo_runs_end_to_end(tmp_path) -> None:
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--quick", "--output", str(out)])
     assert result.exit_code == 0, result.output
     report = (out / "report.md").read_text()
-    for needle in ("verification accuracy", "Spearman", "quality_hist.png", "fqtool train-magface"):
+    for needle in ("verification accuracy", "Spearman", "quality_by_level.png", "extremes.png",
+                   "fqtool train-magface", "What good looks like", "CR-FIQA(L) 0.0138", "impostor pairs"):
         assert needle in report
     with open(out / "reports" / "verify.csv", newline="") as handle:
         verify = next(csv.DictReader(handle))
@@ -61,4 +69,5 @@ def test_quick_demo_runs_end_to_end(tmp_path) -> None:
     methods = {row["method"] for row in summary["summary"]}
     assert {"model:norm", "ground_truth"} <= methods
     assert (out / "model" / "model.onnx").stat().st_size > 0
-    assert (out / "reports" / "quality_hist.png").read_bytes()[:4] == b"\x89PNG"
+    for figure in ("quality_by_level.png", "extremes.png"):
+        assert (out / "reports" / figure).read_bytes()[:4] == b"\x89PNG"
