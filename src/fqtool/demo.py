@@ -83,10 +83,12 @@ def cli_runner() -> Runner:
     return run
 
 
-def _erc_methods(size: DemoSize) -> list[str]:
+def _erc_source(size: DemoSize, data: Path, weights: Path, features: Path) -> list[str]:
+    """The saved features of ``verify`` (no second embedding pass), or the model when SER-FIQ is drawn."""
     if not size.serfiq_passes:
-        return []
-    return ["--method", "norm", "--method", "serfiq", "--serfiq-passes", str(size.serfiq_passes)]
+        return ["--features", str(features)]
+    return [str(data / "val.bin"), "-w", str(weights), "--device", "cpu", "--method", "norm",
+            "--method", "serfiq", "--serfiq-passes", str(size.serfiq_passes)]
 
 
 def _fmr_args(size: DemoSize) -> list[str]:
@@ -96,7 +98,7 @@ def _fmr_args(size: DemoSize) -> list[str]:
 def plan_steps(out: Path, size: DemoSize, seed: int) -> list[Step]:
     """The command lines of the demo, relative to nothing but ``out``."""
     data, unpacked, model_dir, reports = out / "data", out / "unpacked", out / "model", out / "reports"
-    weights = model_dir / "model.safetensors"
+    weights, features = model_dir / "model.safetensors", reports / "val_features.npz"
     return [
         Step("synth", "synthetic identities with graded degradations, as an insightface .rec + val.bin",
              ["synth", str(data), "--identities", str(size.identities), "--images-per-identity",
@@ -110,15 +112,16 @@ def plan_steps(out: Path, size: DemoSize, seed: int) -> list[Step]:
              ["train-magface", "--data", str(unpacked / "train_list.txt"), "--arch", "iresnet_tiny",
               "--epochs", str(size.epochs), "--batch-size", str(size.batch_size), "--lr", str(size.lr),
               "--lr-schedule", "step", "--lr-steps", size.lr_steps, "--workers", "0", "--device", "cpu",
-              "--seed", str(seed), "--val", str(data / "val.bin"), "--output", str(model_dir)]),
-        Step("verify", "10-fold verification accuracy on the held-out identities",
+              "--seed", str(seed), "--output", str(model_dir)]),
+        Step("verify", "10-fold verification accuracy on the held-out identities; saves the features",
              ["verify", str(data / "val.bin"), "-w", str(weights), "--device", "cpu",
-              "--csv", str(reports / "verify.csv"), "--plot", str(reports / "roc.png")]),
+              "--csv", str(reports / "verify.csv"), "--plot", str(reports / "roc.png"),
+              "--save-features", str(features)]),
         Step("score", "quality of every training image",
              ["score", str(unpacked / "images"), "-w", str(weights), "--device", "cpu", "--workers", "0",
               "-o", str(reports / "scores.csv"), "--bottom", "5"]),
         Step("erc-curve", "error-versus-reject: the model's quality against the ground truth",
-             ["erc-curve", str(data / "val.bin"), "-w", str(weights), "--device", "cpu", *_erc_methods(size),
+             ["erc-curve", *_erc_source(size, data, weights, features),
               "--scores", f"ground_truth={data / 'val_quality.csv'}",
               *_fmr_args(size), "--output", str(reports / "erc")]),
         Step("export", "ONNX export with a dynamic batch, checked against ONNX Runtime",
