@@ -215,6 +215,26 @@ def test_erc_curve_draws_several_methods_of_one_model(tmp_path: Path) -> None:
     assert all(f"model:{m},erc" in curves for m in ("norm", "head", "serfiq"))
     assert (out / "erc.png").stat().st_size > 0
 
+    # Another checkpoint's own quality on the same pairs and embeddings (e.g. a CR-FIQA or EQFace model).
+    torch.manual_seed(1)
+    other = save_checkpoint(create_model("iresnet_tiny"), tmp_path / "other.safetensors")
+    both = runner.invoke(app, [*args[:6], "-q", "--quality-model", f"other={other}", "--fmr", "1e-1",
+                               "-o", str(tmp_path / "two"), "--json"])
+    assert both.exit_code == 0, both.output
+    aucs = {row["method"]: row["auc"] for row in json.loads(both.stdout)["summary"]}
+    assert set(aucs) == {"model:head", "other", "ideal", "random"}
+    from fqtool.data.binfile import decode_pairs, load_bin
+    from fqtool.eval.embed import embed_images
+    from fqtool.eval.erc import compute_curves
+    from fqtool.models.checkpoint import load_model
+
+    vset = load_bin(tmp_path / "pairs.bin")
+    images = torch.as_tensor(decode_pairs(vset, (112, 112)))
+    main_embeddings = embed_images(load_model(weights), images).embeddings
+    other_quality = embed_images(load_model(other), images).quality
+    expected = compute_curves(main_embeddings, np.asarray(vset.issame), {"other": other_quality}, fmrs=(0.1,))
+    assert aucs["other"] == pytest.approx(expected.curves[0].auc, abs=1e-6)
+
     features = tmp_path / "f.npz"
     saved = runner.invoke(app, [*args[:6], "-q", "--save-features", str(features), "-o", str(tmp_path / "o")])
     assert saved.exit_code == 0, saved.output

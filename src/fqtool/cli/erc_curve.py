@@ -85,6 +85,26 @@ def _method_qualities(fs: FeatureSet, methods: list[str], model, images, opts: E
         )
 
 
+def _other_models(specs: list[str], fs: FeatureSet, images, opts: EmbedOptions) -> dict:
+    """``--quality-model NAME=WEIGHTS``: each checkpoint's own quality on the target's images."""
+    from fqtool.eval.methods import own_quality, parse_quality_model
+    from fqtool.models.checkpoint import load_model
+    from fqtool.runtime import resolve_device
+
+    device = resolve_device(opts.device)
+    out = {}
+    for spec in specs:
+        name, path = parse_quality_model(spec)
+        if name in out:
+            raise FqtoolError(f"two --quality-model entries are named {name!r}")
+        model = load_model(Path(path), device=device)
+        with progress_bar(f"quality {name}", len(fs.embeddings), quiet=opts.quiet) as advance:
+            out[name] = own_quality(
+                model, images, device=device, batch_size=opts.batch_size, on_batch=advance
+            )
+    return out
+
+
 def _qualities(fs: FeatureSet, scores: list[str], model_quality: bool, methods: dict | None = None) -> dict:
     qualities = {}
     if methods:
@@ -184,6 +204,15 @@ def command(
             show_default=False,
         ),
     ] = None,
+    quality_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--quality-model",
+            help="Another checkpoint whose own quality (norm, head, CR-FIQA) is drawn too, on the same "
+            "pairs and embeddings: NAME=WEIGHTS (repeatable; needs TARGET).",
+            show_default=False,
+        ),
+    ] = None,
     serfiq_passes: SerfiqPasses = 100,
     serfiq_dropout: SerfiqDropout = 0.5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the SER-FIQ dropout masks.")] = 0,
@@ -247,8 +276,13 @@ def command(
     method = check_methods(method or [], have_model=features is None)
     if "serfiq" in method:
         serfiq.check()  # bad options fail before anything is embedded
+    if quality_model and features is not None:
+        raise FqtoolError("--quality-model needs a TARGET (the images), not --features")
     fs, model, images = _load_set(target, features, opts, save_features_to)
     methods = _method_qualities(fs, method, model, images, opts, serfiq) if method else None
+    if quality_model:
+        own = {f"model:{fs.quality_method()}": fs.quality} if model_quality else {}
+        methods = {**(own if methods is None else methods), **_other_models(quality_model, fs, images, opts)}
     report = compute_curves(
         fs.embeddings,
         fs.issame,

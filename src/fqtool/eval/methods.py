@@ -65,6 +65,26 @@ def _one(method, features, model, images, device, batch_size, serfiq, on_batch) 
     )[1]
 
 
+def parse_quality_model(text: str) -> tuple[str, str]:
+    """``NAME=WEIGHTS`` → ``(name, weights)``; a bare path is named after its file stem."""
+    from pathlib import Path
+
+    name, sep, path = text.partition("=")
+    if not sep:
+        return Path(text).stem, text
+    if not name.strip() or not path.strip():
+        raise FqtoolError(f"--quality-model wants NAME=WEIGHTS, got {text!r}")
+    return name.strip(), path.strip()
+
+
+def own_quality(model, images, *, device="cpu", batch_size: int = 64, on_batch=None) -> np.ndarray:
+    """Another checkpoint's own quality (its norm, head or CR-FIQA score) on the same images."""
+    from fqtool.eval.embed import embed_images
+
+    out = embed_images(model, images, device=device, batch_size=batch_size, on_batch=on_batch)
+    return out.quality.astype(np.float64)
+
+
 def _head_quality(model, images, device, batch_size, on_batch) -> np.ndarray:
     from fqtool.eval.embed import embed_images
 
