@@ -32,6 +32,9 @@ class DemoSize:
     epochs: int
     lr_steps: str
     val_identities: int = 20
+    #: Per-image pose/expression/lighting variation of the synthetic faces (``synth --jitter``). At 0.5
+    #: the tiny model learns the identities well enough that its errors come from the degradations.
+    jitter: float = 0.5
     batch_size: int = 64
     lr: float = 0.1
     #: ERC operating points; with ``val_pairs / 2`` impostors the threshold rests on ``fmr × that`` of them.
@@ -103,7 +106,7 @@ def plan_steps(out: Path, size: DemoSize, seed: int) -> list[Step]:
         Step("synth", "synthetic identities with graded degradations, as an insightface .rec + val.bin",
              ["synth", str(data), "--identities", str(size.identities), "--images-per-identity",
               str(size.images_per_identity), "--val-pairs", str(size.val_pairs), "--val-identities",
-              str(size.val_identities), "--seed", str(seed)]),
+              str(size.val_identities), "--jitter", f"{size.jitter:g}", "--seed", str(seed)]),
         Step("convert-rec", "unpack the .rec (original JPEG bytes) and val.bin into folders",
              ["convert-rec", str(data), str(unpacked)]),
         Step("make-list", "a training list from the identity folders",
