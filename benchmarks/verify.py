@@ -24,7 +24,8 @@ from fqtool.data.binfile import decode_pairs, load_bin, save_bin
 from fqtool.eval.features import extract_features
 from fqtool.eval.verification import evaluate_verification
 from fqtool.models import create_model
-from fqtool.models.checkpoint import load_model, save_checkpoint
+from fqtool.models.checkpoint import save_checkpoint
+from fqtool.models.loading import load_model
 from fqtool.runtime import resolve_device
 
 

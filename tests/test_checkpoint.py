@@ -10,14 +10,9 @@ import torch
 from _models import random_bn_model
 from fqtool import __version__
 from fqtool.errors import CheckpointError, FqtoolError
-from fqtool.models import QualityCalibration
-from fqtool.models.checkpoint import (
-    NO_WEIGHTS_MESSAGE,
-    load_model,
-    read_checkpoint_metadata,
-    resolve_weights,
-    save_checkpoint,
-)
+from fqtool.models import EmbeddingModel, FaceModel, QualityCalibration
+from fqtool.models.checkpoint import read_checkpoint_metadata, save_checkpoint
+from fqtool.models.loading import NO_WEIGHTS_MESSAGE, load_model, resolve_weights
 from fqtool.models.preprocess import MAGFACE
 
 _model = random_bn_model
@@ -40,6 +35,7 @@ def test_round_trip_with_head_and_calibration(tmp_path: Path) -> None:
     assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["model.safetensors"]
 
     loaded = load_model(path)
+    assert isinstance(loaded, FaceModel) and isinstance(loaded, EmbeddingModel)
     assert loaded.quality_method == "head" and loaded.embedding_size == 64
     assert loaded.info.calibration == model.info.calibration
     assert loaded.info.arch_kwargs == {"style": "magface", "embedding_size": 64}
@@ -158,3 +154,15 @@ def test_models_command_lists_architectures() -> None:
     assert result.exit_code == 0, result.output
     for name in ("iresnet50", "mobilefacenet", "43.59 M", "BGR x/255", "eqface"):
         assert name in result.stdout
+
+
+def test_models_command_shows_aliases_and_no_phantom_command() -> None:
+    from typer.testing import CliRunner
+
+    from fqtool.cli.app import app
+
+    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "fqtool train --arch" not in result.stdout  # there is no `fqtool train` command
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert " r50 " in rows["iresnet50"] and " mbf " in rows["mobilefacenet"]

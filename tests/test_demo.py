@@ -71,3 +71,21 @@ def test_quick_demo_runs_end_to_end(tmp_path) -> None:
     assert (out / "model" / "model.onnx").stat().st_size > 0
     for figure in ("quality_by_level.png", "extremes.png"):
         assert (out / "reports" / figure).read_bytes()[:4] == b"\x89PNG"
+    _assert_demo_is_honest(out, summary)
+
+
+#: Thresholds for the quick run (seed 0), from measured runs with margin; see docs/demo.md.
+MIN_GT_GAIN = 0.1
+MAX_SPEARMAN = -0.2
+
+
+def _assert_demo_is_honest(out, summary: dict) -> None:
+    """The ground truth beats random on the ERC (so the data's degradations matter for recognition),
+    and the learned quality falls as the true degradation level rises."""
+    auc = {row["method"]: row["auc"] for row in summary["summary"] if row["operating_point"] == "fmr=0.1"}
+    assert auc["ground_truth"] < auc["random"] - MIN_GT_GAIN, auc
+    assert auc["ideal"] < auc["ground_truth"], auc
+    truth = out / "data" / "degradations.csv"
+    rho, clean, degraded = quality_vs_degradation(out / "reports" / "scores.csv", truth)
+    assert rho < MAX_SPEARMAN, rho
+    assert clean > degraded

@@ -214,7 +214,7 @@ def test_onnx_face_model_bad_files_and_providers(tmp_path: Path) -> None:
 
 
 def test_provider_choice_without_a_real_gpu(monkeypatch) -> None:
-    from fqtool.export import runtime
+    from fqtool.models import onnx_model as runtime
 
     monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])

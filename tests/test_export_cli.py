@@ -14,9 +14,10 @@ from fqtool.cli.app import app
 from fqtool.errors import BadInputError
 from fqtool.export import OnnxFaceModel, Tolerance, parity
 from fqtool.fsutil import sha256_file
-from fqtool.models import create_model
+from fqtool.models import EmbeddingModel, create_model
+from fqtool.models.checkpoint import save_checkpoint
+from fqtool.models.loading import load_model
 
-checkpoint = pytest.importorskip("fqtool.models.checkpoint")
 runner = CliRunner()
 
 
@@ -25,7 +26,7 @@ def weights(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
     torch.manual_seed(0)
     model = create_model("iresnet_tiny", quality_head=True).eval()
     path = tmp_path / "tiny.safetensors"
-    checkpoint.save_checkpoint(model, path)
+    save_checkpoint(model, path)
     return model, path
 
 
@@ -54,8 +55,9 @@ def test_cli_split_writes_three_checked_graphs(weights, tmp_path: Path) -> None:
     assert half.quality_method == "norm" and half.features(x).shape == flat.shape
     with pytest.raises(BadInputError, match="quality half"):
         OnnxFaceModel(quality_path)
-    loaded = checkpoint.load_model(out, device="cpu")
+    loaded = load_model(out, device="cpu")
     assert isinstance(loaded, OnnxFaceModel) and loaded.quality_method == "head"
+    assert isinstance(loaded, EmbeddingModel) and not isinstance(loaded, torch.nn.Module)
 
 
 def test_cli_parity_failure_exits_2_and_leaves_nothing(weights, tmp_path: Path, monkeypatch) -> None:

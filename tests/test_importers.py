@@ -11,8 +11,8 @@ import torch
 from _models import random_bn_model
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.models import FaceModel, create_model
-from fqtool.models.checkpoint import load_model
 from fqtool.models.importers import detect
+from fqtool.models.loading import load_model
 from fqtool.models.preprocess import ARCFACE, EQFACE, MAGFACE
 from fqtool.models.quality_head import QualityHead
 

@@ -39,10 +39,18 @@ def _dense_loss(kind: str, weight, emb, labels, quality):
     onehot = F.one_hot(labels, C).bool()
     norms = emb.norm(dim=1)
     extra, s = 0.0, 64.0
-    th, mm = math.cos(math.pi - 0.5), math.sin(math.pi - 0.5) * 0.5
-    arc = torch.where(cy > th, torch.cos(theta + 0.5), cy - mm)  # ArcFace s=64 m=0.5 with th/mm
-    if kind in ("arcface", "combined", "eqface"):  # CombinedMarginLoss defaults = ArcFace
-        tgt = arc
+    def arc(m: float) -> torch.Tensor:  # ArcFace s=64 with th/mm
+        th, mm = math.cos(math.pi - m), math.sin(math.pi - m) * m
+        return torch.where(cy > th, torch.cos(theta + m), cy - mm)
+
+    if kind in ("arcface", "eqface"):
+        tgt = arc(0.5)
+    elif kind == "combined":  # the ArcFace paper's (1, 0.3, 0.2)
+        tgt = arc(0.3) - 0.2
+    elif kind == "crfiqa":  # cos(acos(cos) + m), no fallback; CR regression on detached CCS/NNCCS
+        tgt = torch.cos(theta + 0.5)
+        nnccs = cos.masked_fill(onehot, -2.0).max(dim=1).values
+        extra = 10.0 * F.smooth_l1_loss(quality, (cy / nnccs).detach(), beta=0.5)
     elif kind == "cosface":
         tgt = cy - 0.4
     else:  # magface, mag-cosface
@@ -68,7 +76,7 @@ def test_head_equals_dense_computation(kind: str) -> None:
     torch.manual_seed(1)
     head = build_head(kind, num_classes=C, embedding_size=E)
     emb, labels, quality = _batch()
-    q = quality if kind == "eqface" else None
+    q = quality if kind in ("eqface", "crfiqa") else None
     out = head(emb, labels, q)
     assert isinstance(out, HeadOutput)
     out.loss.backward()

@@ -54,9 +54,16 @@ def test_cosface_and_combined() -> None:
     assert comb[0, 1].item() == pytest.approx(2.0, abs=1e-6)
 
 
-def test_m1_not_one_is_rejected() -> None:
+def test_combined_sets_all_three_margins() -> None:
+    """m1 ≠ 1 is insightface's original combined margin cos(m1·θ + m2) − m3 (no fallback)."""
+    cos, lab = _cos([[0.7, 0.2], [-0.9, 0.1]]), torch.tensor([0, 0])
+    logits = CombinedMarginLoss(s=2.0, m1=1.2, m2=0.3, m3=0.2)(cos, lab)
+    for row, c in enumerate((0.7, -0.9)):
+        expect = 2 * (math.cos(1.2 * math.acos(c) + 0.3) - 0.2)
+        assert logits[row, 0].item() == pytest.approx(expect, abs=1e-5)
+    assert logits[0, 1].item() == pytest.approx(0.4, abs=1e-6)
     with pytest.raises(ValueError, match="m1"):
-        CombinedMarginLoss(m1=1.35)
+        CombinedMarginLoss(m1=0.0)
 
 
 def test_label_minus_one_gets_no_margin() -> None:

@@ -44,3 +44,16 @@ def test_quality_is_norm_or_head() -> None:
     model.set_quality_method("norm")
     emb, quality = model(x)
     assert torch.allclose(quality, emb.norm(dim=1))
+
+
+def test_arcface_torch_names_are_aliases() -> None:
+    from fqtool.models import create_model
+    from fqtool.models.registry import ALIASES, aliases_of, get_spec
+
+    assert {"r18", "r34", "r50", "r100", "r200", "mbf"} <= set(ALIASES)
+    for alias, name in ALIASES.items():
+        assert get_spec(alias).name == name
+    assert aliases_of("iresnet50") == ["r50"]
+    with torch.device("meta"):
+        model = create_model("r18")
+    assert model.info.arch == "iresnet18"  # checkpoints record the registry name

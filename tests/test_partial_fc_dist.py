@@ -27,6 +27,7 @@ CASES: dict[str, tuple[str, list[int], dict[str, Any]]] = {
     "magface": ("magface", [4, 4], {}),
     "mag_cosface_uneven": ("mag-cosface", [5, 3], {}),
     "eqface": ("eqface", [4, 4], {}),
+    "crfiqa_uneven": ("crfiqa", [3, 5], {}),  # CCS/NNCCS are maxima over both shards
     "arcface_noscale": ("arcface", [4, 4], {"ddp_grad_scale": False}),
 }
 
@@ -52,12 +53,14 @@ def _run_case(kind: str, kwargs: dict[str, Any], inp: dict[str, torch.Tensor], r
     head.load_full_state_dict({"weight": inp["centres"]})
     emb = model(inp["x"][rows])
     emb.retain_grad()
-    quality = inp["quality"][rows].clone().requires_grad_() if kind == "eqface" else None
+    quality = inp["quality"][rows].clone().requires_grad_() if kind in ("eqface", "crfiqa") else None
     out = head(emb, inp["labels"][rows], quality)
     out.loss.backward()
     return {
         "loss": out.loss.detach(),
         "loss_g": out.loss_g,
+        "penalty": out.penalty,
+        "stats": out.stats,
         "accuracy": out.accuracy,
         "emb_grad": emb.grad,
         "q_grad": None if quality is None else quality.grad,
@@ -124,8 +127,10 @@ def test_two_ranks_match_one_process(two_ranks: list[dict[str, Any]], name: str)
     for got in ranks:
         torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(got["accuracy"], ref["accuracy"])
-        if ref["loss_g"] is not None:
-            torch.testing.assert_close(got["loss_g"], ref["loss_g"], rtol=1e-6, atol=1e-7)
+        if ref["penalty"] is not None:
+            torch.testing.assert_close(got["penalty"], ref["penalty"], rtol=1e-6, atol=1e-7)
+        for name, value in ref["stats"].items():
+            torch.testing.assert_close(got["stats"][name], value)
     emb_grad = torch.cat([g["emb_grad"] for g in ranks]) / scale
     torch.testing.assert_close(emb_grad, ref["emb_grad"], rtol=1e-4, atol=1e-6)
     centre_grad = torch.cat([g["centre_grad"] for g in ranks])

@@ -15,7 +15,8 @@ from fqtool.cli.app import app
 from fqtool.data.datasets import open_dataset
 from fqtool.eval.scoring import DEFAULT_CALIBRATION, default_output, fit_calibration, score_dataset
 from fqtool.models import QualityCalibration, create_model
-from fqtool.models.checkpoint import NO_WEIGHTS_MESSAGE, load_model, save_checkpoint
+from fqtool.models.checkpoint import save_checkpoint
+from fqtool.models.loading import NO_WEIGHTS_MESSAGE, load_model
 
 runner = CliRunner()
 

@@ -145,7 +145,7 @@ def test_score_cli_serfiq(weights_and_faces: tuple[Path, Path], tmp_path: Path) 
     with open(out, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     from fqtool.data.datasets import open_dataset
-    from fqtool.models.checkpoint import load_model
+    from fqtool.models.loading import load_model
 
     model = load_model(weights)
     expected = score_dataset(model, open_dataset(folder), workers=0, method="serfiq",
@@ -178,7 +178,7 @@ def test_score_cli_serfiq_on_onnx_is_one_line(weights_and_faces: tuple[Path, Pat
 def test_serfiq_prefers_clean_faces_with_a_trained_model(trained_tiny_checkpoint) -> None:
     """With the session's MagFace-trained tiny model, clean held-out faces are more robust to dropout
     than the same identities blurred or noisy at level 0.8."""
-    from fqtool.models.checkpoint import load_model
+    from fqtool.models.loading import load_model
 
     model = load_model(trained_tiny_checkpoint)
     clean, degraded = [], []
@@ -226,7 +226,7 @@ def test_erc_curve_draws_several_methods_of_one_model(tmp_path: Path) -> None:
     from fqtool.data.binfile import decode_pairs, load_bin
     from fqtool.eval.embed import embed_images
     from fqtool.eval.erc import compute_curves
-    from fqtool.models.checkpoint import load_model
+    from fqtool.models.loading import load_model
 
     vset = load_bin(tmp_path / "pairs.bin")
     images = torch.as_tensor(decode_pairs(vset, (112, 112)))

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from fqtool.errors import FqtoolError
-from fqtool.models.checkpoint import load_model, read_checkpoint_metadata
+from fqtool.models.checkpoint import read_checkpoint_metadata
+from fqtool.models.loading import load_model
 from fqtool.train import recipes
 from fqtool.train.config import resolve_config
 from fqtool.train.engine import train

@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 from fqtool.data.binfile import decode_pairs, load_bin
 from fqtool.eval.embed import embed_images
 from fqtool.eval.verification import evaluate_verification
-from fqtool.models.checkpoint import load_model
+from fqtool.models.loading import load_model
 from fqtool.train.config import resolve_config
 from fqtool.train.engine import train
 

@@ -57,6 +57,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield tmp
+        with contextlib.suppress(OSError):  # writers that recreate the file (safetensors) leave it 0600
+            os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -23,6 +24,29 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise FqtoolError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
     return device
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` → bf16 on CUDA, fp32 elsewhere; an explicit choice is kept (fp16 only on CUDA)."""
+    if precision not in PRECISIONS:
+        raise FqtoolError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise FqtoolError("--precision fp16 needs CUDA (use bf16 or fp32 on the CPU)")
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context for ``precision`` (resolved as above) on ``device``: training, validation,
+    calibration and scoring all compute in the same precision, bf16 on the CPU included."""
+    resolved = resolve_precision(precision, device)
+    if resolved == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if resolved == "bf16" else torch.float16)
 
 
 def usable_cpus() -> int:

@@ -27,6 +27,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("train-feature", "fqtool.cli.train_feature"),
     ("train-quality", "fqtool.cli.train_quality"),
     ("train-magface", "fqtool.cli.train_magface"),
+    ("train-crfiqa", "fqtool.cli.train_crfiqa"),
     ("score", "fqtool.cli.score"),
     ("verify", "fqtool.cli.verify"),
     ("erc-curve", "fqtool.cli.erc_curve"),

@@ -39,17 +39,19 @@ def command(
     The output records the architecture, preprocessing, quality method, calibration and source sha256.
     """
     from fqtool.fsutil import sha256_file
-    from fqtool.models.checkpoint import load_model, save_checkpoint, sniff_format
+    from fqtool.models.checkpoint import save_checkpoint
     from fqtool.models.face_model import QualityCalibration
+    from fqtool.models.loading import load_face_model
 
     if not source.is_file():
         raise FqtoolError("no such file", source)
-    if sniff_format(source) == "onnx":
-        raise FqtoolError("an .onnx model is already exported; there is nothing to convert", source)
     out = out or source.with_suffix(".safetensors")
     if out.resolve() == source.resolve():
         raise FqtoolError("output would overwrite the input; give OUT", out)
-    model = load_model(source, quality_weights=quality_weights, arch=arch, family=family, device="cpu")
+    model = load_face_model(
+        source, onnx_error="an .onnx model is already exported; there is nothing to convert",
+        quality_weights=quality_weights, arch=arch, family=family, device="cpu",
+    )
     files = [source] + ([quality_weights] if quality_weights is not None else [])
     origin = dict(model.info.source or {"family": model.info.family})
     origin["files"] = [p.name for p in files]

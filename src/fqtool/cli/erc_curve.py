@@ -88,7 +88,7 @@ def _method_qualities(fs: FeatureSet, methods: list[str], model, images, opts: E
 def _other_models(specs: list[str], fs: FeatureSet, images, opts: EmbedOptions) -> dict:
     """``--quality-model NAME=WEIGHTS``: each checkpoint's own quality on the target's images."""
     from fqtool.eval.methods import own_quality, parse_quality_model
-    from fqtool.models.checkpoint import load_model
+    from fqtool.models.loading import load_model
     from fqtool.runtime import resolve_device
 
     device = resolve_device(opts.device)

@@ -34,7 +34,7 @@ class EmbedOptions:
 
 def load_model_for_eval(opts: EmbedOptions):
     """Resolve ``--weights`` / $FQTOOL_WEIGHTS and open the model on the device (eval mode)."""
-    from fqtool.models.checkpoint import load_model, resolve_weights
+    from fqtool.models.loading import load_model, resolve_weights
     from fqtool.runtime import resolve_device
 
     path = resolve_weights(opts.weights)

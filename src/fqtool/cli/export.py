@@ -97,12 +97,13 @@ def command(
     """Export weights to ONNX (dynamic batch; outputs `embedding` and `quality`), checked in ONNX Runtime."""
     from fqtool.export.onnx import export_onnx
     from fqtool.fsutil import sha256_file
-    from fqtool.models.checkpoint import load_model
+    from fqtool.models.loading import load_face_model
 
     output = output or _default_output(weights)
-    model = load_model(weights, quality_weights=quality_weights, arch=arch, device="cpu")
-    if not hasattr(model, "backbone"):
-        raise FqtoolError("is already an ONNX model; nothing to export", weights)
+    model = load_face_model(
+        weights, onnx_error="is already an ONNX model; nothing to export",
+        quality_weights=quality_weights, arch=arch, device="cpu",
+    )
     extra = {"quality_source_sha256": sha256_file(quality_weights)} if quality_weights else None
     try:
         with _status() as on_step:

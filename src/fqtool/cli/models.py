@@ -50,22 +50,24 @@ def command(
     families: Annotated[bool, typer.Option("--families", help="Also list the checkpoint families.")] = False,
 ) -> None:
     """List the registered architectures: input preprocessing, parameters, embedding size, description."""
-    from fqtool.models.registry import get_spec, list_models
+    from fqtool.models.registry import aliases_of, get_spec, list_models
 
-    table = Table(title="architectures (fqtool train --arch / convert-weights --arch)", title_justify="left")
-    for column in ("name", "params", "emb", "input", "description"):
+    table = Table(title="architectures (--arch of train-*, score, export, convert-weights; aliases are "
+                  "arcface_torch's names)", title_justify="left")
+    for column in ("name", "alias", "params", "emb", "input", "description"):
         table.add_column(column, justify="right" if column in ("params", "emb") else "left")
     for name in list_models(pattern):
         spec = get_spec(name)
         params, emb = _params(name)
-        table.add_row(name, params, emb, describe_preprocess(spec.preprocess), spec.description)
+        table.add_row(name, " ".join(aliases_of(name)), params, emb, describe_preprocess(spec.preprocess),
+                      spec.description)
     console.print(table)
     if families:
-        from fqtool.models.importers import FAMILY_INPUT
+        from fqtool.models.preprocess import FAMILY_PREPROCESS
 
         fam = Table(title="checkpoint families (detected from keys)", title_justify="left")
         for column in ("family", "input", "reads"):
             fam.add_column(column)
-        for name, preprocess in FAMILY_INPUT.items():
+        for name, preprocess in FAMILY_PREPROCESS.items():
             fam.add_row(name, describe_preprocess(preprocess), _FAMILY_FILES.get(name, ""))
         console.print(fam)

@@ -126,7 +126,7 @@ def command(
         write_csv,
     )
     from fqtool.eval.scoring import save_embeddings as write_embeddings
-    from fqtool.models.checkpoint import load_model, resolve_weights
+    from fqtool.models.loading import load_model, resolve_weights
     from fqtool.runtime import resolve_device
 
     weights_path = resolve_weights(weights)

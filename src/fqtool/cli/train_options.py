@@ -1,123 +1,166 @@
-"""The options of ``train-feature``, ``train-quality`` and ``train-magface``, declared once.
+"""The options of the ``train-*`` commands, declared once; their help shows each recipe's defaults.
 
 Every option defaults to ``None`` (= "not given"), so the precedence recipe defaults → ``--config`` file →
-flags is decided in :func:`fqtool.train.config.resolve_config`; the help text states each recipe's default.
-:func:`training_command` builds a command function from the shared options plus a command's own.
+flags is decided in :func:`fqtool.train.config.resolve_config`. The ``[default: …]`` of each option's help
+is generated per command from the same recipe defaults and loss registry that the configuration uses (and
+escaped, so Rich does not read it as markup). :func:`training_command` builds a command function from the
+shared options, the recipe's loss options and a command's own.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from fqtool.cli.console import err_console
-
-_P = "Training"
-
-
-def _opt(*names: str, help: str, **kwargs: Any) -> typer.models.OptionInfo:
-    panel = kwargs.pop("panel", _P)
-    return typer.Option(*names, help=help, show_default=False, rich_help_panel=panel, **kwargs)
+from fqtool.losses.registry import LOSSES, PARAM_CHOICES, loss_options
+from fqtool.train.config import RECIPE_LOSSES, recipe_default
 
 
-#: name → (annotation, default). Order = order in --help.
-SHARED: dict[str, tuple[Any, Any]] = {
-    "data": (Annotated[Path | None, _opt("--data", "-d", help="Training data: an insightface folder with "
-             "train.rec/idx/property (read in place), a .rec, a list file or an image folder.",
-             panel="Data")], None),
-    "val": (Annotated[list[Path] | None, _opt("--val", help="Verification .bin evaluated every --val-every "
-            "steps and at each epoch end (repeatable).", panel="Data")], None),
-    "config": (Annotated[Path | None, _opt("--config", "-c", help="TOML file of settings; flags override it "
-               "(the run writes its resolved config.toml).", panel="Data")], None),
-    "output": (Annotated[Path | None, _opt("--output", "-o", help="Output folder: model.safetensors, "
-               "state/, config.toml, metrics.jsonl, tb/. [default: runs/train]", panel="Data")], None),
-    "resume": (Annotated[str | None, _opt("--resume", help="Continue from a training state: 'auto' (OUTPUT/"
-               "state/last.pt if present), a state file or a run folder.", panel="Data")], None),
-    "workers": (Annotated[int | None, _opt("--workers", "-j", min=0, help="DataLoader worker processes per "
-                "rank. [default: 4]", panel="Data")], None),
-    "arch": (Annotated[str | None, _opt("--arch", help="Backbone from the registry (`fqtool models`). "
-             "[default: iresnet50 (magface), iresnet100 (feature)]", panel="Model")], None),
-    "embedding_size": (Annotated[int | None, _opt("--embedding-size", min=1, help="Embedding dimension. "
-                       "[default: 512]", panel="Model")], None),
-    "epochs": (Annotated[int | None, _opt("--epochs", min=1, help="Epochs. [default: 25 magface, 10 "
-               "feature, 5 quality]")], None),
-    "batch_size": (Annotated[int | None, _opt("--batch-size", "-b", min=1, help="Images per batch per "
-                   "process (global batch = this × processes). [default: 512]")], None),
-    "lr": (Annotated[float | None, _opt("--lr", help="Base learning rate (SGD). [default: 0.1 magface, "
-           "0.05 feature, 0.01 quality]")], None),
-    "lr_schedule": (Annotated[str | None, _opt("--lr-schedule", help="step (drops at --lr-steps) or cosine "
-                    "(to --min-lr). [default: step magface, cosine feature/quality]")], None),
-    "lr_steps": (Annotated[str | None, _opt("--lr-steps", help="Epochs where the lr is multiplied by "
-                 "--lr-gamma, e.g. 10,18,22. [default: 10,18,22]")], None),
-    "lr_gamma": (Annotated[float | None, _opt("--lr-gamma", help="Factor of each step drop. [default: "
-                 "0.1]")], None),
-    "warmup_epochs": (Annotated[float | None, _opt("--warmup-epochs", min=0.0, help="Linear warm-up length "
-                      "in epochs. [default: 0; 1 for feature]")], None),
-    "min_lr": (Annotated[float | None, _opt("--min-lr", min=0.0, help="End of the cosine schedule.")], None),
-    "momentum": (Annotated[float | None, _opt("--momentum", help="SGD momentum. [default: 0.9]")], None),
-    "weight_decay": (Annotated[float | None, _opt("--weight-decay", help="Weight decay of the trainable "
-                     "network. [default: 5e-4; 0 for quality]")], None),
-    "head_weight_decay": (Annotated[float | None, _opt("--head-weight-decay", help="Weight decay of the "
-                          "class centres. [default: as --weight-decay; 0 for EQFace]")], None),
-    "clip_grad": (Annotated[float | None, _opt("--clip-grad", min=0.0, help="Clip the network's gradient "
-                  "norm (0 = off). [default: 0]")], None),
-    "scale": (Annotated[float | None, _opt("--scale", help="Softmax scale s. [default: 64]",
-              panel="Loss")], None),
-    "margin": (Annotated[float | None, _opt("--margin", help="Angular/additive margin (arcface 0.5, "
-               "cosface 0.4).", panel="Loss")], None),
-    "focal_gamma": (Annotated[float | None, _opt("--focal-gamma", min=0.0, help="Focal loss γ (0 = plain "
-                    "cross entropy). [default: 2 for EQFace, 0 for MagFace]", panel="Loss")], None),
-    "sample_rate": (Annotated[float | None, _opt("--sample-rate", help="Partial FC: fraction of class "
-                    "centres sampled per step (1 = all). [default: 1]", panel="Loss")], None),
-    "precision": (Annotated[str | None, _opt("--precision", help="auto (bf16 on CUDA, fp32 on CPU), bf16, "
-                  "fp16 (GradScaler) or fp32.", panel="Run")], None),
-    "channels_last": (Annotated[bool | None, _opt("--channels-last/--no-channels-last", help="NHWC memory "
-                      "format (faster convolutions on recent GPUs).", panel="Run")], None),
-    "compile": (Annotated[bool | None, _opt("--compile/--no-compile", help="torch.compile the network.",
-                panel="Run")], None),
-    "sync_bn": (Annotated[bool | None, _opt("--sync-bn/--no-sync-bn", help="BatchNorm statistics over the "
-                "global batch when distributed (MagFace's DDP trainer does this).", panel="Run")], None),
-    "seed": (Annotated[int | None, _opt("--seed", help="Seed of initialisation and data order. [default: 0]",
-             panel="Run")], None),
-    "device": (Annotated[str | None, _opt("--device", help="auto, cpu, cuda or cuda:N (under torchrun each "
-               "process takes cuda:LOCAL_RANK).", panel="Run")], None),
-    "save_every": (Annotated[int | None, _opt("--save-every", min=0, help="Write state/last.pt every N steps "
-                   "(and at each epoch end). [default: 1000]", panel="Run")], None),
-    "val_every": (Annotated[int | None, _opt("--val-every", min=0, help="Validate every N steps (0 = only "
-                  "at epoch ends). [default: 2000]", panel="Run")], None),
-    "log_every": (Annotated[int | None, _opt("--log-every", min=1, help="Log scalars every N steps. "
-                  "[default: 50]", panel="Run")], None),
-    "max_steps": (Annotated[int | None, _opt("--max-steps", min=0, help="Stop after N steps in total (smoke "
-                  "tests; the schedule still spans --epochs).", panel="Run")], None),
-    "max_bad_steps": (Annotated[int | None, _opt("--max-bad-steps", min=1, help="Stop after N consecutive "
-                      "steps with a NaN/inf loss. [default: 20]", panel="Run")], None),
-    "quiet": (Annotated[bool | None, _opt("--quiet/--no-quiet", "-q", help="No progress display.",
-              panel="Run")], None),
+@dataclass(frozen=True)
+class Opt:
+    """A training option: its type, flags, help and panel; ``unset`` describes a default of None."""
+
+    type: Any
+    flags: tuple[str, ...]
+    help: str
+    panel: str = "Training"
+    unset: str = ""
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list | tuple):
+        return ",".join(_format(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _default_text(recipe: str, name: str, opt: Opt) -> str:
+    value = recipe_default(recipe, name)
+    if value is None:
+        return f"[default: {opt.unset}]" if opt.unset else ""
+    return f"[default: {_format(value)}]"
+
+
+def _option(opt: Opt, help_text: str) -> Any:
+    return Annotated[opt.type | None, typer.Option(*opt.flags, help=escape(help_text), show_default=False,
+                                                     rich_help_panel=opt.panel, **dict(opt.kwargs))]
+
+
+#: name → declaration. Order = order in --help.
+SHARED: dict[str, Opt] = {
+    "data": Opt(Path, ("--data", "-d"), "Training data: an insightface folder with train.rec/idx/property "
+                "(read in place), a .rec, a list file or an image folder.", "Data"),
+    "val": Opt(list[Path], ("--val",), "Verification .bin evaluated every --val-every steps and at each "
+               "epoch end (repeatable).", "Data"),
+    "config": Opt(Path, ("--config", "-c"), "TOML file of settings; flags override it (the run writes its "
+                  "resolved config.toml).", "Data"),
+    "output": Opt(Path, ("--output", "-o"), "Output folder: model.safetensors, state/, config.toml, "
+                  "metrics.jsonl, tb/.", "Data"),
+    "resume": Opt(str, ("--resume",), "Continue from a training state: 'auto' (OUTPUT/state/last.pt if "
+                  "present), a state file or a run folder.", "Data"),
+    "workers": Opt(int, ("--workers", "-j"), "DataLoader worker processes per rank.", "Data",
+                   kwargs=(("min", 0),)),
+    "arch": Opt(str, ("--arch",), "Backbone from the registry or an arcface_torch name (r50, mbf; see "
+                "`fqtool models`).", "Model"),
+    "embedding_size": Opt(int, ("--embedding-size",), "Embedding dimension.", "Model", "512",
+                          (("min", 1),)),
+    "dropout": Opt(float, ("--dropout",), "Dropout before the embedding layer.", "Model",
+                   kwargs=(("min", 0.0), ("max", 1.0))),
+    "epochs": Opt(int, ("--epochs",), "Epochs.", kwargs=(("min", 1),)),
+    "batch_size": Opt(int, ("--batch-size", "-b"), "Images per batch per process (global batch = this × "
+                      "processes).", kwargs=(("min", 1),)),
+    "lr": Opt(float, ("--lr",), "Base learning rate (SGD)."),
+    "lr_batch": Opt(int, ("--lr-batch",), "Linear lr scaling: the lr is --lr × global batch / this "
+                    "(0 = --lr as given).", kwargs=(("min", 0),)),
+    "lr_schedule": Opt(str, ("--lr-schedule",), "step (drops at --lr-steps) or cosine (to --min-lr)."),
+    "lr_steps": Opt(str, ("--lr-steps",), "Epochs after which the lr is multiplied by --lr-gamma, e.g. "
+                    "10,18,22."),
+    "lr_gamma": Opt(float, ("--lr-gamma",), "Factor of each step drop."),
+    "warmup_epochs": Opt(float, ("--warmup-epochs",), "Linear warm-up length in epochs.",
+                         kwargs=(("min", 0.0),)),
+    "min_lr": Opt(float, ("--min-lr",), "End of the cosine schedule.", kwargs=(("min", 0.0),)),
+    "momentum": Opt(float, ("--momentum",), "SGD momentum."),
+    "weight_decay": Opt(float, ("--weight-decay",), "Weight decay of the trainable network."),
+    "head_weight_decay": Opt(float, ("--head-weight-decay",), "Weight decay of the class centres.",
+                             unset="as --weight-decay"),
+    "clip_grad": Opt(float, ("--clip-grad",), "Clip the network's gradient norm (0 = off).",
+                     kwargs=(("min", 0.0),)),
+    "focal_gamma": Opt(float, ("--focal-gamma",), "Focal loss γ (0 = plain cross entropy).", "Loss",
+                       kwargs=(("min", 0.0),)),
+    "sample_rate": Opt(float, ("--sample-rate",), "Partial FC: fraction of class centres sampled per step "
+                       "(1 = all).", "Loss"),
+    "precision": Opt(str, ("--precision",), "auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 (GradScaler) or "
+                     "fp32.", "Run"),
+    "channels_last": Opt(bool, ("--channels-last/--no-channels-last",), "NHWC memory format (faster "
+                         "convolutions on recent GPUs).", "Run"),
+    "compile": Opt(bool, ("--compile/--no-compile",), "torch.compile the network.", "Run"),
+    "sync_bn": Opt(bool, ("--sync-bn/--no-sync-bn",), "BatchNorm statistics over the global batch when "
+                   "distributed (MagFace's DDP trainer does this).", "Run"),
+    "seed": Opt(int, ("--seed",), "Seed of initialisation and data order.", "Run"),
+    "device": Opt(str, ("--device",), "auto, cpu, cuda or cuda:N (under torchrun each process takes "
+                  "cuda:LOCAL_RANK).", "Run"),
+    "save_every": Opt(int, ("--save-every",), "Write state/last.pt every N steps (and at each epoch end).",
+                      "Run", kwargs=(("min", 0),)),
+    "val_every": Opt(int, ("--val-every",), "Validate every N steps (0 = only at epoch ends).", "Run",
+                     kwargs=(("min", 0),)),
+    "log_every": Opt(int, ("--log-every",), "Log scalars every N steps.", "Run", kwargs=(("min", 1),)),
+    "max_steps": Opt(int, ("--max-steps",), "Stop after N steps in total (smoke tests; the schedule still "
+                     "spans --epochs; 0 = no limit).", "Run", kwargs=(("min", 0),)),
+    "max_bad_steps": Opt(int, ("--max-bad-steps",), "Stop after N consecutive steps with a NaN/inf loss.",
+                         "Run", kwargs=(("min", 1),)),
+    "quiet": Opt(bool, ("--quiet/--no-quiet", "-q"), "No progress display.", "Run"),
 }
 
-LOSS_FEATURE = (Annotated[str | None, _opt("--loss", help="arcface, cosface or combined. [default: arcface]",
-                                           panel="Loss")], None)
-LOSS_MAGFACE = (Annotated[str | None, _opt("--loss", help="magface or mag-cosface. [default: magface]",
-                                           panel="Loss")], None)
-QUALITY_WEIGHTS = (Annotated[Path | None, _opt("--quality-weights", help="EQFace stage 3: the "
-                   "train-quality output (stage-1 backbone + quality head) that weights each sample.",
-                   panel="Model")], None)
-WEIGHTS = (Annotated[Path | None, _opt("--weights", "-w", help="Stage-1 model (train-feature's "
-           "model.safetensors); its backbone is frozen.", panel="Model")], None)
-HEAD_WEIGHTS = (Annotated[Path | None, _opt("--head-weights", help="Stage-1 class centres. [default: "
-                "head.safetensors next to --weights]", panel="Model")], None)
-MAGFACE = {
-    name: (Annotated[float | None, _opt(f"--{name.replace('_', '-')}", help=text, panel="Loss")], None)
-    for name, text in {
-        "l_a": "Lower magnitude bound. [default: 10]", "u_a": "Upper magnitude bound. [default: 110]",
-        "l_m": "Margin at l_a. [default: 0.45]", "u_m": "Margin at u_a. [default: 0.8]",
-        "lambda_g": "Weight of the magnitude regulariser. [default: 35 (MagFace run.sh/paper)]",
-    }.items()
-}
+QUALITY_WEIGHTS = Opt(Path, ("--quality-weights",), "EQFace stage 3: the train-quality output (stage-1 "
+                      "backbone + quality head) that weights each sample.", "Model")
+WEIGHTS = Opt(Path, ("--weights", "-w"), "Stage-1 model (train-feature's model.safetensors); its backbone "
+              "is frozen.", "Model")
+HEAD_WEIGHTS = Opt(Path, ("--head-weights",), "Stage-1 class centres.", "Model",
+                   unset="head.safetensors next to --weights")
+
+
+def loss_declarations(recipe: str) -> dict[str, tuple[Any, Any]]:
+    """``--loss`` (when the recipe has a choice) and every setting of the recipe's losses, with help and
+    defaults from the loss registry."""
+    losses = [LOSSES[name] for name in RECIPE_LOSSES[recipe]]
+    params: dict[str, Any] = {}
+    if len(losses) > 1:
+        listing = "; ".join(f"{spec.name}: {spec.help}" for spec in losses)
+        text = f"{' | '.join(spec.name for spec in losses)}. {listing}. [default: {losses[0].name}]"
+        params["loss"] = (_option(Opt(str, ("--loss",), "", "Loss"), text), None)
+    for option in loss_options():
+        users = [(spec.name, spec.param(option)) for spec in losses if spec.param(option) is not None]
+        if not users:
+            continue
+        first_loss, first = users[0]
+        choices = PARAM_CHOICES.get(option)
+        kind = str if choices or isinstance(first.default, str) else float
+        if first_loss == losses[0].name:
+            others = [f"{name}: {_format(p.default)}" for name, p in users[1:] if p.default != first.default]
+            text = f"{first.help} [default: {_format(first.default)}]"
+        else:
+            others = [f"{name}: {_format(p.default)}" for name, p in users]
+            text = first.help
+        text += f" ({', '.join(others)})" if others else ""
+        params[option] = (_option(Opt(kind, (first.flag,), "", "Loss"), text), None)
+    return params
+
+
+def declarations(recipe: str, names: dict[str, Opt]) -> dict[str, tuple[Any, Any]]:
+    """Typer parameters for ``names`` with this recipe's defaults in their help."""
+    return {name: (_option(opt, f"{opt.help} {_default_text(recipe, name, opt)}".rstrip()), None)
+            for name, opt in names.items()}
 
 
 def _as_str(value: Any) -> Any:
@@ -143,9 +186,12 @@ def run_training(recipe: str, options: dict[str, Any]) -> None:
         err_console.print(f"done: {result.steps} steps, model {result.model_path}{tail}", highlight=False)
 
 
-def training_command(recipe: str, doc: str, extra: dict[str, tuple[Any, Any]]) -> Callable[..., None]:
-    """A Typer command for ``recipe`` taking :data:`SHARED` plus ``extra`` options."""
-    params = {**SHARED, **extra}
+def training_command(recipe: str, doc: str, extra: dict[str, Opt] | None = None) -> Callable[..., None]:
+    """A Typer command for ``recipe`` taking :data:`SHARED`, the recipe's loss options and ``extra``."""
+    names = {**SHARED, **(extra or {})}
+    shared = declarations(recipe, names)
+    first = {name: value for name, value in shared.items() if names[name].panel != "Loss"}
+    params = {**first, **loss_declarations(recipe), **{k: v for k, v in shared.items() if k not in first}}
 
     def command(**options: Any) -> None:
         run_training(recipe, options)

@@ -7,12 +7,13 @@ Runtime wrapper in :mod:`fqtool.export`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from fqtool.runtime import autocast
 
 
 @dataclass
@@ -20,13 +21,16 @@ class Embeddings:
     """Per-image outputs, row-aligned with the input order.
 
     ``embeddings`` are raw (not L2-normalised); with ``flip`` they are ``e(x) + e(flip(x))`` as in
-    insightface's verification. ``norms`` and ``quality`` always come from the unflipped image.
+    insightface's verification, and ``unflipped`` / ``flipped`` hold the two terms. ``norms`` and
+    ``quality`` always come from the unflipped image.
     """
 
     embeddings: np.ndarray
     quality: np.ndarray
     norms: np.ndarray
     flip_norms: np.ndarray | None = None
+    unflipped: np.ndarray | None = None
+    flipped: np.ndarray | None = None
 
 
 def _batches(images: torch.Tensor | Iterable[torch.Tensor], batch_size: int) -> Iterable[torch.Tensor]:
@@ -35,14 +39,6 @@ def _batches(images: torch.Tensor | Iterable[torch.Tensor], batch_size: int) -> 
             yield images[start : start + batch_size]
     else:
         yield from images
-
-
-def _autocast(device: torch.device, precision: str):
-    if device.type == "cuda" and precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cuda" and precision == "fp16":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 @torch.inference_mode()
@@ -58,8 +54,12 @@ def embed_images(
 ) -> Embeddings:
     """Embed RGB uint8 images (a tensor N×3×H×W or an iterable of such batches).
 
-    ``precision``: ``auto`` = bf16 autocast on CUDA, fp32 on CPU; ``fp32``/``bf16``/``fp16`` to force.
-    ``on_batch(n)`` is called after each batch (progress bars).
+    ``flip``: also embed each image mirrored left-right. This is fqtool's only flip: it mirrors the
+    network input along its width (the same as mirroring the RGB pixels, since preprocessing works per
+    pixel; ``tests/test_flip.py`` checks it against numpy on decoded images).
+    ``precision``: ``auto`` = bf16 autocast on CUDA, fp32 on CPU; ``fp32``/``bf16``/``fp16`` to force
+    (:func:`fqtool.runtime.autocast`, the same as training).
+    ``on_batch(n)`` is called after each batch with the images embedded (twice the batch with ``flip``).
     """
     device = torch.device(device)
     is_torch = isinstance(model, torch.nn.Module)
@@ -67,32 +67,37 @@ def embed_images(
         model.eval()
         if device.type == "cuda":
             model.to(device, memory_format=torch.channels_last)
-    embs, quals, norms, flip_norms = [], [], [], []
+    embs, quals, norms, flip_norms, plain, mirrored = [], [], [], [], [], []
     for batch in _batches(images, batch_size):
         if is_torch:
             batch = batch.to(device, non_blocking=True)
         x = model.prepare(batch)
         if is_torch and device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             emb, qual = model(x)
             emb = emb.float()
             norms.append(torch.linalg.vector_norm(emb, dim=1).cpu())
             if flip:
                 emb_flip = model(x.flip(-1))[0].float()
                 flip_norms.append(torch.linalg.vector_norm(emb_flip, dim=1).cpu())
+                plain.append(emb.cpu())
+                mirrored.append(emb_flip.cpu())
                 emb = emb + emb_flip
         embs.append(emb.cpu())
         quals.append(qual.float().reshape(-1).cpu())
         if on_batch is not None:
-            on_batch(len(batch))
+            on_batch(len(batch) * (2 if flip else 1))
     if not embs:
-        size = getattr(model, "embedding_size", 0)
+        size = model.embedding_size
         empty = np.zeros((0,), np.float32)
-        return Embeddings(np.zeros((0, size), np.float32), empty, empty, empty if flip else None)
+        no_rows = np.zeros((0, size), np.float32)
+        return Embeddings(no_rows, empty, empty, *((empty, no_rows, no_rows) if flip else ()))
     return Embeddings(
         embeddings=torch.cat(embs).numpy(),
         quality=torch.cat(quals).numpy(),
         norms=torch.cat(norms).numpy(),
         flip_norms=torch.cat(flip_norms).numpy() if flip else None,
+        unflipped=torch.cat(plain).numpy() if flip else None,
+        flipped=torch.cat(mirrored).numpy() if flip else None,
     )

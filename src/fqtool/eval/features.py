@@ -15,11 +15,15 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fqtool.errors import FormatError
 from fqtool.fsutil import atomic_path
+
+if TYPE_CHECKING:
+    from fqtool.models.face_model import EmbeddingModel
 
 FORMAT_VERSION = 1
 
@@ -126,13 +130,8 @@ def _validate(features: FeatureSet, path: Path) -> None:
         raise FormatError("embeddings_flip does not have the shape of embeddings", path)
 
 
-def _flipped_batches(images, batch_size: int):
-    for start in range(0, len(images), batch_size):
-        yield images[start : start + batch_size].flip(-1)
-
-
 def extract_features(
-    model,
+    model: EmbeddingModel,
     images,
     issame: np.ndarray,
     *,
@@ -145,24 +144,17 @@ def extract_features(
 ) -> FeatureSet:
     """Embed a decoded verification set (RGB uint8 tensor 2P×3×H×W) with ``model``.
 
-    The plain images give ``embeddings``, ``quality`` and norms; with ``flip`` a second pass over the
-    horizontally flipped images gives ``embeddings_flip`` (their sum is insightface's ``e + e_flip``).
+    The plain images give ``embeddings``, ``quality`` and norms; with ``flip`` the horizontally flipped
+    images (:func:`~fqtool.eval.embed.embed_images`' flip) give ``embeddings_flip`` (their sum is
+    insightface's ``e + e_flip``).
     """
     from fqtool.eval.embed import embed_images
 
-    plain = embed_images(model, images, device=device, batch_size=batch_size, on_batch=on_batch)
-    flipped = None
-    if flip:
-        flipped = embed_images(
-            model,
-            _flipped_batches(images, batch_size),
-            device=device,
-            batch_size=batch_size,
-            on_batch=on_batch,
-        ).embeddings
+    out = embed_images(model, images, device=device, batch_size=batch_size, flip=flip, on_batch=on_batch)
+    embeddings = out.unflipped if flip else out.embeddings
     info = {
-        "quality_method": getattr(model, "quality_method", "norm"),
-        "arch": getattr(getattr(model, "info", None), "arch", None),
+        "quality_method": model.quality_method,
+        "arch": model.info.arch,
         **(meta or {}),
     }
-    return FeatureSet(name, plain.embeddings, np.asarray(issame, bool), plain.quality, flipped, info)
+    return FeatureSet(name, embeddings, np.asarray(issame, bool), out.quality, out.flipped, info)

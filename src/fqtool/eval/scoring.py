@@ -29,7 +29,7 @@ from fqtool.errors import BadInputError, FqtoolError
 from fqtool.eval.embed import Embeddings, embed_images
 from fqtool.eval.serfiq import UNRELATED_QUALITY, SerfiqOptions
 from fqtool.fsutil import atomic_open, atomic_path
-from fqtool.models.face_model import QualityCalibration
+from fqtool.models.face_model import EmbeddingModel, QualityCalibration
 
 #: Calibration used when a checkpoint has none for the method in use.
 DEFAULT_CALIBRATION: dict[str, QualityCalibration] = {
@@ -118,23 +118,22 @@ def open_input(path: str | Path, size: tuple[int, int] | None):
     return open_dataset(path, size=size, skip_bad=False)
 
 
-def choose_calibration(model, method: str, default_method: str) -> QualityCalibration:
+def choose_calibration(model: EmbeddingModel, method: str, default_method: str) -> QualityCalibration:
     """The checkpoint's calibration if it was made for ``method``, else the per-method default."""
-    info = getattr(model, "info", None)
-    saved = getattr(info, "calibration", None)
+    saved = model.info.calibration
     if saved is not None and method == default_method:
         return saved
     return DEFAULT_CALIBRATION[method]
 
 
-def set_method(model, method: str) -> tuple[str, str]:
+def set_method(model: EmbeddingModel, method: str) -> tuple[str, str]:
     """Apply ``auto|norm|head|serfiq`` to ``model``; return ``(method in use, the model's own method)``.
 
     ``serfiq`` leaves the model alone (it is computed beside the model's forward pass).
     """
     if method not in METHODS:
         raise FqtoolError(f"unknown quality method {method!r}; use {', '.join(METHODS)}")
-    own = str(getattr(model, "quality_method", "norm"))
+    own = model.quality_method
     if method == "serfiq":
         from fqtool.eval.serfiq import check_serfiq_model
 
@@ -142,7 +141,7 @@ def set_method(model, method: str) -> tuple[str, str]:
         return method, own
     if method != "auto":
         model.set_quality_method(method)
-    return str(getattr(model, "quality_method", own)), own
+    return model.quality_method, own
 
 
 def _loader(dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
@@ -161,7 +160,7 @@ def _loader(dataset, batch_size: int, workers: int, device: torch.device) -> Dat
 
 
 def score_dataset(
-    model,
+    model: EmbeddingModel,
     dataset,
     *,
     batch_size: int = 256,
@@ -204,8 +203,7 @@ def score_dataset(
         else:
             out = embed_images(model, batches(), device=device, batch_size=batch_size, precision=precision)
     finally:
-        if hasattr(model, "quality_method"):
-            model.quality_method = own  # leave the caller's model as it was
+        model.quality_method = own  # leave the caller's model as it was
     seconds = time.perf_counter() - began
     rows = np.concatenate(good_index) if good_index else np.zeros(0, np.int64)
     labels = np.asarray(getattr(dataset, "labels", np.full(len(dataset), -1)))[rows]

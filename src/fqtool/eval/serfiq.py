@@ -125,7 +125,7 @@ def serfiq_embed(
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(embeddings, quality)`` for RGB uint8 batches; embeddings are the usual dropout-free ones."""
-    from fqtool.eval.embed import _autocast
+    from fqtool.runtime import autocast
 
     check_serfiq_model(model)
     check_serfiq_options(passes, dropout)
@@ -136,7 +136,7 @@ def serfiq_embed(
     embs, quals, seen = [], [], 0
     for batch in batches:
         x = model.prepare(batch.to(device))
-        with _autocast(device, precision):
+        with autocast(device, precision):
             embedding, flat = backbone.forward_features(x)
         indices = list(range(seen, seen + len(batch)))
         seen += len(batch)

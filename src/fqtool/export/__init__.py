@@ -1,8 +1,12 @@
-"""ONNX export with an ONNX Runtime parity check, and ``OnnxFaceModel`` to run the exported graphs."""
+"""ONNX export with an ONNX Runtime parity check.
+
+``OnnxFaceModel`` (which runs the exported graphs) lives in :mod:`fqtool.models.onnx_model`, because
+``load_model`` opens ``.onnx`` files; it is re-exported here for callers that look for it beside the export.
+"""
 
 from fqtool.export.onnx import ExportReport, export_onnx, split_paths
 from fqtool.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, ParityError, ParityReport, Tolerance
-from fqtool.export.runtime import OnnxFaceModel, OnnxMetadataWarning, OnnxProviderWarning, select_providers
+from fqtool.models.onnx_model import OnnxFaceModel, OnnxMetadataWarning, OnnxProviderWarning, select_providers
 
 __all__ = [
     "FP16_TOLERANCE",

@@ -30,12 +30,10 @@ from fqtool.errors import FqtoolError, OutputError
 from fqtool.export import parity
 from fqtool.fsutil import FILE_MODE, atomic_path
 from fqtool.models.face_model import FaceModel
+from fqtool.models.onnx_model import FEATURES_NAME, LAYOUT_NCHW, LAYOUT_NHWC
 from fqtool.models.preprocess import Preprocess
 
-LAYOUT_NCHW = "nchw-float"
-LAYOUT_NHWC = "nhwc-uint8"
 INPUT_NAME = "input"
-FEATURES_NAME = "features_map"
 MIN_OPSET = 18
 _EXAMPLE_BATCH = 2  # not 1: torch.export would specialise the batch axis to 1
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .margins import CombinedMarginLoss, fp32_region
+from .margins import CombinedMarginLoss, Margin, fp32_region
 
 #: EQFace's offset and gain in ``conf = clamp(q − 0.2, 0, 1)·1.2``.
 EQFACE_Q_OFFSET = 0.2
@@ -23,14 +23,18 @@ def eqface_confidence(quality: Tensor) -> Tensor:
     return (quality.float() - EQFACE_Q_OFFSET).clamp(0.0, 1.0) * EQFACE_Q_GAIN
 
 
-class EQFaceMargin:
-    """Callable ``(cos (B, C), labels (B,), quality (B,) | None) -> logits (B, C)`` fp32."""
+class EQFaceMargin(Margin):
+    """Callable ``(cos (B, C), labels (B,), *, quality (B,) | None) -> logits (B, C)`` fp32."""
+
+    takes_quality = True
 
     def __init__(self, s: float = 64.0, m: float = 0.5) -> None:
         self.arc = CombinedMarginLoss(s=s, m1=1.0, m2=m, m3=0.0, easy_margin=False)
         self.s, self.m = float(s), float(m)
 
-    def __call__(self, cos: Tensor, labels: Tensor, quality: Tensor | None = None) -> Tensor:
+    def __call__(
+        self, cos: Tensor, labels: Tensor, *, norms: Tensor | None = None, quality: Tensor | None = None
+    ) -> Tensor:
         with fp32_region(cos):
             logits = self.arc.margin_cos(cos, labels) * self.s
             if quality is None:

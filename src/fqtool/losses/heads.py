@@ -16,7 +16,7 @@ Contract for the trainer:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,9 +32,7 @@ from .distributed import (
     rank_and_world,
     replicated_grad,
 )
-from .eqface import EQFaceMargin
-from .magface import MagFaceMargin, mag_cosface
-from .margins import CombinedMarginLoss, arcface, cosface
+from .margins import Margin
 from .partial_fc import (
     distributed_cross_entropy,
     distributed_top1,
@@ -43,14 +41,10 @@ from .partial_fc import (
     shard_range,
     shard_slice,
 )
+from .registry import LOSSES, get_loss
 
-Margin = CombinedMarginLoss | MagFaceMargin | EQFaceMargin
-
-#: Kinds accepted by :func:`build_head`.
-HEAD_KINDS = ("arcface", "cosface", "combined", "magface", "mag-cosface", "eqface")
-
-#: EQFace trains every stage with focal loss γ=2; the other kinds use plain CE unless asked.
-_DEFAULT_FOCAL = {"eqface": 2.0}
+#: Kinds accepted by :func:`build_head`: every registered loss (:mod:`fqtool.losses.registry`).
+HEAD_KINDS = tuple(LOSSES)
 
 
 class LabelError(BadInputError):
@@ -61,11 +55,18 @@ class LabelError(BadInputError):
 class HeadOutput:
     """What one head forward returns. All but ``loss`` are detached (safe to keep for logging)."""
 
-    loss: Tensor  #: scalar to backpropagate: ``loss_id + λ_g·loss_g`` (MagFace) or ``loss_id``
+    loss: Tensor  #: scalar to backpropagate: ``loss_id + weight·penalty`` (MagFace λ_g·g, CR-FIQA α·SmoothL1)
     loss_id: Tensor  #: identification (margin softmax / focal) loss, global-batch mean
-    loss_g: Tensor | None  #: MagFace regulariser mean g(a) (unweighted), else None
+    penalty: Tensor | None  #: the margin's extra term (unweighted), e.g. MagFace's mean g(a), else None
     accuracy: Tensor  #: top-1 on margin-free cosines over the gathered batch (sampled centres)
     norms: Tensor  #: (B,) fp32 ‖x‖ of this rank's embeddings (MagFace's quality)
+    penalty_name: str = ""  #: the penalty's name in the logs (``loss/<name>``): "g", "quality"
+    stats: dict[str, Tensor] = field(default_factory=dict)  #: per-sample (global batch) values to log
+
+    @property
+    def loss_g(self) -> Tensor | None:
+        """MagFace's regulariser mean g(a) (unweighted), else None."""
+        return self.penalty if self.penalty_name == "g" else None
 
 
 def check_labels(labels: Tensor, num_classes: int) -> None:
@@ -143,29 +144,23 @@ class ClassificationHead(nn.Module):
         # The (B, C) product may run under the caller's autocast; the margin and CE run in fp32.
         cos = F.linear(x_hat, F.normalize(weight, dim=1)).float().clamp(-1.0, 1.0)
 
-        logits, loss_g = self._margin_logits(cos, local_labels, norms, q)
+        logits = self.margin(cos, local_labels, norms=norms, quality=q)
         loss_id, _ = distributed_cross_entropy(logits, local_labels, self.focal_gamma)
-        loss = loss_id
-        if loss_g is not None:
-            loss_g = replicated_grad(loss_g)
-            loss = loss_id + self.margin.lambda_g * loss_g  # type: ignore[union-attr]
+        extra = self.margin.penalty(cos, local_labels, norms=norms, quality=q)
+        loss, penalty = loss_id, None
+        if extra is not None:
+            # computed identically on every rank from the gathered batch: each copy counts 1/W
+            penalty = replicated_grad(extra.value)
+            loss = loss_id + self.margin.penalty_weight * penalty
         return HeadOutput(
             loss=loss,
             loss_id=loss_id.detach(),
-            loss_g=None if loss_g is None else loss_g.detach(),
+            penalty=None if penalty is None else penalty.detach(),
             accuracy=distributed_top1(cos, local_labels),
             norms=local_norms,
+            penalty_name=self.margin.penalty_name if extra is not None else "",
+            stats={} if extra is None else {k: v.detach() for k, v in extra.stats.items()},
         )
-
-    def _margin_logits(
-        self, cos: Tensor, labels: Tensor, norms: Tensor, quality: Tensor | None
-    ) -> tuple[Tensor, Tensor | None]:
-        """Dispatch on the margin type: only MagFace uses norms, only EQFace quality."""
-        if isinstance(self.margin, MagFaceMargin):
-            return self.margin(cos, labels, norms)
-        if isinstance(self.margin, EQFaceMargin):
-            return self.margin(cos, labels, quality), None
-        return self.margin(cos, labels), None
 
     def _check_inputs(self, embeddings: Tensor, labels: Tensor, quality: Tensor | None) -> None:
         """Shape/dtype checks that cost no device sync (value ranges: :func:`check_labels`)."""
@@ -177,8 +172,9 @@ class ClassificationHead(nn.Module):
                 f"{tuple(labels.shape)}"
             )
         if quality is not None:
-            if not isinstance(self.margin, EQFaceMargin):
-                raise ValueError(f"quality is only used by the eqface head, not {self.kind!r}")
+            if not self.margin.takes_quality:
+                takers = ", ".join(k for k, spec in LOSSES.items() if spec.margin_class().takes_quality)
+                raise ValueError(f"quality is only used by the {takers} heads, not {self.kind!r}")
             if quality.shape != embeddings.shape[:1]:
                 raise ValueError(f"quality must be ({embeddings.shape[0]},), got {tuple(quality.shape)}")
         if rank_and_world() != (self.rank, self.world_size):
@@ -247,22 +243,17 @@ class ClassificationHead(nn.Module):
         )
 
 
-def _make_margin(kind: str, loss_kwargs: dict[str, Any]) -> Margin:
-    """The margin object for ``kind`` (keyword arguments go to its constructor)."""
-    makers = {
-        "arcface": arcface,
-        "cosface": cosface,
-        "combined": CombinedMarginLoss,
-        "magface": MagFaceMargin,
-        "mag-cosface": mag_cosface,
-        "eqface": EQFaceMargin,
-    }
-    if kind not in makers:
-        raise ValueError(f"unknown head kind {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
+def make_margin(kind: str, **overrides: Any) -> Margin:
+    """The margin of the registered loss ``kind``: the spec's defaults, ``overrides`` on top."""
     try:
-        return makers[kind](**loss_kwargs)
-    except TypeError as exc:
-        raise ValueError(f"{kind} head: {exc}") from exc
+        spec = get_loss(kind)
+    except ValueError:
+        raise ValueError(f"unknown head kind {kind!r}; choose one of {', '.join(HEAD_KINDS)}") from None
+    unknown = sorted(set(overrides) - set(spec.defaults))
+    if unknown:
+        known = ", ".join(p.name for p in spec.params)
+        raise ValueError(f"{kind} head: unknown setting(s) {', '.join(unknown)} (its settings: {known})")
+    return spec.margin_class()(**{**spec.defaults, **overrides})
 
 
 def build_head(
@@ -277,13 +268,13 @@ def build_head(
 ) -> ClassificationHead:
     """A head of ``kind`` in :data:`HEAD_KINDS`; Partial FC automatically under torch.distributed.
 
-    ``focal_gamma=None`` means the kind's default: 2.0 for ``eqface`` (EQFace's FocalLoss), else 0
-    (plain cross entropy). ``loss_kwargs`` go to the margin: ``s, m, easy_margin`` (arcface),
-    ``s, m`` (cosface, eqface), ``s, m1, m2, m3, easy_margin`` (combined), ``s, l_a, u_a, l_m, u_m,
-    lambda_g, easy_margin, cos_margin`` (magface), ``s, l_a, u_a, l_m, u_m, lambda_g`` (mag-cosface).
+    ``focal_gamma=None`` means the loss's default (2.0 for ``eqface``, EQFace's FocalLoss; else 0, plain
+    cross entropy). ``loss_kwargs`` override the margin's settings, named as in the registry
+    (:data:`fqtool.losses.registry.LOSSES`), e.g. ``s, m2`` for arcface, ``s, m1, m2, m3`` for combined,
+    ``s, l_a, u_a, l_m, u_m, lambda_g`` for magface and mag-cosface, ``s, m, alpha, beta, target`` for crfiqa.
     """
-    margin = _make_margin(kind, loss_kwargs)
-    gamma = _DEFAULT_FOCAL.get(kind, 0.0) if focal_gamma is None else focal_gamma
+    margin = make_margin(kind, **loss_kwargs)
+    gamma = get_loss(kind).focal_gamma if focal_gamma is None else focal_gamma
     return ClassificationHead(
         margin,
         num_classes=num_classes,
@@ -303,4 +294,5 @@ __all__ = [
     "build_head",
     "check_labels",
     "dist_ready",
+    "make_margin",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .margins import arc_margin, fp32_region, replace_target, target_cos
+from .margins import Margin, Penalty, arc_margin, fp32_region, replace_target, target_cos
 
 
 def magface_lambda_min(
@@ -33,13 +33,16 @@ def magface_lambda_min(
     return s * k * u_a**2 * l_a**2 / (u_a**2 - l_a**2)
 
 
-class MagFaceMargin:
+class MagFaceMargin(Margin):
     """MagFace margin (ArcFace form, or Mag-CosFace with ``cos_margin=True``) and its regulariser.
 
     ``easy_margin=True`` is the official default (``MagLinear``/``ParallelMagLinear``; the builder never
     overrides it). Mag-CosFace (``cos − m(a)``) has no easy-margin switch; its published settings are
-    ``l_m=0.35, u_m=0.8, λ_g=150`` (see :func:`mag_cosface`).
+    ``l_m=0.35, u_m=0.8, λ_g=150`` (see :func:`mag_cosface`). Its penalty is the regulariser ``g(a)``,
+    weighted by ``λ_g`` in the head.
     """
+
+    penalty_name = "g"
 
     def __init__(
         self,
@@ -59,6 +62,10 @@ class MagFaceMargin:
         self.s, self.l_a, self.u_a = float(s), float(l_a), float(u_a)
         self.l_m, self.u_m, self.lambda_g = float(l_m), float(u_m), float(lambda_g)
         self.easy_margin, self.cos_margin = bool(easy_margin), bool(cos_margin)
+
+    @property
+    def penalty_weight(self) -> float:  # type: ignore[override]
+        return self.lambda_g
 
     @property
     def lambda_min(self) -> float:
@@ -86,22 +93,31 @@ class MagFaceMargin:
             new = cos_y - m if self.cos_margin else arc_margin(cos_y, m, self.easy_margin)
             return replace_target(cos, labels, new)
 
-    def __call__(self, cos: Tensor, labels: Tensor, norms: Tensor) -> tuple[Tensor, Tensor]:
-        """``(logits (B, C), loss_g)`` from cosines (B, C), labels (B,) and raw norms ``‖x‖`` (B,).
-
-        ``loss_g`` is the batch mean of ``g(a)``, *not* multiplied by ``λ_g`` (MagFace's ``MagLoss``
-        convention; the head adds ``λ_g·loss_g``).
-        """
+    def __call__(
+        self, cos: Tensor, labels: Tensor, *, norms: Tensor | None = None, quality: Tensor | None = None
+    ) -> Tensor:
+        """Logits (B, C) from cosines (B, C), labels (B,) and the raw norms ``‖x‖`` (B,)."""
         with fp32_region(cos):
-            logits = self.margin_cos(cos, labels, norms) * self.s
-            loss_g = self.regularizer(self.clamp_norm(norms)).mean()
-        return logits, loss_g
+            return self.margin_cos(cos, labels, _need_norms(norms)) * self.s
+
+    def penalty(
+        self, cos: Tensor, labels: Tensor, *, norms: Tensor | None = None, quality: Tensor | None = None
+    ) -> Penalty:
+        """The batch mean of ``g(a)``, *not* multiplied by ``λ_g`` (MagFace's ``MagLoss`` convention)."""
+        with fp32_region(cos):
+            return Penalty(self.regularizer(self.clamp_norm(_need_norms(norms))).mean())
 
     def __repr__(self) -> str:
         return (
             f"MagFaceMargin(s={self.s}, l_a={self.l_a}, u_a={self.u_a}, l_m={self.l_m}, u_m={self.u_m}, "
             f"lambda_g={self.lambda_g}, easy_margin={self.easy_margin}, cos_margin={self.cos_margin})"
         )
+
+
+def _need_norms(norms: Tensor | None) -> Tensor:
+    if norms is None:
+        raise ValueError("the MagFace margin needs the embedding norms (norms=...)")
+    return norms
 
 
 def mag_cosface(

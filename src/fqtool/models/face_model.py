@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -32,7 +34,12 @@ class QualityCalibration:
 
     @classmethod
     def from_dict(cls, data: dict) -> QualityCalibration:
-        return cls(float(data["low"]), float(data["high"]), str(data.get("source", "checkpoint")))
+        """From saved metadata; ``ValueError`` unless ``low`` and ``high`` are finite numbers."""
+        low, high = data.get("low"), data.get("high")
+        numbers = [v for v in (low, high) if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(numbers) != 2 or not all(math.isfinite(v) for v in numbers):
+            raise ValueError(f"calibration low/high must be finite numbers, not {low!r}/{high!r}")
+        return cls(float(low), float(high), str(data.get("source", "checkpoint")))
 
 
 @dataclass
@@ -46,6 +53,32 @@ class ModelInfo:
     calibration: QualityCalibration | None = None
     #: Where imported weights came from (file names, sha256), kept in converted checkpoints.
     source: dict | None = None
+
+
+@runtime_checkable
+class EmbeddingModel(Protocol):
+    """What every runnable model offers, torch (:class:`FaceModel`) or ONNX Runtime
+    (:class:`~fqtool.models.onnx_model.OnnxFaceModel`): what :func:`~fqtool.models.loading.load_model`
+    returns and what scoring, verification and the export use."""
+
+    info: ModelInfo
+    quality_method: str
+
+    @property
+    def embedding_size(self) -> int: ...
+
+    @property
+    def preprocess(self) -> Preprocess: ...
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB uint8 (N, 3, H, W) → this model's input."""
+        ...
+
+    def set_quality_method(self, method: str) -> None: ...
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model input → ``(embedding N×D, quality N)``."""
+        ...
 
 
 class FaceModel(nn.Module):

@@ -8,7 +8,7 @@
 * ``eqface``: ``backbone.pth`` with ``module.`` + face.evoLVe IR names (renamed to iResNet, reference-facts
   §a.6) and optionally ``quality.pth`` (``[module.]qualtiy.*``). Input RGB, (x − 127.5)/128.
 * ``crfiqa``: iResNet + ``qs.weight``/``qs.bias``; the regressor becomes the quality head
-  (:class:`RegressionHead`, method ``head``). Input RGB, (x/255 − 0.5)/0.5.
+  (:class:`~fqtool.models.quality_head.RegressionHead`, method ``head``). Input RGB, (x/255 − 0.5)/0.5.
 
 The iResNet depth comes from the number of blocks per stage, the embedding size from ``fc.weight``.
 Each family's BatchNorm conventions and preprocessing travel with the loaded model.
@@ -19,37 +19,31 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import re
-import zipfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from fqtool.errors import CheckpointError, FqtoolError
-from fqtool.models.checkpoint import (
+from fqtool.models._state import (
     few_keys,
-    head_from_state,
+    first_line,
     load_state_checked,
     read_safetensors,
     sniff_format,
+    strip_prefix,
 )
 from fqtool.models.face_model import FaceModel, ModelInfo
 from fqtool.models.iresnet import IRESNET_LAYERS
-from fqtool.models.preprocess import ARCFACE, EQFACE, MAGFACE, Preprocess
+from fqtool.models.preprocess import FAMILY_PREPROCESS
+from fqtool.models.quality_head import head_from_state
 from fqtool.models.registry import build_backbone, get_spec
 
 #: iResNet keyword style (BatchNorm eps/momentum, dropout placement) and preprocessing per family.
 FAMILY_STYLE = {"magface": "magface", "arcface_torch": "arcface", "eqface": "eqface", "crfiqa": "arcface"}
-FAMILY_INPUT: dict[str, Preprocess] = {
-    "magface": MAGFACE,
-    "arcface_torch": ARCFACE,
-    "eqface": EQFACE,
-    "crfiqa": ARCFACE,
-    "fqtool": ARCFACE,
-}
-FAMILIES = tuple(FAMILY_INPUT)
+FAMILIES = tuple(FAMILY_PREPROCESS)
 
 _IRESNET_BY_LAYERS = {layers: f"iresnet{depth}" for depth, layers in IRESNET_LAYERS.items()}
 _IRESNET_BY_LAYERS[(1, 1, 1, 1)] = "iresnet_tiny"
@@ -67,27 +61,6 @@ _EQFACE_TOP = {
 }
 
 
-class RegressionHead(nn.Module):
-    """CR-FIQA's quality regressor ``qs`` = Linear(E, 1) on the embedding (the backbone's BN1d output).
-
-    Heads receive the flattened pre-``fc`` map, so the embedding is recomputed from it with the backbone's
-    own ``fc`` and ``features``. The backbone is held by reference, not registered as a child, so its
-    weights are saved once (under ``backbone.*``) and the head's state dict is just ``qs.*``.
-    """
-
-    def __init__(self, backbone: nn.Module, embedding_size: int) -> None:
-        super().__init__()
-        if not (hasattr(backbone, "fc") and hasattr(backbone, "features")):
-            raise FqtoolError("a CR-FIQA quality regressor needs an iResNet backbone")
-        self.qs = nn.Linear(embedding_size, 1)
-        self._backbone = [backbone]
-
-    def forward(self, flat: torch.Tensor) -> torch.Tensor:
-        backbone = self._backbone[0]
-        embedding = backbone.features(backbone.fc(flat.float()))
-        return self.qs(embedding)[:, 0]
-
-
 @dataclass
 class Detected:
     """What a foreign state dict holds: family, architecture and the backbone weights in iResNet/mbf names."""
@@ -103,21 +76,26 @@ class Detected:
 # ----------------------------------------------------------------------------------------------- reading
 
 
-def read_torch_file(path: Path) -> object:
-    """``torch.load(weights_only=True)`` with one-line errors for pickles and damaged files."""
+def read_torch_file(path: Path, what: str = "PyTorch file") -> object:
+    """``torch.load(weights_only=True)`` with one-line errors for pickles and damaged files.
+
+    torch's own warnings (pickle protocol, legacy format) and its advice to pass ``weights_only=False``
+    never reach the user: fqtool does not unpickle arbitrary objects, so that advice cannot apply.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        what = f"it holds {found.group(1)}" if found else "it holds Python objects other than weights"
+        held = f"it holds {found.group(1)}" if found else "it holds Python objects other than weights"
         raise CheckpointError(
-            f"not a plain weights file: torch.load(weights_only=True) refused it ({what}); fqtool never "
+            f"not a plain weights file: torch.load(weights_only=True) refused it ({held}); fqtool never "
             "unpickles arbitrary objects",
             path,
         ) from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"damaged or truncated PyTorch file ({first[:160]})", path) from None
+    except Exception as exc:  # torch.load fails on damaged bytes with many exception types
+        raise CheckpointError(f"damaged or truncated {what} ({first_line(exc)})", path) from None
 
 
 def unwrap_state(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -147,10 +125,6 @@ def _find_prefix(state: Mapping[str, torch.Tensor], stem: str, companion: str) -
     """The prefix P such that ``P + stem`` and ``P + companion`` are both keys (shortest wins)."""
     found = [k[: -len(stem)] for k in state if k.endswith(stem) and k[: -len(stem)] + companion in state]
     return min(found, key=len) if found else None
-
-
-def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _count(state: Mapping[str, torch.Tensor], pattern: str) -> int:
@@ -218,11 +192,11 @@ def detect(
     if family is not None and family not in FAMILIES:
         raise FqtoolError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     if (prefix := _find_prefix(state, "input_layer.0.weight", "feature_layer.0.weight")) is not None:
-        guess, sub = "eqface", rename_eqface(_strip(state, prefix))
+        guess, sub = "eqface", rename_eqface(strip_prefix(state, prefix))
     elif (prefix := _find_prefix(state, "layers.0.layers.0.weight", "conv_sep.layers.0.weight")) is not None:
-        guess, sub = "arcface_torch", _strip(state, prefix)
+        guess, sub = "arcface_torch", strip_prefix(state, prefix)
     elif (prefix := _find_prefix(state, "conv1.weight", "layer1.0.bn1.weight")) is not None:
-        sub = _strip(state, prefix)
+        sub = strip_prefix(state, prefix)
         if "features." in prefix or ("arch" in facts and facts.get("wrapper") == "state_dict"):
             guess = "magface"
         elif "qs.weight" in sub:
@@ -243,14 +217,14 @@ def detect(
 
 
 def _build(detected: Detected, arch: str | None, path: Path | None) -> FaceModel:
-    name = arch or detected.arch
-    spec = get_spec(name)
+    spec = get_spec(arch or detected.arch)  # an alias (r50, mbf) becomes its registry name
+    name = spec.name
     kwargs = dict(detected.arch_kwargs)
     if arch is not None and arch != detected.arch:
         kwargs = {"embedding_size": kwargs["embedding_size"]}
     if name.startswith("iresnet"):
         kwargs["style"] = FAMILY_STYLE[detected.family]
-    preprocess = FAMILY_INPUT[detected.family]
+    preprocess = FAMILY_PREPROCESS[detected.family]
     if "input_size" in kwargs:
         preprocess = dataclasses.replace(preprocess, size=(kwargs["input_size"],) * 2)
     backbone = build_backbone(name, **kwargs)
@@ -275,7 +249,7 @@ def attach_quality_head(model: FaceModel, quality_path: Path) -> FaceModel:
     if prefix is None:
         found = few_keys(list(state))
         raise CheckpointError(f"no EQFace quality head (qualtiy.*) in this file ({found})", quality_path)
-    model.quality_head = head_from_state(_strip(state, prefix), model.backbone, quality_path)
+    model.quality_head = head_from_state(strip_prefix(state, prefix), model.backbone, quality_path)
     model.quality_method = "head"
     if model.info.source is not None:
         model.info.source.setdefault("files", []).append(quality_path.name)

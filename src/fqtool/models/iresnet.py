@@ -159,4 +159,5 @@ STYLES: dict[str, dict] = {
     "arcface": {"bn_eps": 1e-5, "bn_momentum": 0.1, "dropout_2d": False},
     "magface": {"bn_eps": 2e-5, "bn_momentum": 0.9, "dropout_2d": True},
     "eqface": {"bn_eps": 1e-5, "bn_momentum": 0.1, "dropout_2d": False},
+    "crfiqa": {"bn_eps": 1e-5, "bn_momentum": 0.1, "dropout_2d": False, "init": "normal"},
 }

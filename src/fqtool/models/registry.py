@@ -30,6 +30,12 @@ class ModelSpec:
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
+#: arcface_torch's ``get_model`` names (its configs' ``network``) → registry names; ``--arch`` takes both.
+ALIASES: dict[str, str] = {
+    "r18": "iresnet18", "r34": "iresnet34", "r50": "iresnet50", "r100": "iresnet100", "r200": "iresnet200",
+    "mbf": "mobilefacenet", "mbf_large": "mobilefacenet_large",
+}
+
 
 def register_model(
     name: str, builder: Callable[..., nn.Module], description: str = "", preprocess: Preprocess = ARCFACE,
@@ -44,11 +50,17 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
 
 
+def aliases_of(name: str) -> list[str]:
+    """The arcface_torch names of a registered architecture (``iresnet50`` → ``["r50"]``)."""
+    return [alias for alias, target in ALIASES.items() if target == name]
+
+
 def get_spec(name: str) -> ModelSpec:
+    """The entry of a registered name or an arcface_torch alias (``r50``, ``mbf``)."""
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[ALIASES.get(name, name)]
     except KeyError:
-        known = ", ".join(list_models())
+        known = f"{', '.join(list_models())} (or {', '.join(ALIASES)})"
         raise FqtoolError(f"unknown architecture {name!r}; known: {known}") from None
 
 
@@ -81,7 +93,7 @@ def create_model(
     backbone = build_backbone(name, **kwargs)
     head = QualityHead(backbone.feature_dim) if quality_head else None
     preprocess = preprocess or spec.preprocess
-    info = ModelInfo(arch=name, arch_kwargs=dict(kwargs), preprocess=preprocess, family=family)
+    info = ModelInfo(arch=spec.name, arch_kwargs=dict(kwargs), preprocess=preprocess, family=family)
     return FaceModel(backbone, info, head)
 
 

@@ -20,8 +20,17 @@ from typing import Any
 
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.fsutil import atomic_write_text
+from fqtool.losses.registry import LOSSES, PARAM_CHOICES, loss_options
 
-RECIPES = ("feature", "quality", "magface")
+RECIPES = ("feature", "quality", "magface", "crfiqa")
+
+#: The losses each recipe trains with; the first is its default. Their settings live in the loss registry.
+RECIPE_LOSSES: dict[str, tuple[str, ...]] = {
+    "feature": ("arcface", "cosface", "combined", "eqface"),
+    "quality": ("eqface",),
+    "magface": ("magface", "mag-cosface"),
+    "crfiqa": ("crfiqa",),
+}
 
 
 @dataclass
@@ -43,6 +52,7 @@ class TrainConfig:
     epochs: int = 25
     batch_size: int = 512
     lr: float = 0.1
+    lr_batch: int = 0
     lr_schedule: str = "step"
     lr_steps: list[float] = field(default_factory=lambda: [10.0, 18.0, 22.0])
     lr_gamma: float = 0.1
@@ -52,17 +62,23 @@ class TrainConfig:
     weight_decay: float = 5e-4
     head_weight_decay: float | None = None
     clip_grad: float = 0.0
-    # loss
+    # loss (None = the loss's default from fqtool.losses.registry; settings of other losses stay None)
     loss: str = "magface"
-    scale: float = 64.0
-    margin: float | None = None
     focal_gamma: float = 0.0
     sample_rate: float = 1.0
-    l_a: float = 10.0
-    u_a: float = 110.0
-    l_m: float = 0.45
-    u_m: float = 0.8
-    lambda_g: float = 35.0
+    scale: float | None = None
+    margin: float | None = None
+    m1: float | None = None
+    m2: float | None = None
+    m3: float | None = None
+    l_a: float | None = None
+    u_a: float | None = None
+    l_m: float | None = None
+    u_m: float | None = None
+    lambda_g: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    cr_target: str | None = None
     # EQFace stages 2 and 3
     weights: str | None = None
     head_weights: str | None = None
@@ -85,24 +101,30 @@ class TrainConfig:
     quiet: bool = False
 
 
-#: Paper recipes. MagFace: run.sh of IrvingMeng/MagFace; EQFace: config.py of deepcam-cn/FaceQuality.
+#: Paper recipes (the loss settings come from the loss registry). MagFace: run.sh of IrvingMeng/MagFace;
+#: EQFace: config.py of deepcam-cn/FaceQuality; CR-FIQA: config.py / train_cr_fiqa.py of fdbtrs/CR-FIQA
+#: (CASIA-WebFace; its lr drops "at 20, 28, 32" with ``m − 1 <= epoch``, i.e. after 19, 27, 31 epochs).
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "magface": {
-        "arch": "iresnet50", "loss": "magface",
+        "arch": "iresnet50",
         "epochs": 25, "batch_size": 512, "lr": 0.1, "lr_schedule": "step", "lr_steps": [10.0, 18.0, 22.0],
-        "momentum": 0.9, "weight_decay": 5e-4, "scale": 64.0, "focal_gamma": 0.0,
-        "l_a": 10.0, "u_a": 110.0, "l_m": 0.45, "u_m": 0.8, "lambda_g": 35.0,
+        "momentum": 0.9, "weight_decay": 5e-4, "focal_gamma": 0.0,
     },
     "feature": {
-        "arch": "iresnet100", "style": "eqface", "loss": "arcface",
+        "arch": "iresnet100", "style": "eqface",
         "epochs": 10, "batch_size": 512, "lr": 0.05, "lr_schedule": "cosine", "warmup_epochs": 1.0,
-        "min_lr": 1e-5, "momentum": 0.9, "weight_decay": 5e-4, "head_weight_decay": 0.0,
-        "scale": 64.0, "margin": 0.5, "focal_gamma": 2.0,
+        "min_lr": 1e-5, "momentum": 0.9, "weight_decay": 5e-4, "head_weight_decay": 0.0, "focal_gamma": 2.0,
     },
     "quality": {
-        "loss": "eqface", "epochs": 5, "batch_size": 512, "lr": 0.01, "lr_schedule": "cosine",
+        "epochs": 5, "batch_size": 512, "lr": 0.01, "lr_schedule": "cosine",
         "warmup_epochs": 0.0, "min_lr": 1e-5, "momentum": 0.9, "weight_decay": 0.0, "head_weight_decay": 0.0,
-        "scale": 64.0, "margin": 0.5, "focal_gamma": 2.0,
+        "focal_gamma": 2.0,
+    },
+    "crfiqa": {
+        "arch": "iresnet50", "style": "crfiqa", "dropout": 0.4,
+        "epochs": 34, "batch_size": 128, "lr": 0.1, "lr_batch": 512, "lr_schedule": "step",
+        "lr_steps": [19.0, 27.0, 31.0], "momentum": 0.9, "weight_decay": 5e-4, "clip_grad": 5.0,
+        "focal_gamma": 0.0,
     },
 }
 
@@ -110,12 +132,8 @@ _CHOICES = {
     "recipe": RECIPES,
     "lr_schedule": ("step", "cosine"),
     "precision": ("auto", "bf16", "fp16", "fp32"),
-    "loss": ("arcface", "cosface", "combined", "magface", "mag-cosface", "eqface"),
-}
-_RECIPE_LOSSES = {
-    "feature": ("arcface", "cosface", "combined", "eqface"),
-    "quality": ("eqface",),
-    "magface": ("magface", "mag-cosface"),
+    "loss": tuple(LOSSES),
+    **PARAM_CHOICES,
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -173,23 +191,70 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise BadInputError(f"setting {name!r}: {value!r} is not a valid {kind}", source) from None
 
 
+def recipe_default(recipe: str, name: str) -> Any:
+    """What ``name`` is when nothing sets it: the recipe's value, its default loss's, or the base default."""
+    if name in loss_options():
+        param = LOSSES[RECIPE_LOSSES[recipe][0]].param(name)
+        return None if param is None else param.default
+    if name == "loss":
+        return RECIPE_LOSSES[recipe][0]
+    if name in RECIPE_DEFAULTS[recipe]:
+        return RECIPE_DEFAULTS[recipe][name]
+    spec = _FIELDS.get(name)
+    if spec is None:
+        return None
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory() or None
+    return None if spec.default is dataclasses.MISSING else spec.default
+
+
+def effective_lr(cfg: TrainConfig, world_size: int) -> float:
+    """``lr``, or ``lr × global batch / lr_batch`` with linear scaling (CR-FIQA: 0.1 × batch/512)."""
+    if cfg.lr_batch <= 0:
+        return cfg.lr
+    return cfg.lr * cfg.batch_size * world_size / cfg.lr_batch
+
+
+def _resolve_loss_settings(values: dict[str, Any], flagged: set[str]) -> None:
+    """Fill the chosen loss's unset settings with its defaults; a flag of another loss is an error, and a
+    file's setting of another loss (e.g. an old config.toml) is dropped."""
+    spec = LOSSES.get(values.get("loss", ""))
+    if spec is None:
+        return  # validate() names the bad --loss
+    for option in loss_options():
+        param = spec.param(option)
+        if param is not None:
+            if values.get(option) is None:
+                values[option] = param.default
+        elif option in flagged:
+            own = ", ".join(p.flag for p in spec.params)
+            raise FqtoolError(f"--{option.replace('_', '-')} is not a setting of --loss {spec.name} "
+                              f"(its settings: {own})")
+        else:
+            values[option] = None
+
+
 def resolve_config(recipe: str, *, config_file: str | Path | None = None, **flags: Any) -> TrainConfig:
-    """Build the run's configuration: defaults → recipe → TOML file → flags that are not None."""
+    """Build the run's configuration: defaults → recipe → TOML file → flags that are not None; the loss's
+    settings not given anywhere take the loss registry's defaults."""
     if recipe not in RECIPES:
         raise FqtoolError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
-    values: dict[str, Any] = {**RECIPE_DEFAULTS[recipe]}
+    values: dict[str, Any] = {"loss": RECIPE_LOSSES[recipe][0], **RECIPE_DEFAULTS[recipe]}
     if config_file is not None:
         from_file = read_toml(config_file)
         if from_file.get("recipe", recipe) != recipe:
             message = f"this file is for recipe {from_file['recipe']!r}, not {recipe!r}"
             raise BadInputError(message, config_file)
         values.update({k: _coerce(k, v, str(config_file)) for k, v in from_file.items()})
+    flagged = set()
     for name, value in flags.items():
         if _key(name) not in _FIELDS:
             raise _unknown(name, "command line")
         if value is not None:
             values[_key(name)] = _coerce(_key(name), value, "command line")
+            flagged.add(_key(name))
     values["recipe"] = recipe
+    _resolve_loss_settings(values, flagged)
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
@@ -198,12 +263,12 @@ def resolve_config(recipe: str, *, config_file: str | Path | None = None, **flag
 def validate(cfg: TrainConfig) -> None:
     """Reject settings that cannot work, with a message naming the option."""
     for name, choices in _CHOICES.items():
-        if getattr(cfg, name) not in choices:
+        if getattr(cfg, name) not in choices and not (name in PARAM_CHOICES and getattr(cfg, name) is None):
             raise FqtoolError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
                               f"not {getattr(cfg, name)!r}")
-    if cfg.loss not in _RECIPE_LOSSES[cfg.recipe]:
+    if cfg.loss not in RECIPE_LOSSES[cfg.recipe]:
         raise FqtoolError(f"--loss {cfg.loss} does not fit this command; use one of "
-                          f"{', '.join(_RECIPE_LOSSES[cfg.recipe])}")
+                          f"{', '.join(RECIPE_LOSSES[cfg.recipe])}")
     if not cfg.data:
         raise FqtoolError("--data is required (a .rec folder, a list file or an image folder)")
     positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr}
@@ -214,8 +279,10 @@ def validate(cfg: TrainConfig) -> None:
         raise FqtoolError(f"--sample-rate must be in (0, 1], not {cfg.sample_rate}")
     if cfg.max_bad_steps < 1:
         raise FqtoolError("--max-bad-steps must be at least 1")
-    if cfg.l_a >= cfg.u_a:
+    if cfg.l_a is not None and cfg.u_a is not None and cfg.l_a >= cfg.u_a:
         raise FqtoolError(f"MagFace needs l_a < u_a (got {cfg.l_a} and {cfg.u_a})")
+    if cfg.lr_batch < 0:
+        raise FqtoolError(f"--lr-batch must be >= 0 (0 = no scaling), not {cfg.lr_batch}")
     if cfg.recipe == "quality" and not cfg.weights:
         raise FqtoolError("train-quality needs --weights: the stage-1 model from train-feature")
 

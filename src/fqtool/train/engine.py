@@ -7,7 +7,6 @@ collectives (head gathering, RNG states) are called on every rank.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -22,9 +21,10 @@ from torch import nn
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.fsutil import atomic_path, ensure_dir
 from fqtool.models import QualityCalibration
+from fqtool.runtime import autocast, resolve_precision
 from fqtool.train import distributed as D
 from fqtool.train import state as S
-from fqtool.train.config import TrainConfig, save_config, to_dict
+from fqtool.train.config import TrainConfig, effective_lr, save_config, to_dict
 from fqtool.train.data import GlobalBatchSampler, make_loader, open_training_data
 from fqtool.train.logging import TrainLogger
 from fqtool.train.recipes import Task, build_task
@@ -44,21 +44,6 @@ class TrainResult:
     last: dict[str, float] = field(default_factory=dict)
     val: dict[str, float] = field(default_factory=dict)
     skipped_steps: int = 0
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise FqtoolError("--precision fp16 needs CUDA (use bf16 or fp32 on the CPU)")
-    return precision
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 class _BufferGuard:
@@ -124,6 +109,7 @@ class Trainer:
         if cfg.channels_last:
             self.task.model.to(memory_format=torch.channels_last)
         self.head_params = S.sharded_params(self.task.head, self.num_classes)
+        self.base_lr = effective_lr(cfg, env.world_size)
         self.optimizer = self._make_optimizer()
         self.scaler = torch.amp.GradScaler("cuda", growth_interval=100) if self.precision == "fp16" else None
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, rank=env.rank,
@@ -171,9 +157,10 @@ class Trainer:
              "weight_decay": cfg.weight_decay},
             {"params": [p for p in self.task.head.parameters() if p.requires_grad], "weight_decay": head_wd},
         ]
-        optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum)
+        optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=self.base_lr,
+                                    momentum=cfg.momentum)
         for group in optimizer.param_groups:
-            group["initial_lr"] = cfg.lr
+            group["initial_lr"] = self.base_lr
         return optimizer
 
     def _load_val_sets(self) -> list[tuple[str, torch.Tensor, np.ndarray]]:
@@ -226,7 +213,7 @@ class Trainer:
         self.task.head.load_full_state_dict(state["head"])
         S.load_optimizer_state(self.optimizer, state["optimizer"], self.head_params, self.num_classes)
         for group in self.optimizer.param_groups:
-            group["initial_lr"] = self.cfg.lr
+            group["initial_lr"] = self.base_lr
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
@@ -260,7 +247,7 @@ class Trainer:
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict, torch.Tensor]:
         """One optimiser step; returns detached scalars (tensors: no host sync) and the batch's quality."""
         set_lr(self.optimizer, self._lr_factor())
-        with _autocast(self.env.device, self.precision):
+        with autocast(self.env.device, self.precision):
             out, quality = self.task.forward(self.net, images, labels)
         loss = out.loss.float()
         if self.scaler is not None:
@@ -283,8 +270,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         values = {"loss/total": loss.detach(), "loss/id": out.loss_id, "train/accuracy": out.accuracy,
                   "train/norm_mean": out.norms.mean()}
-        if out.loss_g is not None:
-            values["loss/g"] = out.loss_g
+        if out.penalty is not None:
+            values[f"loss/{out.penalty_name}"] = out.penalty
+        values.update({f"{self.cfg.loss}/{name}": v for name, v in out.stats.items()})
         return values, (quality.detach().float() if quality is not None else out.norms)
 
     def _lr_factor(self) -> float:
@@ -310,6 +298,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging / validation
     def _log(self, values: dict, quality: torch.Tensor, rate: float) -> dict[str, float]:
+        for name in [k for k, v in values.items() if v.dim() > 0]:  # per-sample statistics of the loss
+            per_sample = values.pop(name).float().cpu().numpy()
+            values[name] = float(per_sample.mean())
+            self.log.histogram(f"{name}_hist", per_sample, self.step)
         values = {k: float(v) for k, v in values.items()}
         values.update({"train/lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": rate})
         q = quality.float().cpu().numpy()
@@ -442,6 +434,7 @@ class Trainer:
         if n < 2:
             return None
         from fqtool.eval.embed import embed_images
+        from fqtool.eval.scoring import fit_calibration
 
         pick = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
 
@@ -450,8 +443,11 @@ class Trainer:
                 yield torch.stack([self.dataset[int(i)][0] for i in pick[start : start + 128]])
 
         out = embed_images(self._eval_view(), batches(), device=self.env.device, precision=self.precision)
-        low, high = np.percentile(out.quality, [1, 99])
-        return QualityCalibration(float(low), float(high), source="train-p1-p99")
+        try:
+            return fit_calibration(out.quality, 1, 99, source="train-p1-p99")
+        except FqtoolError as exc:  # every image got the same quality: no meaningful 0-100 scale
+            self.log.warn(f"no quality calibration saved: {exc}")
+            return None
 
 
 _SHOWN = {"loss/total": "loss", "train/accuracy": "acc", "train/lr": "lr"}

@@ -1,4 +1,4 @@
-"""The three recipes, each a :class:`Task` for the one engine.
+"""The four recipes, each a :class:`Task` for the one engine.
 
 * ``magface``: backbone + MagFace head (magnitude-aware margin + regulariser); quality = ‖embedding‖.
 * ``feature``: EQFace stage 1 (ArcFace/CosFace/combined + focal). With ``quality_weights`` it is
@@ -7,6 +7,8 @@
   backbone with the stage-2 quality head, as EQFace's test scripts do.
 * ``quality``: EQFace stage 2: the stage-1 backbone is frozen (eval, no grad); a new quality head and the
   stage-1 class head are trained with the quality-weighted focal loss, without any quality label.
+* ``crfiqa``: CR-FIQA: backbone + regression head ``qs`` (on the BN-ed embedding) + CR-FIQA head, from
+  scratch; the regression head learns each sample's certainty ratio and is the saved quality head.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.models import FaceModel, create_model
 from fqtool.models.quality_head import QualityHead
-from fqtool.train.config import TrainConfig
+from fqtool.train.config import TrainConfig, to_dict
 
 #: ``forward(trainable_module_or_ddp, uint8 images on device, labels) -> (HeadOutput, quality (B,) | None)``
 Forward = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple]
@@ -48,14 +50,11 @@ class Task:
 
 
 def head_kwargs(cfg: TrainConfig, kind: str) -> dict:
-    """Margin settings for ``build_head`` from the configuration."""
-    if kind in ("magface", "mag-cosface"):
-        return {"s": cfg.scale, "l_a": cfg.l_a, "u_a": cfg.u_a, "l_m": cfg.l_m, "u_m": cfg.u_m,
-                "lambda_g": cfg.lambda_g}
-    margin = {"arcface": 0.5, "eqface": 0.5, "cosface": 0.4}.get(kind)
-    if kind == "combined":
-        return {"s": cfg.scale, "m1": 1.0, "m2": cfg.margin if cfg.margin is not None else 0.5, "m3": 0.0}
-    return {"s": cfg.scale, "m": cfg.margin if cfg.margin is not None else margin}
+    """The margin's settings for ``build_head``: the configuration's values of the loss's options (unset ones
+    take the registry's defaults)."""
+    from fqtool.losses.registry import get_loss
+
+    return get_loss(kind).margin_kwargs(to_dict(cfg))
 
 
 def make_head(cfg: TrainConfig, kind: str, num_classes: int, embedding_size: int) -> nn.Module:
@@ -126,12 +125,12 @@ def magface_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Ta
 def feature_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Task:
     if not cfg.quality_weights:
         return magface_task(cfg, num_classes, device)  # same wiring: backbone → margin head
-    from fqtool.models.checkpoint import load_model
+    from fqtool.models.loading import load_face_model
 
     if cfg.loss not in ("arcface", "eqface"):
         raise FqtoolError("EQFace stage 3 (--quality-weights) trains the quality-weighted ArcFace; "
                           f"--loss {cfg.loss} cannot take a quality")
-    scorer = load_model(cfg.quality_weights, device=device)
+    scorer = load_face_model(cfg.quality_weights, device=device)
     if scorer.quality_head is None:
         raise CheckpointError("has no quality head; pass the train-quality output (stage 2)",
                               cfg.quality_weights)
@@ -177,9 +176,9 @@ def stage1_head_state(cfg: TrainConfig) -> dict:
 
 
 def quality_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Task:
-    from fqtool.models.checkpoint import load_model
+    from fqtool.models.loading import load_face_model
 
-    base = load_model(cfg.weights, device=device)
+    base = load_face_model(cfg.weights, device=device)
     backbone = _freeze(base.backbone)
     quality_head = QualityHead(backbone.feature_dim).to(device)
     info = copy.deepcopy(base.info)
@@ -201,10 +200,50 @@ def quality_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Ta
                 quality_is_head=True)
 
 
+class EmbeddingAndScore(nn.Module):
+    """CR-FIQA's network: ``x -> (embedding, qs)`` with ``qs = Linear(E, 1)`` on the BN-ed embedding.
+
+    One module, so DDP wraps both and the gradient clip covers both (as ``clip_grad_norm_(backbone)`` in
+    CR-FIQA, whose ``qs`` lives inside the backbone). ``regressor`` is the saved quality head.
+    """
+
+    def __init__(self, backbone: nn.Module, regressor: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.regressor = backbone, regressor
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.backbone(x)
+        return embedding, self.regressor.qs(embedding.float())[:, 0]
+
+
+def crfiqa_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Task:
+    from fqtool.models.quality_head import RegressionHead
+    from fqtool.models.registry import get_spec
+
+    if not get_spec(cfg.arch).name.startswith("iresnet"):
+        raise FqtoolError(f"--arch {cfg.arch}: CR-FIQA trains iResNet backbones (its regression head reads "
+                          "the embedding layers of an iResNet); use e.g. iresnet50, r100 or iresnet_tiny")
+    model = _new_model(cfg)
+    model.quality_head = RegressionHead(model.backbone, model.embedding_size)
+    model.quality_method, model.info.family = "head", "crfiqa"
+    model.to(device)
+    net = EmbeddingAndScore(model.backbone, model.quality_head)
+    head = make_head(cfg, cfg.loss, num_classes, model.embedding_size).to(device)
+    init_head(head, cfg.seed)
+
+    def forward(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple:
+        embedding, qs = net(_channels_last(model.prepare(images), cfg.channels_last))
+        out = head(embedding, labels, qs)
+        return out, qs.detach()
+
+    return Task(model=model, trainable=net, head=head, forward=forward, quality_is_head=True)
+
+
 RECIPE_TASKS: dict[str, Callable[[TrainConfig, int, torch.device], Task]] = {
     "magface": magface_task,
     "feature": feature_task,
     "quality": quality_task,
+    "crfiqa": crfiqa_task,
 }
 
 

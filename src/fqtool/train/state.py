@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.fsutil import atomic_path
+from fqtool.losses import shard_slice
 from fqtool.train.distributed import gather_objects
 
 STATE_VERSION = 1
@@ -71,21 +72,14 @@ def _gather_rows(local: torch.Tensor, num_classes: int) -> torch.Tensor:
     padded[: local.shape[0]] = local.detach()
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
-    sizes = [len(range(num_classes)[_shard(num_classes, r, world)]) for r in range(world)]
+    sizes = [len(range(num_classes)[shard_slice(num_classes, r, world)]) for r in range(world)]
     return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
-
-
-def _shard(num_classes: int, rank: int, world: int) -> slice:
-    from fqtool.losses import shard_slice
-
-    result = shard_slice(num_classes, rank, world)
-    return result if isinstance(result, slice) else slice(*result)
 
 
 def _local_slice(num_classes: int) -> slice:
     if not dist.is_initialized():
         return slice(0, num_classes)
-    return _shard(num_classes, dist.get_rank(), dist.get_world_size())
+    return shard_slice(num_classes, dist.get_rank(), dist.get_world_size())
 
 
 def sharded_params(head: torch.nn.Module, num_classes: int) -> set[int]:
@@ -150,10 +144,9 @@ def find_resume(resume: str | None, output: Path) -> Path | None:
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file is the user's to fix
-        raise CheckpointError(f"cannot read training state ({exc.__class__.__name__}: {exc})", path) from None
+    from fqtool.models.importers import read_torch_file
+
+    state = read_torch_file(Path(path), what="training state")
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise CheckpointError("not an fqtool training state (or from another version)", path)
     return state

@@ -20,10 +20,16 @@ import torch
 import torch.nn.functional as F
 
 from fqtool.errors import BadInputError, FormatError, FqtoolError
-from fqtool.export.onnx import FEATURES_NAME, LAYOUT_NCHW, LAYOUT_NHWC
+from fqtool.models._state import first_line
 from fqtool.models.face_model import ModelInfo, QualityCalibration
 from fqtool.models.preprocess import ARCFACE, Preprocess
 from fqtool.runtime import resolve_device
+
+#: Graph input layouts recorded in the ``input_layout`` metadata of fqtool's exports.
+LAYOUT_NCHW = "nchw-float"
+LAYOUT_NHWC = "nhwc-uint8"
+#: The flattened feature-map output of a split export's ``_backbone`` graph (the quality graph's input).
+FEATURES_NAME = "features_map"
 
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
@@ -89,8 +95,7 @@ class OnnxFaceModel:
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own (non-exported) exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise FormatError(f"not a loadable ONNX model ({first})", self.path) from None
+            raise FormatError(f"not a loadable ONNX model ({first_line(exc)})", self.path) from None
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self._inputs = self.session.get_inputs()
         self._outputs = [o.name for o in self.session.get_outputs()]
@@ -113,12 +118,17 @@ class OnnxFaceModel:
                 self.path,
             )
         calibration = _json(meta, "calibration", None)
+        try:
+            preprocess = Preprocess.from_dict(_json(meta, "preprocessing", {}))
+            calibration = QualityCalibration.from_dict(calibration) if calibration else None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise FormatError(f"damaged fqtool metadata ({exc})", self.path) from None
         self.info = ModelInfo(
             arch=meta.get("arch", "unknown"),
             arch_kwargs=_json(meta, "arch_kwargs", {}),
-            preprocess=Preprocess.from_dict(_json(meta, "preprocessing", {})),
+            preprocess=preprocess,
             family=meta.get("family", "fqtool"),
-            calibration=QualityCalibration.from_dict(calibration) if calibration else None,
+            calibration=calibration,
         )
         self.input_layout = meta.get("input_layout", LAYOUT_NCHW)
         self.embedding_name = "embedding" if "embedding" in self._outputs else self._outputs[0]
