@@ -74,9 +74,11 @@ def test_quick_demo_runs_end_to_end(tmp_path) -> None:
     _assert_demo_is_honest(out, summary)
 
 
-#: Thresholds for the quick run (seed 0), from measured runs with margin; see docs/demo.md.
+#: Thresholds for the quick run, about half the measured effects: quick runs with seeds 0 and 1 (and
+#: seed 0 trained from the .rec) gave ground truth below random by 0.202, 0.209 (0.212) ERC AUC at
+#: FMR 1e-1, and Spearman(quality, level) on the training images of −0.52 and −0.60.
 MIN_GT_GAIN = 0.1
-MAX_SPEARMAN = -0.2
+MAX_SPEARMAN = -0.25
 
 
 def _assert_demo_is_honest(out, summary: dict) -> None:
