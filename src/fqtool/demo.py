@@ -279,7 +279,7 @@ def plot_extremes(rows: list[dict], images_root: Path, path: Path, count: int = 
                          transform=row_axes[0].transAxes, fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
     return path
 
