@@ -19,6 +19,7 @@ FACES = Path(__file__).parent / "data" / "faces"
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_train_crfiqa_cli_end_to_end(make_insightface_rec, tmp_path: Path) -> None:
     data = make_insightface_rec(tmp_path / "data", classes=4, per_class=4)
     out = tmp_path / "run"

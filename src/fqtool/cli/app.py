@@ -12,6 +12,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from fqtool import __version__
@@ -28,6 +29,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("train-quality", "fqtool.cli.train_quality"),
     ("train-magface", "fqtool.cli.train_magface"),
     ("train-crfiqa", "fqtool.cli.train_crfiqa"),
+    ("align", "fqtool.cli.align"),
     ("score", "fqtool.cli.score"),
     ("verify", "fqtool.cli.verify"),
     ("erc-curve", "fqtool.cli.erc_curve"),
@@ -48,7 +50,8 @@ class _ErrorBoundary(TyperGroup):
         except FqtoolError as exc:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if _state["debug"]:

@@ -30,6 +30,8 @@ class EmbedOptions:
     batch_size: int = 64
     workers: int = 0
     quiet: bool = False
+    align: bool = False  # detect + align each image first (verify --align)
+    detector: Path | None = None
 
 
 def load_model_for_eval(opts: EmbedOptions):
@@ -55,7 +57,10 @@ def features_and_images(
     from fqtool.eval.targets import decode_target
     from fqtool.runtime import resolve_device
 
-    name, images, issame = decode_target(target, model.preprocess.size, opts.data_dir, opts.workers)
+    if opts.align:
+        name, images, issame = _aligned_target(target, model.preprocess.size, opts)
+    else:
+        name, images, issame = decode_target(target, model.preprocess.size, opts.data_dir, opts.workers)
     total = len(images) * (2 if flip else 1)
     with progress_bar(f"embed {name}", total, quiet=opts.quiet) as advance:
         features = extract_features(
@@ -63,3 +68,16 @@ def features_and_images(
             batch_size=opts.batch_size, on_batch=advance, meta=meta,
         )
     return features, images
+
+
+def _aligned_target(target: str, size, opts: EmbedOptions):
+    """``--align``: the pairs' images detected and aligned instead of resized."""
+    import numpy as np
+
+    from fqtool.cli.align_options import align_pair_images
+    from fqtool.eval.targets import load_target, resolve_target, target_name
+
+    name = target_name(target, resolve_target(target, opts.data_dir))
+    vset = load_target(target, opts.data_dir)
+    images = align_pair_images(vset.images, tuple(size), opts.detector, name, opts.quiet)
+    return name, images, np.asarray(vset.issame)

@@ -39,6 +39,8 @@ def command(
                                output=output, on_progress=advance)
     else:
         result = make_list(root, fmt=fmt.value, min_images=min_images, absolute=not relative, output=output)
+    for note in result.notes:
+        err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     if result.bad_images:
         shown = ", ".join(result.bad_images[:5]) + (", …" if len(result.bad_images) > 5 else "")
         err_console.print(f"[yellow]warning:[/] left out {len(result.bad_images)} unreadable images: {shown}",

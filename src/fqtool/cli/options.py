@@ -57,3 +57,19 @@ class ListFormat(StrEnum):
     space = "space"
     semicolon = "semicolon"
     lst = "lst"
+
+# --- face alignment (align, score --align, verify --align) ---
+DetectorFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--detector",
+        help="Face detector ONNX file: an insightface SCRFD (det_500m.onnx, det_10g.onnx, …) or a "
+        "RetinaFace graph. Default: the embedded RetinaFace-MobileNet0.25.",
+        show_default=False,
+    ),
+]
+AlignFlag = Annotated[
+    bool,
+    typer.Option("--align", help="Detect and align faces first (largest face per image, five-point "
+                 "template), for photos that are not aligned crops."),
+]

@@ -10,10 +10,13 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from fqtool.cli.align_options import aligned_input, warn_if_not_aligned
 from fqtool.cli.console import console, err_console
 from fqtool.cli.options import (
+    AlignFlag,
     Arch,
     BatchSize,
+    DetectorFile,
     Device,
     Output,
     QualityWeights,
@@ -109,6 +112,8 @@ def command(
     batch_size: BatchSize = 256,
     workers: Workers = 4,
     device: Device = "auto",
+    align: AlignFlag = False,
+    detector: DetectorFile = None,
     quiet: Quiet = False,
 ) -> None:
     """Score face image quality (0-100) for a folder, list file, .rec or one image; writes a CSV.
@@ -137,7 +142,13 @@ def command(
         raise FqtoolError("--output would overwrite the input", csv_path)
     torch_device = resolve_device(device)
     model = load_model(weights_path, quality_weights=quality_weights, arch=arch, device=torch_device)
-    dataset = open_input(input, size=tuple(model.preprocess.size))
+    if align:  # the crops live in a temporary folder that goes with the dataset
+        dataset = aligned_input(input, tuple(model.preprocess.size), detector, workers, quiet)
+    else:
+        dataset = open_input(input, size=tuple(model.preprocess.size))
+        warn_if_not_aligned(dataset, tuple(model.preprocess.size))
+    for note in getattr(dataset, "notes", []):
+        err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     with progress_bar("score", len(dataset), quiet=quiet) as advance:
         result = score_dataset(
             model, dataset, batch_size=batch_size, workers=workers, device=torch_device,

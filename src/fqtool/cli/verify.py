@@ -12,7 +12,16 @@ from rich.table import Table
 
 from fqtool.cli.console import console, err_console
 from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
-from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers
+from fqtool.cli.options import (
+    AlignFlag,
+    BatchSize,
+    DetectorFile,
+    Device,
+    QualityWeights,
+    Quiet,
+    Weights,
+    Workers,
+)
 from fqtool.errors import FqtoolError
 from fqtool.eval.features import FeatureSet, load_features, save_features
 from fqtool.eval.verification import (
@@ -156,6 +165,8 @@ def command(
             "--features", help="Evaluate saved features (.npz) instead of a model.", show_default=False
         ),
     ] = None,
+    align: AlignFlag = False,
+    detector: DetectorFile = None,
     quiet: Quiet = False,
 ) -> None:
     """Verification accuracy (10-fold, mean ± std), threshold, XNorm and TAR@FAR on .bin pair sets."""
@@ -163,6 +174,7 @@ def command(
         raise FqtoolError(f"unknown --protocol {protocol!r}; use {' or '.join(PROTOCOLS)}")
     use_flip = (protocol == "insightface") if flip is None else flip
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
+    opts.align, opts.detector = align, detector
     sets = _collect_features(list(targets or []), list(features or []), opts, use_flip, save_features_to)
     results = []
     for fs in sets:

@@ -50,6 +50,11 @@ class VerificationSet:
     name: str
     images: list[bytes]
     issame: np.ndarray
+    path: Path | None = None  # the file it was read from, for error messages
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path is not None else self.name
 
     @property
     def num_pairs(self) -> int:
@@ -168,7 +173,7 @@ def _validate(obj: object, path: Path) -> VerificationSet:
         same = np.array([bool(x) for x in issame], dtype=bool)
     else:
         raise FormatError("issame is not a list of booleans", path)
-    vset = VerificationSet(path.stem, [_as_bytes(x, i, path) for i, x in enumerate(images)], same)
+    vset = VerificationSet(path.stem, [_as_bytes(x, i, path) for i, x in enumerate(images)], same, path)
     _check_counts(vset, path)
     return vset
 
@@ -209,7 +214,10 @@ def decode_pairs(vset: VerificationSet, size: tuple[int, int] | None = (112, 112
         return torch.zeros(0, 3, h, w, dtype=torch.uint8)
 
     def one(i: int) -> torch.Tensor:
-        return resize_if_needed(decode_image(vset.images[i], f"{vset.name}[{i}]"), size)
+        try:
+            return resize_if_needed(decode_image(vset.images[i]), size)
+        except BadInputError as exc:
+            raise BadInputError(f"image {i}: {exc}", vset.where) from None
 
     first = one(0)
     out = torch.empty((len(vset.images), *first.shape), dtype=torch.uint8)
@@ -219,8 +227,8 @@ def decode_pairs(vset: VerificationSet, size: tuple[int, int] | None = (112, 112
     def fill(i: int) -> None:
         img = one(i)
         if img.shape != first.shape:
-            raise BadInputError(f"image size {tuple(img.shape[1:])} differs from the first image's "
-                                f"{tuple(first.shape[1:])}; pass a size", vset.name)
+            raise BadInputError(f"image {i}: size {tuple(img.shape[1:])} differs from the first image's "
+                                f"{tuple(first.shape[1:])}; pass a size", vset.where)
         out[i] = img
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -260,7 +268,7 @@ def write_verification_folder(vset: VerificationSet, folder: str | Path) -> Path
     for i, data in enumerate(vset.images):
         ext = image_extension(data)
         if not ext:
-            raise BadInputError(f"image {i} is not a recognised image format", vset.name)
+            raise BadInputError(f"image {i} is not a recognised image format", vset.where)
         name = f"{i:06d}{ext}"
         target = images_dir / name
         if not (target.is_file() and target.stat().st_size == len(data)):
@@ -293,7 +301,7 @@ def load_verification_folder(folder: str | Path) -> VerificationSet:
         same.append(fields[2] == "1")
     if not same:
         raise BadInputError("pairs.txt lists no pairs", pairs)
-    return VerificationSet(folder.name, images, np.array(same, dtype=bool))
+    return VerificationSet(folder.name, images, np.array(same, dtype=bool), pairs)
 
 
 def folder_to_bin(folder: str | Path, out: str | Path) -> VerificationSet:

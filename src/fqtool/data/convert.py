@@ -6,6 +6,8 @@ Output layout (``OUT``)::
     verification/<name>/          each SRC/*.bin: images/NNNNNN.<ext> + pairs.txt
     classes.tsv                   <label>\\t<class folder>
     train.txt | train.lst         the list (written last: its presence means the run completed)
+    source.json                   what OUT was converted from (name, size, mtime, index hash)
+    .convert-rec.lock             held (flock) while a conversion writes into OUT
 
 Class folders are the label zero-padded to a common width, so sorting them gives label order again.
 
@@ -13,17 +15,21 @@ Speed: the ``.rec`` is read sequentially in large blocks (records sorted by byte
 folders are created once, and each image costs one open/write/close/rename. The work is split into
 blocks of consecutive records handled by worker threads (or processes). Every file is written under
 a ``.tmp`` name and renamed, so an interrupted run leaves no partial file; a rerun skips the images
-already present and removes stale temporaries.
+already present (with the size their record says) and removes stale temporaries. A rerun from a
+different ``.rec`` into the same OUT is refused, and so is a second conversion running into it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import mmap
 import multiprocessing
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +42,7 @@ from fqtool.data.lists import LIST_FORMATS, default_list_name, write_classes, wr
 from fqtool.data.rec_layout import image_layout
 from fqtool.data.recordio import MAGIC, RecordIOReader, read_record_at
 from fqtool.errors import BadInputError, FormatError, OutputError
-from fqtool.fsutil import ensure_dir
+from fqtool.fsutil import atomic_write_text, ensure_dir
 
 __all__ = ["ConvertPlan", "ConvertResult", "convert_rec", "default_workers", "plan_conversion", "resolve_rec"]
 
@@ -46,6 +52,8 @@ _LEN_MASK = (1 << 29) - 1
 _BLOCK_BYTES = 8 << 20
 _MAX_SPAN = 4 << 20
 _TASK_IMAGES = 4096
+SOURCE_FILE = "source.json"
+LOCK_FILE = ".convert-rec.lock"
 
 
 @dataclass
@@ -127,9 +135,15 @@ def plan_conversion(src: str | Path, *, include_bins: bool = True, limit: int | 
     if limit is not None:
         keys, labels = keys[: max(limit, 0)], labels[: max(limit, 0)]
     bins = sorted(bin_dir.glob("*.bin")) if include_bins else []
-    for b in bins:  # fail on a bad or unsafe .bin before writing anything
-        load_bin(b)
+    for b in bins:  # fail on a bad or unsafe .bin, or an image of unknown format, before writing anything
+        _check_bin_images(load_bin(b).images, b)
     return ConvertPlan(rec_path, reader, keys, labels, layout.num_classes, bins)
+
+
+def _check_bin_images(images: list[bytes], path: Path) -> None:
+    for i, data in enumerate(images):
+        if not image_extension(data):
+            raise BadInputError(f"image {i} is not a recognised image format (JPEG, PNG, BMP, WebP)", path)
 
 
 def convert_rec(
@@ -158,11 +172,21 @@ def convert_rec(
         plan = src
     else:
         plan = plan_conversion(src, include_bins=include_bins, limit=limit)
-    rec_path, reader, keys, labels, bins = plan.rec_path, plan.reader, plan.keys, plan.labels, plan.bins
     out = Path(out)
     images_dir = _prepare_output(out)
+    with _output_lock(out):
+        _check_source(out, _source_record(plan))
+        return _convert_locked(plan, out, images_dir, list_format, workers, use_processes, on_progress,
+                               started)
+
+
+def _convert_locked(
+    plan: ConvertPlan, out: Path, images_dir: Path, list_format: str, workers: int | None,
+    use_processes: bool, on_progress: Callable[[int], None] | None, started: float,
+) -> ConvertResult:
+    rec_path, reader, keys, labels, bins = plan.rec_path, plan.reader, plan.keys, plan.labels, plan.bins
     dirnames = _class_dirnames(labels, plan.num_classes)
-    exts = _existing_images(images_dir, keys, labels, dirnames)
+    exts = _existing_images(images_dir, keys, labels, dirnames, reader)
     todo = np.flatnonzero(exts == "")
     for name in {dirnames[c] for c in _distinct(labels[todo])}:
         (images_dir / name).mkdir(exist_ok=True)
@@ -199,12 +223,88 @@ def _prepare_output(out: Path) -> Path:
     return ensure_dir(out / "images")
 
 
+# -- reruns: what OUT was converted from, one writer at a time, images checked against their records --
+
+
+def _source_record(plan: ConvertPlan) -> dict:
+    """What identifies the source: its size and the hash of its index (keys and byte offsets, the
+    ``.idx`` content); name and mtime are kept for the message."""
+    st = plan.rec_path.stat()
+    digest = hashlib.sha256(plan.reader.key_array.astype("<i8").tobytes())
+    digest.update(plan.reader.offset_array.astype("<i8").tobytes())
+    return {"rec": str(plan.rec_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "index_sha256": digest.hexdigest()}
+
+
+def _check_source(out: Path, record: dict) -> None:
+    """Refuse to mix two sources in one OUT; record the source before the first image is written.
+
+    Size and index hash decide (a copied ``.rec`` with a new mtime is still the same data)."""
+    path = out / SOURCE_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            same = old["size"] == record["size"] and old["index_sha256"] == record["index_sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise OutputError(f"{SOURCE_FILE} is damaged; delete it to convert into this folder again",
+                              out) from None
+        if not same:
+            raise OutputError(
+                f"was converted from another .rec ({old.get('rec')}, {old['size']:,} bytes), not "
+                f"{record['rec']} ({record['size']:,} bytes); convert into a new folder", out)
+        if old == record:
+            return
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def _output_lock(out: Path) -> Iterator[None]:
+    """An exclusive lock on ``OUT/.convert-rec.lock`` for the whole conversion. The kernel releases it
+    when the process ends, so a killed run never leaves a stale lock behind."""
+    path = out / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(f"cannot create the lock file ({exc.strerror or exc})", path) from None
+    try:
+        if not _try_lock(fd):
+            raise OutputError("another convert-rec is writing into this folder; wait for it to finish or "
+                              "choose another output", out)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race with a waiting run)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
 def _existing_images(
-    images_dir: Path, keys: np.ndarray, labels: np.ndarray, dirnames: dict[int, str]
+    images_dir: Path, keys: np.ndarray, labels: np.ndarray, dirnames: dict[int, str], reader: RecordIOReader
 ) -> np.ndarray:
-    """Extension of each image already converted (``""`` when not yet); removes stale temporaries."""
+    """Extension of each image already converted (``""`` when not yet); removes stale temporaries.
+
+    A file counts as converted only if its size is the size of the image in its record: a truncated
+    or empty file (a full disk, another tool) is removed and written again."""
     exts = np.full(len(keys), "", dtype=object)
-    found: dict[tuple[str, str], str] = {}
+    found: dict[tuple[str, str], int] = {}  # (class folder, key) → position in the lists below
+    found_ext: list[str] = []
+    found_size: list[int] = []
+    found_path: list[str] = []
     for name in set(dirnames.values()):
         folder = images_dir / name
         if not folder.is_dir():
@@ -215,12 +315,51 @@ def _existing_images(
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
                 continue
-            stem, ext = os.path.splitext(entry.name)
-            found[(name, stem)] = ext
-    if found:
-        for i, (c, k) in enumerate(zip(labels.tolist(), keys.tolist(), strict=True)):
-            exts[i] = found.get((dirnames[c], str(k)), "")
+            stem, dot, ext = entry.name.rpartition(".")
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+            found[(name, stem if dot else ext)] = len(found_ext)
+            found_ext.append(dot + ext if dot else "")
+            found_size.append(size)
+            found_path.append(entry.path)
+    if not found:
+        return exts
+    where = np.array([found.get((dirnames[c], str(k)), -1)
+                      for c, k in zip(labels.tolist(), keys.tolist(), strict=True)], dtype=np.int64)
+    have = np.flatnonzero(where >= 0)
+    offsets, _ = reader.locate(keys[have])
+    ok = np.asarray(found_size, dtype=np.int64)[where[have]] == _image_sizes(reader.rec_path, offsets)
+    exts[have[ok]] = np.asarray(found_ext, dtype=object)[where[have[ok]]]
+    for i in where[have[~ok]].tolist():  # truncated, empty or foreign: written again
+        with contextlib.suppress(OSError):
+            os.unlink(found_path[i])
     return exts
+
+
+def _image_sizes(rec_path: Path, offsets: np.ndarray) -> np.ndarray:
+    """Size of the encoded image in each record at ``offsets`` (-1 when unreadable: rewritten).
+
+    Reads each record's part header and image-header flag (12 bytes) through a memory map, all records
+    at once; only split records (rare) are reassembled one by one."""
+    sizes = np.full(len(offsets), -1, dtype=np.int64)
+    if not len(offsets) or rec_path.stat().st_size < 12:
+        return sizes
+    with open(rec_path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        words = np.frombuffer(mm, dtype="<u4", count=len(mm) // 4)
+        at = offsets // 4
+        usable = np.flatnonzero((offsets % 4 == 0) & (at + 2 < len(words)))
+        magic, lrec, flag = (words[at[usable] + k].astype(np.int64) for k in range(3))
+        del words  # no view may outlive the map
+    good = magic == MAGIC
+    whole = good & (lrec >> 29 == 0)
+    sizes[usable[whole]] = (lrec[whole] & _LEN_MASK) - 24 - 4 * flag[whole]
+    for i in usable[good & (lrec >> 29 == 1)].tolist():  # split record: reassemble it
+        with contextlib.suppress(FormatError, OSError, struct.error):
+            payload = read_record_at(rec_path, int(offsets[i]))
+            sizes[i] = len(payload) - 24 - 4 * _FLAG.unpack_from(payload)[0]
+    return sizes
 
 
 def _write_bin(path: Path, folder: Path) -> str:

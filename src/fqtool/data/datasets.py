@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fqtool.data.decode import decode_image, resize_if_needed
-from fqtool.data.lists import read_list, scan_image_folder
+from fqtool.data.lists import classes_file_for, read_classes, read_list, scan_folder
 from fqtool.data.rec_layout import image_layout
 from fqtool.data.recordio import RecordIOReader, unpack_record
 from fqtool.errors import BadInputError, FormatError
@@ -39,6 +39,7 @@ class FaceImageDataset(Dataset):
         self.num_classes = int(num_classes)
         self.size = tuple(size) if size is not None else None
         self.skip_bad = skip_bad
+        self.notes: list[str] = []  # one-line warnings for the user (images or links left out)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -160,16 +161,23 @@ class RecordImageDataset(FaceImageDataset):
         return image
 
 
-def open_dataset(path: str | Path, *, size: Size = (112, 112), skip_bad: bool = False) -> FaceImageDataset:
+def open_dataset(path: str | Path, *, size: Size = (112, 112), skip_bad: bool = False,
+                 include_loose: bool = False) -> FaceImageDataset:
     """Open whatever ``path`` is: an insightface folder (``train.rec``), a ``.rec`` file, a list file,
-    or an image folder (identity sub-folders, or a flat folder of images labelled -1)."""
+    or an image folder (identity sub-folders, or a flat folder of images labelled -1).
+
+    ``include_loose``: images at the top of an image folder next to identity folders are included
+    with label -1 (scoring); otherwise they are left out and named in ``notes`` (training).
+    """
     path = Path(path)
     kwargs = {"size": size, "skip_bad": skip_bad}
     if path.is_dir():
         if (path / "train.rec").is_file():
             return RecordImageDataset(path / "train.rec", **kwargs)
-        paths, labels, classes = scan_image_folder(path)
-        return FileImageDataset(path, path, paths, labels, len(classes), **kwargs)
+        scan = scan_folder(path, include_loose=include_loose)
+        dataset = FileImageDataset(path, path, scan.paths, scan.labels, len(scan.classes), **kwargs)
+        dataset.notes = scan.notes(path)
+        return dataset
     if not path.exists():
         raise BadInputError("no such file or folder", path)
     if path.suffix.lower() == ".rec":
@@ -178,4 +186,20 @@ def open_dataset(path: str | Path, *, size: Size = (112, 112), skip_bad: bool = 
         msg = f"a {path.suffix} file is not a training data set; pass the .rec or its folder"
         raise BadInputError(msg, path)
     entries = read_list(path)
-    return FileImageDataset(path, entries.root, entries.paths, entries.labels, **kwargs)
+    return FileImageDataset(path, entries.root, entries.paths, entries.labels,
+                            _declared_classes(path, entries.labels), **kwargs)
+
+
+def _declared_classes(list_path: Path, labels: np.ndarray) -> int | None:
+    """The class count of the ``classes.tsv`` beside a list file (None without one); a label the file
+    does not declare is an error, not a bigger classifier."""
+    classes_path = classes_file_for(list_path)
+    if not classes_path.is_file():
+        return None
+    declared = max(read_classes(classes_path), default=-1) + 1
+    above = np.flatnonzero(labels >= declared)
+    if len(above):
+        i = int(above[0])
+        raise FormatError(f"entry {i + 1} has label {int(labels[i])}, but {classes_path.name} declares "
+                          f"{declared} classes (labels 0..{declared - 1})", list_path)
+    return declared

@@ -1,12 +1,24 @@
 """Encoded image bytes → RGB uint8 tensors (3×H×W).
 
-torchvision's native decoders (libjpeg-turbo, libpng, libwebp) are used first; PIL is the fallback
-for what they do not read (BMP, unusual JPEG/PNG variants).
+JPEG and WebP go to torchvision's native decoders (libjpeg-turbo, libwebp), 2–3× faster than PIL,
+after their headers are parsed here (size at most :data:`MAX_PIXELS`); both survive damaged data (the
+fuzz test in ``tests/test_data_fuzz.py`` checks this in a child process). Everything else — PNG, BMP,
+odd or damaged headers — is decoded by PIL: torchvision's native PNG decoder crashes the whole process
+(SIGSEGV) on some damaged PNGs, and a crash cannot be caught. libjpeg prints "Corrupt JPEG data: …"
+warnings straight to C ``stderr``; they are silenced while a native decoder runs (a bad image raises
+:class:`BadInputError` instead, or decodes silently).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
+import os
+import struct
+import sys
+import threading
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,10 +30,13 @@ if TYPE_CHECKING:
 # torch / torchvision are imported on first use, so that light users (image_extension, the
 # convert-rec workers, ``fqtool --help``) do not pay for them.
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_image", "image_extension", "resize_if_needed"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "image_extension", "resize_if_needed"]
 
 #: File suffixes treated as images when scanning folders (compared lower-case).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+#: Largest image (width × height) decoded; a damaged header can claim 65535×65535 (12 GB of pixels).
+MAX_PIXELS = 64 << 20
 
 
 def image_extension(data: bytes) -> str:
@@ -43,67 +58,238 @@ def decode_image(data: bytes, source: str = "") -> torch.Tensor:
 
     Raises :class:`BadInputError` naming ``source`` when the bytes are not a readable image.
     """
-    import torch
-
     if not data:
         raise BadInputError("empty image data", source or None)
+    kind, size = _native_header(data)
+    if kind and size is not None and 0 < size[0] * size[1] <= MAX_PIXELS:
+        img = _decode_native(kind, data)
+        if img is not None:
+            return img
+    return _decode_pil(data, source)
+
+
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _native_header(data: bytes) -> tuple[str, tuple[int, int] | None]:
+    """``("jpeg" | "webp", (height, width))`` for the formats decoded natively; ``("", None)`` otherwise
+    and ``(kind, None)`` when the header is not well formed (then PIL decides)."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg", _jpeg_size(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp", _webp_size(data)
+    return "", None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header, walking the marker segments up to the first SOF."""
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if length < 2:
+            return None
+        if marker in _SOF_MARKERS:
+            if length < 8 or pos + 9 > n:
+                return None
+            return (data[pos + 5] << 8) | data[pos + 6], (data[pos + 7] << 8) | data[pos + 8]
+        if marker in (0xD9, 0xDA):  # end of image / scan before any frame header
+            return None
+        pos += 2 + length
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of a still WebP (lossy ``VP8 ``, lossless ``VP8L``, extended ``VP8X``); None for
+    animations and malformed headers."""
+    if len(data) < 30:
+        return None
+    chunk = bytes(data[12:16])
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        width = int.from_bytes(data[26:28], "little") & 0x3FFF
+        height = int.from_bytes(data[28:30], "little") & 0x3FFF
+        return height, width
+    if chunk == b"VP8L" and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    if chunk == b"VP8X" and not data[20] & 0x02:  # 0x02: animation
+        return int.from_bytes(data[27:30], "little") + 1, int.from_bytes(data[24:27], "little") + 1
+    return None
+
+
+def _decode_native(kind: str, data: bytes) -> torch.Tensor | None:
+    """torchvision's decode (RGB), or None when it refuses the data (PIL retries and explains)."""
+    import torch
+
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    decode = _native_decoders()[kind]
+    guard = _c_stderr or _make_c_stderr()
+    guard.enter()
     try:
-        img = _native_decoder()(buf)
+        img = decode(buf)
     except (RuntimeError, ValueError):
-        return _decode_pil(data, source)
-    if img.ndim != 3 or img.shape[0] != 3:  # e.g. an animated image decoded as a stack
-        return _decode_pil(data, source)
-    if img.dtype != torch.uint8:  # 16-bit PNG
-        img = (img.to(torch.int32) >> 8).to(torch.uint8)
+        return None
+    finally:
+        guard.leave()
+    if img.ndim != 3 or img.shape[0] != 3 or img.dtype != torch.uint8:
+        return None
     return img
 
 
-_native: Callable | None = None
+_native: dict[str, Callable] | None = None
 
 
-def _native_decoder() -> Callable:
-    """torchvision's decoder op, called directly: torchvision 0.29 deprecates its image I/O in favour
-    of TorchCodec and warns on every public call; the op itself is unchanged. Falls back to the
-    public function (warning silenced) where the op is not exposed."""
+def _native_decoders() -> dict[str, Callable]:
+    """torchvision's JPEG and WebP decoder ops, called directly: torchvision 0.29 deprecates its image
+    I/O in favour of TorchCodec and warns on every public call; the ops themselves are unchanged.
+    Falls back to the public functions (warning silenced) where the ops are not exposed."""
     global _native
     if _native is None:
-        import warnings
-
         import torch
         from torchvision.io import ImageReadMode
-        from torchvision.io import decode_image as public
+        from torchvision.io import decode_jpeg as public_jpeg
+        from torchvision.io import decode_webp as public_webp
 
         rgb = ImageReadMode.RGB
         try:
-            op = torch.ops.image.decode_image
-
-            def native(buf: torch.Tensor) -> torch.Tensor:
-                return op(buf, rgb.value, False)
-
+            jpeg_op, webp_op = torch.ops.image.decode_jpeg, torch.ops.image.decode_webp
+            _native = {"jpeg": lambda buf: jpeg_op(buf, rgb.value, False),
+                       "webp": lambda buf: webp_op(buf, rgb.value)}
         except (AttributeError, RuntimeError):  # pragma: no cover - other torchvision builds
 
-            def native(buf: torch.Tensor) -> torch.Tensor:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    return public(buf, mode=rgb)
+            def quiet(fn: Callable) -> Callable:
+                def call(buf: torch.Tensor) -> torch.Tensor:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        return fn(buf, mode=rgb)
 
-        _native = native
+                return call
+
+            _native = {"jpeg": quiet(public_jpeg), "webp": quiet(public_webp)}
     return _native
 
 
+# -- silencing libjpeg's warnings ----------------------------------------------------------------------
+# libjpeg reports recoverable damage ("Corrupt JPEG data: 13 extraneous bytes before marker 0xd9") with
+# fprintf(stderr, …). While a native decode runs, the C library's ``stderr`` pointer is pointed at
+# /dev/null. Only C stdio is affected: Python's own output (sys.stderr, rich) writes to file descriptor
+# 2 directly and is never lost. Done only where the C library exposes a writable ``stderr`` variable
+# (glibc, macOS); elsewhere the warning may still appear.
+
+
+class _CStderr:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.var: ctypes.c_void_p | None = None
+        self.null: int | None = None
+        self.saved: int | None = None
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self._bind()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        """A child forked while another thread was decoding (DataLoader workers) starts clean."""
+        self.lock = threading.Lock()
+        if self.depth and self.var is not None:
+            self.var.value = self.saved
+        self.depth = 0
+
+    def _bind(self) -> None:
+        if sys.platform == "darwin":
+            name = "__stderrp"
+        elif sys.platform.startswith("linux") and _is_glibc():
+            name = "stderr"
+        else:
+            return
+        libc = ctypes.CDLL(None)
+        fopen = libc.fopen
+        fopen.restype, fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+        null = fopen(b"/dev/null", b"w")
+        if null:
+            self.var, self.null = ctypes.c_void_p.in_dll(libc, name), null
+
+    def enter(self) -> None:
+        if self.var is None:
+            return
+        with self.lock:
+            if self.depth == 0:
+                self.saved = self.var.value
+                self.var.value = self.null
+            self.depth += 1
+
+    def leave(self) -> None:
+        if self.var is None:
+            return
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0:
+                self.var.value = self.saved
+
+
+def _is_glibc() -> bool:
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+_c_stderr: _CStderr | None = None
+_c_stderr_made = threading.Lock()
+
+
+def _make_c_stderr() -> _CStderr:
+    """The one process-wide silencer (two would save and restore each other's /dev/null)."""
+    global _c_stderr
+    with _c_stderr_made:
+        if _c_stderr is None:
+            _c_stderr = _CStderr()
+    return _c_stderr
+
+
+# -- PIL ---------------------------------------------------------------------------------------------
+
+_SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
 def _decode_pil(data: bytes, source: str) -> torch.Tensor:
+    import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as pil:
-            rgb = pil.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        with warnings.catch_warnings():  # PIL's warnings (odd EXIF, palette transparency) are not ours to
+            warnings.simplefilter("ignore")  # print: the image decodes, or one BadInputError explains
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as pil:
+                if pil.width * pil.height > MAX_PIXELS:
+                    raise BadInputError(f"image of {pil.width}×{pil.height} pixels is too large",
+                                        source or None)
+                arr = _pil_rgb_array(pil, np)
+    except BadInputError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise BadInputError(f"image is too large ({exc})", source or None) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError,
+            KeyError, struct.error, MemoryError, ZeroDivisionError, OverflowError) as exc:
         kind = "not an image" if isinstance(exc, UnidentifiedImageError) else f"unreadable image ({exc})"
         raise BadInputError(kind, source or None) from None
-    arr = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-    return arr.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _pil_rgb_array(pil, np):  # noqa: ANN001, ANN202 - PIL and numpy are imported lazily
+    """(H, W, 3) uint8 array; 16-bit grey keeps its high byte (as torchvision did)."""
+    if pil.mode in _SIXTEEN_BIT:
+        grey = (np.asarray(pil).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    rgb = pil if pil.mode == "RGB" else pil.convert("RGB")
+    return np.array(rgb, dtype=np.uint8)
 
 
 def resize_if_needed(img: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:

@@ -14,6 +14,7 @@ Also read: MagFace training lists ``<path> 0 <label> 0`` (label = third column) 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from fqtool.fsutil import atomic_open
 __all__ = [
     "LIST_FORMATS",
     "ImageList",
+    "FolderScan",
     "MakeListResult",
     "classes_file_for",
     "default_list_name",
@@ -34,6 +36,7 @@ __all__ = [
     "make_list",
     "read_classes",
     "read_list",
+    "scan_folder",
     "scan_image_folder",
     "write_classes",
     "write_list",
@@ -91,20 +94,39 @@ def _detect(line: str) -> str:
     return {1: "bare", 2: "space"}.get(n, "magface")
 
 
+class _LabelError(ValueError):
+    """A label that is not an integer ≥ -1 (the message says why)."""
+
+
+def _label(text: str) -> int:
+    """An integer label; ``3.000000`` (im2rec's ``%f``) is accepted, ``1.5`` and ``-2`` are not."""
+    text = text.strip()
+    try:
+        value = int(text)
+    except ValueError:
+        number = float(text)  # ValueError for non-numbers: the line does not match the format
+        if not number.is_integer():
+            raise _LabelError(f"label {text!r} is not an integer") from None
+        value = int(number)
+    if value < -1:
+        raise _LabelError(f"negative label {value} (only -1, unlabelled, is allowed)")
+    return value
+
+
 def _parse_line(line: str, kind: str) -> tuple[str, int]:
     if kind == "lst":
         fields = line.split("\t")
-        return fields[-1].strip(), int(float(fields[1]))
+        return fields[-1].strip(), _label(fields[1])
     if kind == "semicolon":
         path, label = line.rsplit(";", 1)
-        return path.strip(), int(float(label))
+        return path.strip(), _label(label)
     if kind == "space":
         path, label = line.rsplit(None, 1)
-        return path.strip(), int(float(label))
+        return path.strip(), _label(label)
     if kind == "bare":
         return line.strip(), -1
     fields = line.split()
-    return fields[0], int(float(fields[2]))
+    return fields[0], _label(fields[2])
 
 
 def read_list(path: str | Path) -> ImageList:
@@ -115,17 +137,20 @@ def read_list(path: str | Path) -> ImageList:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise BadInputError(f"cannot read list file ({reason})", path) from None
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [(n, ln) for n, ln in enumerate(text.splitlines(), 1)
+             if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise BadInputError("list file has no entries", path)
-    kind = _detect(lines[0])
+    kind = _detect(lines[0][1])
     paths: list[str] = []
     labels = np.empty(len(lines), dtype=np.int64)
-    for i, line in enumerate(lines):
+    for i, (n, line) in enumerate(lines):
         try:
             p, labels[i] = _parse_line(line, kind)
+        except _LabelError as exc:
+            raise FormatError(f"line {n}: {exc}", path) from None
         except (ValueError, IndexError):
-            msg = f"line {i + 1} does not match the {kind} list format: {line[:80]!r}"
+            msg = f"line {n} does not match the {kind} list format: {line[:80]!r}"
             raise FormatError(msg, path) from None
         paths.append(p)
     fmt = kind if kind in LIST_FORMATS else "space"
@@ -142,8 +167,13 @@ def write_classes(path: str | Path, classes: Sequence[str] | Mapping[int, str]) 
 def read_classes(path: str | Path) -> dict[int, str]:
     """Read ``classes.tsv`` back: label → folder name."""
     path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise BadInputError(f"cannot read classes file ({reason})", path) from None
     out: dict[int, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -151,6 +181,8 @@ def read_classes(path: str | Path) -> dict[int, str]:
             out[int(label)] = name
         except ValueError:
             raise FormatError(f"line {n} is not '<label>\\t<folder>'", path) from None
+        if int(label) < 0:
+            raise FormatError(f"line {n}: negative label {label}", path)
     return dict(sorted(out.items()))
 
 
@@ -158,23 +190,77 @@ def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _images_under(folder: str) -> list[str]:
-    """Image files below ``folder`` (recursively), as sorted paths relative to it."""
+def _images_under(folder: str, prefix: str, skipped: list[str]) -> list[str]:
+    """Image files below ``folder`` (recursively), as sorted paths ``prefix + relative path``.
+
+    Symbolic links to files are followed, links to folders are not (as ``os.walk``); a link that loops
+    or points nowhere, and a folder that cannot be read, are appended to ``skipped`` instead.
+    """
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel = os.path.relpath(dirpath, folder)
-        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        found.extend(prefix + f for f in filenames if _is_image(f) and not f.startswith("."))
+    stack = [(folder, prefix)]
+    while stack:
+        path, rel = stack.pop()
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            skipped.append(rel.rstrip("/") or ".")
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            name = rel + entry.name
+            if entry.is_symlink():
+                try:
+                    target = os.stat(entry.path)
+                except OSError:  # a loop (ELOOP) or a dangling link
+                    skipped.append(name)
+                    continue
+                if stat.S_ISREG(target.st_mode) and _is_image(entry.name):
+                    found.append(name)
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append((entry.path, name + "/"))
+            elif _is_image(entry.name):
+                found.append(name)
     found.sort()
     return found
 
 
-def scan_image_folder(root: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
+@dataclass
+class FolderScan:
+    """An image folder as :func:`scan_folder` found it.
+
+    ``loose``: images at the top level next to identity folders, left out (``include_loose=False``).
+    ``skipped``: symbolic links that loop or point nowhere, and folders that cannot be read.
+    """
+
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    loose: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def notes(self, root: str | Path) -> list[str]:
+        """One-line warnings about what was left out, for the user."""
+        out = []
+        if self.loose:
+            out.append(f"{root}: left out {len(self.loose)} images outside the identity folders "
+                       f"(labels come from sub-folders): {_shorten(self.loose)}")
+        if self.skipped:
+            out.append(f"{root}: skipped {len(self.skipped)} symbolic links that loop or point nowhere, "
+                       f"or unreadable folders: {_shorten(self.skipped)}")
+        return out
+
+
+def _shorten(names: list[str], show: int = 5) -> str:
+    return ", ".join(names[:show]) + (", …" if len(names) > show else "")
+
+
+def scan_folder(root: str | Path, *, include_loose: bool = False) -> FolderScan:
     """Scan an image folder: identity sub-folders give labels 0.. in sorted name order (folders
     without images get no label); a flat folder of images gives label -1 for each.
 
-    Returns (paths relative to ``root`` with ``/``, labels, class folder names).
+    Images at the top level next to identity folders are listed in ``loose`` and left out, or, with
+    ``include_loose``, added at the end with label -1 (scoring needs no labels).
     """
     root = Path(root)
     if not root.is_dir():
@@ -183,25 +269,43 @@ def scan_image_folder(root: str | Path) -> tuple[list[str], np.ndarray, list[str
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as exc:
         raise BadInputError(f"cannot read folder ({exc.strerror or exc})", root) from None
-    paths: list[str] = []
+    scan = FolderScan([], np.zeros(0, dtype=np.int64), [])
     labels: list[int] = []
-    classes: list[str] = []
+    top_images: list[str] = []
     for entry in entries:
-        if entry.name.startswith(".") or not entry.is_dir():
+        if entry.name.startswith("."):
             continue
-        files = _images_under(entry.path)
-        if not files:
+        try:
+            is_dir, is_file = entry.is_dir(), entry.is_file()
+        except OSError:  # a symbolic link that loops
+            scan.skipped.append(entry.name)
             continue
-        label = len(classes)
-        classes.append(entry.name)
-        paths.extend(f"{entry.name}/{f}" for f in files)
-        labels.extend([label] * len(files))
-    if not classes:
-        paths = [e.name for e in entries if e.is_file() and _is_image(e.name) and not e.name.startswith(".")]
-        labels = [-1] * len(paths)
-    if not paths:
+        if is_file and _is_image(entry.name):
+            top_images.append(entry.name)
+        elif entry.is_symlink() and not (is_dir or is_file):
+            scan.skipped.append(entry.name)  # points nowhere
+        if not is_dir:
+            continue
+        files = _images_under(entry.path, entry.name + "/", scan.skipped)
+        if files:
+            labels.extend([len(scan.classes)] * len(files))
+            scan.classes.append(entry.name)
+            scan.paths.extend(files)
+    if not scan.classes or include_loose:
+        scan.paths.extend(top_images)
+        labels.extend([-1] * len(top_images))
+    else:
+        scan.loose = top_images
+    if not scan.paths:
         raise BadInputError("no images found (expected identity sub-folders or image files)", root)
-    return paths, np.asarray(labels, dtype=np.int64), classes
+    scan.labels = np.asarray(labels, dtype=np.int64)
+    return scan
+
+
+def scan_image_folder(root: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """:func:`scan_folder` as ``(paths relative to root with /, labels, class folder names)``."""
+    scan = scan_folder(root)
+    return scan.paths, scan.labels, scan.classes
 
 
 @dataclass
@@ -214,6 +318,7 @@ class MakeListResult:
     skipped_classes: int = 0
     bad_images: list[str] = field(default_factory=list)
     classes_path: Path | None = None
+    notes: list[str] = field(default_factory=list)  # images / links left out of the scan
 
 
 def make_list(
@@ -235,7 +340,8 @@ def make_list(
     """
     _check_fmt(fmt)
     root = Path(root)
-    paths, labels, classes = scan_image_folder(root)
+    scan = scan_folder(root)
+    paths, labels, classes = scan.paths, scan.labels, scan.classes
     if check:
         keep, bad = _check_images(root, paths, on_progress)
         paths = [p for p, k in zip(paths, keep, strict=True) if k]
@@ -252,7 +358,7 @@ def make_list(
     if classes:
         classes_path = classes_file_for(out)
         write_classes(classes_path, classes)
-    return MakeListResult(out, len(paths), len(classes), skipped, bad, classes_path)
+    return MakeListResult(out, len(paths), len(classes), skipped, bad, classes_path, scan.notes(root))
 
 
 def classes_file_for(list_path: str | Path) -> Path:

@@ -21,7 +21,7 @@ from fqtool.errors import FormatError
 __all__ = ["RecordLayout", "image_layout"]
 
 
-def _header_label(prefix: bytes) -> int | None:
+def _header_label(prefix: bytes) -> float | None:
     """Class of an image record from its first bytes: scalar label, or label[0] when flag > 0."""
     if len(prefix) < IR_HEADER_SIZE:
         return None
@@ -30,7 +30,7 @@ def _header_label(prefix: bytes) -> int | None:
         if len(prefix) < IR_HEADER_SIZE + 4:
             return None
         (label,) = struct.unpack_from("<f", prefix, IR_HEADER_SIZE)
-    return int(label) if math.isfinite(label) else None
+    return label if math.isfinite(label) else None
 
 
 def _labels_from_headers(reader: RecordIOReader, keys: np.ndarray, source: Path) -> np.ndarray:
@@ -40,8 +40,18 @@ def _labels_from_headers(reader: RecordIOReader, keys: np.ndarray, source: Path)
         if label is None:
             msg = f"record {key} is not an image record (header too short or label invalid)"
             raise FormatError(msg, source)
-        labels[i] = label
+        labels[i] = _class_label(label, key, source)
     return labels
+
+
+def _class_label(label: float, key: int, source: Path) -> int:
+    """An integer class ≥ -1 (-1 = unlabelled), or a FormatError naming the record."""
+    if not label.is_integer():
+        raise FormatError(f"record {key} has label {label:g}, not an integer class", source)
+    if label < -1:
+        raise FormatError(f"record {key} has negative label {label:g} (only -1, unlabelled, is allowed)",
+                          source)
+    return int(label)
 
 
 @dataclass
@@ -78,6 +88,9 @@ def _image_layout(reader: RecordIOReader) -> RecordLayout:
         labels = _labels_from_headers(reader, keys, src)
         return RecordLayout(keys, labels, _num_classes(src, labels, None), None)
     first, end = header
+    if first - 1 > len(reader):
+        raise FormatError(f"header record says images are keys 1..{first - 1}, but the index holds only "
+                          f"{len(reader)} records", src)
     keys = np.arange(1, first, dtype=np.int64)
     missing = ~reader.has_keys(keys)
     if missing.any():
@@ -89,7 +102,8 @@ def _image_layout(reader: RecordIOReader) -> RecordLayout:
     labels = _labels_from_identities(reader, first, end) if end > first else None
     if labels is None or not _sample_agrees(reader, keys, labels):
         labels = _labels_from_headers(reader, keys, src)
-    return RecordLayout(keys, labels, _num_classes(src, labels, end - first if end > first else None), header)
+    declared = (end - first, "the header record") if end > first else None
+    return RecordLayout(keys, labels, _num_classes(src, labels, declared), header)
 
 
 def _insightface_header(reader: RecordIOReader) -> tuple[int, int] | None:
@@ -99,8 +113,12 @@ def _insightface_header(reader: RecordIOReader) -> tuple[int, int] | None:
     head, image = unpack_record(reader.read(0))
     if head.flag == 0 or len(image) > 0:
         return None  # an image record (im2rec numbers images from 0)
-    first = int(head.label[0])
-    end = int(head.label[1]) if head.flag > 1 else first
+    values = head.label[:2].astype(np.float64)
+    if not np.isfinite(values).all() or not all(float(v).is_integer() for v in values):
+        raise FormatError(f"header record 0 holds a non-integer image range {values.tolist()}",
+                          reader.rec_path)
+    first = int(values[0])
+    end = int(values[1]) if head.flag > 1 else first
     if first < 1:
         raise FormatError(f"header record 0 has an invalid image range end {first}", reader.rec_path)
     return first, end
@@ -133,14 +151,41 @@ def _sample_agrees(reader: RecordIOReader, keys: np.ndarray, labels: np.ndarray,
     return True
 
 
-def _num_classes(rec_path: Path, labels: np.ndarray, identities: int | None) -> int:
-    from_labels = int(labels.max()) + 1 if len(labels) else 0
-    if identities is not None:
-        return max(identities, from_labels)
+def _num_classes(rec_path: Path, labels: np.ndarray, declared: tuple[int, str] | None) -> int:
+    """The class count: declared by the header record, else by a ``property`` file, else the labels.
+
+    Labels must stay below a declared count (a bigger label would silently grow the classifier), and a
+    declared count above the number of images is refused (every class has an image; a damaged
+    ``property`` must not make the trainer allocate a terabyte-sized head).
+    """
+    if not len(labels):
+        raise FormatError("holds no image records", rec_path)
+    from_labels = int(labels.max()) + 1
+    if declared is None:
+        declared = _property_classes(rec_path)
+    if declared is None:
+        return from_labels
+    count, where = declared
+    if count > len(labels):
+        raise FormatError(f"{where} declares {count:,} classes but the .rec holds only {len(labels):,} "
+                          "images", rec_path)
+    if from_labels > count:
+        i = int(np.argmax(labels))
+        raise FormatError(f"image {i + 1} has label {int(labels[i])}, but {where} declares {count} classes "
+                          f"(labels 0..{count - 1})", rec_path)
+    return count
+
+
+def _property_classes(rec_path: Path) -> tuple[int, str] | None:
+    """``(classes, "property")`` from the ``property`` file beside the ``.rec`` (``classes,h,w``)."""
     prop = rec_path.parent / "property"
-    if prop.is_file():
-        try:
-            return max(int(prop.read_text().split(",")[0].strip()), from_labels)
-        except (ValueError, OSError):
-            pass
-    return from_labels
+    if not prop.is_file():
+        return None
+    try:
+        text = prop.read_text(encoding="utf-8").strip()
+        count = int(text.split(",")[0].strip())
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise FormatError("is not 'classes,height,width'", prop) from None
+    if count < 1:
+        raise FormatError(f"declares {count} classes", prop)
+    return count, f"{prop.name} ({prop})"

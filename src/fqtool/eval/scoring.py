@@ -115,7 +115,7 @@ def open_input(path: str | Path, size: tuple[int, int] | None):
     path = Path(path)
     if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
         return FileImageDataset(path, path.parent, [path.name], np.full(1, -1), 0, size=size)
-    return open_dataset(path, size=size, skip_bad=False)
+    return open_dataset(path, size=size, skip_bad=False, include_loose=True)
 
 
 def choose_calibration(model: EmbeddingModel, method: str, default_method: str) -> QualityCalibration:
@@ -274,7 +274,7 @@ def write_csv(result: ScoreResult, path: str | Path, order: np.ndarray | None = 
                 f"{result.norms[i]:.4f}",
             ]
             if result.labels is not None:
-                row.append(int(result.labels[i]))
+                row.append(int(result.labels[i]) if result.labels[i] >= 0 else "")
             writer.writerow(row)
     return path
 

@@ -94,7 +94,16 @@ def make_loader(dataset, sampler: GlobalBatchSampler, *, workers: int, pin_memor
 
 
 def open_training_data(path: str, size: tuple[int, int]):
-    """The data set at ``path`` (a .rec folder read in place, a list file or an image folder)."""
+    """The data set at ``path`` (a .rec folder read in place, a list file or an image folder); every
+    image needs an identity label (≥ 0)."""
+    import numpy as np
+
     from fqtool.data.datasets import open_dataset
 
-    return open_dataset(path, size=size)
+    dataset = open_dataset(path, size=size)
+    unlabelled = np.flatnonzero(np.asarray(dataset.labels) < 0)
+    if len(unlabelled):
+        raise FqtoolError(f"{len(unlabelled)} of {len(dataset)} images have label -1 (no identity), e.g. "
+                          f"{dataset.name(int(unlabelled[0]))}; training needs an identity label per image "
+                          "(identity sub-folders, or a list with labels)", path)
+    return dataset

@@ -100,6 +100,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         S.seed_everything(cfg.seed)  # identical model initialisation on every rank
         self.dataset = open_training_data(cfg.data, size=(112, 112))
+        notes.extend(getattr(self.dataset, "notes", []))  # images / links left out of an image folder
         self.num_classes = int(self.dataset.num_classes)
         self._check_labels()
         self.task: Task = build_task(cfg, self.num_classes, env.device)

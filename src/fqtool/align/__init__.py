@@ -1,0 +1,1 @@
+"""Face detection and five-point alignment to insightface's 112×112 template (``fqtool align``)."""

@@ -1,0 +1,68 @@
+"""What ``score --align`` and ``verify --align`` share: aligning inline, and the not-aligned warning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fqtool.cli.console import err_console
+from fqtool.cli.progress import progress_bar
+from fqtool.errors import BadInputError, FqtoolError
+
+
+def _warn_missed(missed: list[str], total: int, what: str) -> None:
+    if missed:
+        names = ", ".join(missed[:5]) + (", …" if len(missed) > 5 else "")
+        err_console.print(f"[yellow]warning:[/] no face found in {len(missed)} of {total} images ({what}): "
+                          f"{names}", highlight=False, soft_wrap=True)
+
+
+def aligned_input(input: Path, size: tuple, detector: Path | None, workers: int, quiet: bool):
+    """``score --align``: detect and align into a temporary folder, removed when the dataset is."""
+    import tempfile
+
+    from fqtool.align.datasets import aligned_dataset
+    from fqtool.align.pipeline import crop_size_for
+
+    workdir = tempfile.TemporaryDirectory(prefix="fqtool-align-")
+    with progress_bar("align", None, quiet=quiet) as advance:
+        dataset, aligned = aligned_dataset(input, workdir.name, crop_size_for(size), detector=detector,
+                                           workers=max(1, workers), on_progress=advance)
+    dataset.workdir = workdir  # TemporaryDirectory deletes the folder once the dataset is gone
+    _warn_missed(aligned.no_face + [s for s, _ in aligned.unreadable], aligned.images, "not scored")
+    if not len(dataset):
+        raise FqtoolError("no face found in any image", input)
+    return dataset
+
+
+def warn_if_not_aligned(dataset, size: tuple) -> None:
+    """One warning when the input's images are not the model's size (photos squashed, not aligned)."""
+    from fqtool.align.pipeline import first_off_size
+
+    found = first_off_size(dataset, size)
+    if found is not None:
+        err_console.print(
+            f"[yellow]warning:[/] images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: "
+            "they are resized without face alignment; for photos use --align (or `fqtool align` first)",
+            highlight=False, soft_wrap=True,
+        )
+
+
+def align_pair_images(images, size: tuple, detector: Path | None, name: str, quiet: bool):
+    """``verify --align``: the pair images' largest faces aligned, as a uint8 N×3×H×W tensor."""
+    import torch
+
+    from fqtool.align.pipeline import Aligner, AlignOptions, align_images, crop_size_for
+    from fqtool.data.decode import decode_image, resize_if_needed
+
+    side = crop_size_for(size)
+    aligner = Aligner(AlignOptions(size=side, detector=str(detector) if detector else None))
+    with progress_bar(f"align {name}", len(images), quiet=quiet) as advance:
+        crops, missed = align_images(images, side, aligner, on_progress=advance)
+    _warn_missed([f"#{i}" for i in missed], len(images), f"{name}: used whole, resized")
+    tensor = resize_if_needed(torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous(), tuple(size))
+    for i in missed:  # exactly what verify does without --align
+        try:
+            tensor[i] = resize_if_needed(decode_image(images[i], f"{name} image {i}"), tuple(size))
+        except BadInputError:
+            tensor[i] = 0
+    return tensor
