@@ -1,4 +1,9 @@
-"""SER-FIQ: formula, determinism, shared-trunk batching vs m full passes, bad input, CLI and learning."""
+"""SER-FIQ: formula, determinism, shared-trunk batching vs m full passes, bad input, CLI.
+
+No test that SER-FIQ ranks clean synthetic faces above degraded ones: with the tiny models trainable in a
+test it does not do so reliably (measured clean-vs-degraded AUC 0.51 and 0.54 for CR-FIQA models with
+dropout 0.4, seeds 0 and 1; 0.39-0.55 for models without dropout; see docs/score.md).
+"""
 
 from __future__ import annotations
 
@@ -173,25 +178,6 @@ def test_score_cli_serfiq_on_onnx_is_one_line(weights_and_faces: tuple[Path, Pat
     result = runner.invoke(app, ["score", str(folder), "-w", str(onnx), "-q", "--method", "serfiq"])
     assert result.exit_code == 2
     assert "where dropout can go" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-
-
-def test_serfiq_prefers_clean_faces_with_a_trained_model(trained_tiny_checkpoint) -> None:
-    """With the session's MagFace-trained tiny model, clean held-out faces are more robust to dropout
-    than the same identities blurred or noisy at level 0.8."""
-    from fqtool.models.loading import load_model
-
-    model = load_model(trained_tiny_checkpoint)
-    clean, degraded = [], []
-    for i in range(12):
-        identity = identity_params(0, 100 + i)  # not a training identity
-        rng = np.random.default_rng([9, i])
-        clean.append(generate_face(identity, rng))
-        degraded.append(generate_face(identity, rng, level=0.8, kind=("blur", "noise")[i % 2]))
-    images = torch.from_numpy(np.stack(clean + degraded)).permute(0, 3, 1, 2).contiguous()
-    q = serfiq_scores(model, images, passes=30, seed=0)
-    q_clean, q_degraded = q[:12], q[12:]
-    assert q_clean.mean() > q_degraded.mean(), (q_clean, q_degraded)
-    assert (q_clean[:, None] > q_degraded[None, :]).mean() > 0.75  # AUC of clean vs degraded
 
 
 def test_erc_curve_draws_several_methods_of_one_model(tmp_path: Path) -> None:
