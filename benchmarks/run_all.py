@@ -1,4 +1,4 @@
-"""Run the benchmark suite and print one table (convert-rec, train, score, verify, export).
+"""Run the benchmark suite and print one table (convert-rec, train, score, verify, ijb, export).
 
 ``python benchmarks/run_all.py`` runs small CPU-sized settings (a few minutes on 2 cores);
 ``--device cuda`` runs the GPU-sized settings the issues ask for (iR50, batch 512/1024, bf16).
@@ -29,6 +29,8 @@ def suite(device: str) -> list[tuple[str, str]]:
                                 f"--channels-last --device {device} --workers 12"),
             ("score iR50", f"score.py --arch iresnet50 --device {device} -b 1024 --mode both"),
             ("verify iR50 12k", f"verify.py --num-images 12000 --arch iresnet50 --device {device}"),
+            ("ijb iR50", f"ijb.py --arch iresnet50 --device {device} -b 512 --workers 12 "
+                         "--templates-per-id 60 --protocol-scale 1"),
             ("export iR50 ORT", "export.py --arch iresnet50"),
         ]
     return [
@@ -37,6 +39,7 @@ def suite(device: str) -> list[tuple[str, str]]:
                        "--device cpu --steps 10 --workers 1"),
         ("score iR18", "score.py --arch iresnet18 --device cpu -n 256 --mode model"),
         ("verify iR18 400", "verify.py --num-images 400 --arch iresnet18 --device cpu"),
+        ("ijb tiny", "ijb.py --arch iresnet_tiny --device cpu --templates-per-id 2 --protocol-scale 0.02"),
         ("export iR18 ORT", "export.py --arch iresnet18 --iters 3"),
     ]
 

@@ -7,6 +7,7 @@ interrupted run never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -50,7 +51,11 @@ def ensure_dir(path: str | Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    An ``OSError`` in the block (a full disk while writing) becomes an :class:`OutputError` naming
+    ``path``; the temporary file is removed and a previous ``path`` is left as it was.
+    """
     path = Path(path)
     ensure_dir(path.parent if str(path.parent) else Path("."))
     fd, tmp = temp_file_for(path)
@@ -60,10 +65,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):  # writers that recreate the file (safetensors) leave it 0600
             os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+    except OSError as exc:  # full disk, quota, read-only...: one line naming the file, old file untouched
+        _discard(tmp)
+        raise OutputError(f"cannot write ({exc.strerror or exc}); nothing was written", path) from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp.unlink()
 
 
 @contextlib.contextmanager
@@ -72,8 +84,18 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
         yield handle
         handle.flush()
-        with contextlib.suppress(OSError, AttributeError, ValueError):
-            os.fsync(handle.fileno())
+        _fsync(handle)
+
+
+def _fsync(handle: IO) -> None:
+    """fsync where the file system supports it; a full disk reported only now is still an error."""
+    try:
+        os.fsync(handle.fileno())
+    except (AttributeError, ValueError):
+        pass
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -6,10 +6,12 @@ Each command lives in its own module and exposes ``command``; they are registere
 
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
 import sys
-from typing import Annotated, Any
+import traceback
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -40,19 +42,34 @@ COMMANDS: list[tuple[str, str]] = [
 
 _state = {"debug": False}
 
+#: Errors of a full, over-quota, too-small or read-only file system: the user's to fix, not a bug.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """One line on stderr (after the traceback with ``--debug``) and exit ``code``."""
+    if _state["debug"]:
+        traceback.print_exc(file=sys.stderr)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from None
+
 
 class _ErrorBoundary(TyperGroup):
-    """Turns :class:`FqtoolError` into one line on stderr and exit 2 (``--debug`` keeps the traceback)."""
+    """Turns :class:`FqtoolError` (and a full or read-only disk) into one line on stderr and exit 2.
+
+    ``--debug`` prints the traceback as well but keeps the exit code, so scripts see the same result.
+    """
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except FqtoolError as exc:
-            if _state["debug"]:
+            _fail(str(exc), exc.exit_code)
+        except OSError as exc:
+            if exc.errno not in _WRITE_ERRNOS:
                 raise
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False,
-                              soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(f"{where}cannot write ({exc.strerror or exc})", 2)
         except KeyboardInterrupt:
             if _state["debug"]:
                 raise

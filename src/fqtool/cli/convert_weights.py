@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -9,8 +10,15 @@ import typer
 
 from fqtool.cli.console import console
 from fqtool.cli.models import describe_preprocess
-from fqtool.cli.options import Arch, QualityWeights
+from fqtool.cli.options import Arch, QualityWeights, check_output_file
 from fqtool.errors import FqtoolError
+
+
+def _check_calibration(low: float, high: float) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise FqtoolError(f"--calibration needs two finite numbers, got {low:g} {high:g}")
+    if high <= low:
+        raise FqtoolError("--calibration needs LOW < HIGH")
 
 
 def command(
@@ -48,6 +56,9 @@ def command(
     out = out or source.with_suffix(".safetensors")
     if out.resolve() == source.resolve():
         raise FqtoolError("output would overwrite the input; give OUT", out)
+    check_output_file(out, "OUT")
+    if calibration is not None:
+        _check_calibration(*calibration)
     model = load_face_model(
         source, onnx_error="an .onnx model is already exported; there is nothing to convert",
         quality_weights=quality_weights, arch=arch, family=family, device="cpu",
@@ -59,8 +70,6 @@ def command(
     model.info.source = origin
     if calibration is not None:
         low, high = calibration
-        if high <= low:
-            raise FqtoolError("--calibration needs LOW < HIGH")
         model.info.calibration = QualityCalibration(low, high, "convert-weights --calibration")
     save_checkpoint(model, out)
     params = sum(p.numel() for p in model.parameters())

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from fqtool.cli.console import console, err_console
 from fqtool.cli.eval_options import DataDir, EmbedOptions, features_and_images, load_model_for_eval
+from fqtool.cli.ijb_eval import ijb_features_for_target, ijb_source
 from fqtool.cli.options import (
     BatchSize,
     Device,
@@ -169,7 +170,7 @@ def command(
         str | None,
         typer.Argument(
             help="Set: a name looked up as <name>.bin in --data-dir / $FQTOOL_DATA, a .bin path, or "
-            "a folder with a pairs file.",
+            "a folder with a pairs file; IJBB / IJBC (in --data-dir IJB_release) or an IJB set folder.",
             show_default=False,
         ),
     ] = None,
@@ -262,9 +263,20 @@ def command(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")
     ] = False,
+    flip: Annotated[
+        bool | None,
+        typer.Option(
+            "--flip/--no-flip",
+            help="IJB: template features from [e, e_flip] (CR-FIQA, the default).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """ERC / EDC curves of face image quality: FNMR vs rejected fraction, AUC and pAUC per method."""
+    """ERC / EDC curves of face image quality: FNMR vs rejected fraction, AUC and pAUC per method.
+
+    On IJB-B / IJB-C (TARGET IJBC with --data-dir IJB_release, or IJB features) the pairs are template
+    pairs, as CR-FIQA evaluates them."""
     mode = _choice(mode, MODES, "--mode")
     _choice(pair_quality, PAIR_QUALITY, "--pair-quality")
     _choice(metric, METRICS, "--metric")
@@ -272,6 +284,21 @@ def command(
     from fqtool.eval.serfiq import SerfiqOptions
 
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
+    ijb = ijb_source(target, features, data_dir)
+    if ijb is not None:
+        if mode != "erc" or pair_quality != "min" or metric != "angular":
+            raise FqtoolError(
+                "IJB sets use CR-FIQA's protocol: --mode erc, min pair quality, angular distance"
+            )
+        if method or quality_model:
+            raise FqtoolError("--method and --quality-model apply to pair sets (.bin, pairs folder), not IJB")
+        run = IjbErcRun(ijb, opts, flip, save_features_to)
+        run.report(
+            list(scores or []), model_quality, tuple(fmr) if fmr else None, pauc_limit, output, json_out
+        )
+        return
+    if flip is not None:
+        raise FqtoolError("--flip/--no-flip applies to IJB sets only")
     serfiq = SerfiqOptions(serfiq_passes, serfiq_dropout, seed)
     method = check_methods(method or [], have_model=features is None)
     if "serfiq" in method:
@@ -302,3 +329,62 @@ def command(
     else:
         console.print(_table(report, fs.name))
     err_console.print("wrote " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- IJB-B / IJB-C (CR-FIQA protocol)
+
+
+class IjbErcRun:
+    """erc-curve on IJB template pairs: embed (or load) the set, then CR-FIQA's ERC per quality method."""
+
+    def __init__(self, source, opts: EmbedOptions, flip: bool | None, save: Path | None) -> None:
+        from fqtool.eval.ijb import load_ijb_features
+
+        self.flip = True if flip is None else flip
+        kind, value = source
+        if kind == "features":
+            self.features = load_ijb_features(value)
+            return
+        name, root = value
+        model, weights_path = load_model_for_eval(opts)
+        self.features = ijb_features_for_target(
+            model, name, root, opts, flip=self.flip, save=save, meta={"weights": weights_path.name}
+        )
+
+    def qualities(self, scores: list[str], model_quality: bool) -> dict:
+        from fqtool.eval.ijb import load_ijb_quality_csv
+
+        fs = self.features
+        qualities = {f"model:{fs.quality_method()}": fs.quality} if model_quality else {}
+        for text in scores:
+            name, path = parse_scores_option(text)
+            if name in qualities:
+                raise FqtoolError(
+                    f"two quality methods are named {name!r}; use NAME=FILE.csv to tell them apart"
+                )
+            qualities[name] = load_ijb_quality_csv(path, fs.images)
+        if not qualities:
+            raise FqtoolError("no quality method left: drop --no-model-quality or add --scores NAME=FILE.csv")
+        return qualities
+
+    def report(self, scores, model_quality, fmrs, pauc_limit, output, json_out) -> None:
+        from fqtool.eval.ijb import ERC_FMRS, ijb_erc
+
+        if self.features is None:  # a torchrun rank other than 0
+            return
+        fs = self.features
+        report = ijb_erc(
+            fs,
+            self.qualities(scores, model_quality),
+            fmrs=fmrs or ERC_FMRS,
+            flip=self.flip,
+            pauc_limit=pauc_limit,
+        )
+        for note in report.warnings:
+            err_console.print(f"warning: {note}", highlight=False, soft_wrap=True)
+        written = _write_outputs(report, output or Path(f"{fs.name}-erc"), fs.name)
+        if json_out:
+            typer.echo(json.dumps({"set": fs.name, "mode": "erc", "summary": report.summary()}, indent=2))
+        else:
+            console.print(_table(report, fs.name))
+        err_console.print("wrote " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)

@@ -14,7 +14,10 @@ from fqtool.eval.features import FeatureSet, extract_features
 DataDir = Annotated[
     Path | None,
     typer.Option(
-        "--data-dir", "-d", help="Folder with <name>.bin sets (also $FQTOOL_DATA).", show_default=False
+        "--data-dir",
+        "-d",
+        help="Folder with <name>.bin sets or IJB_release (IJBB/, IJBC/); also $FQTOOL_DATA.",
+        show_default=False,
     ),
 ]
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
-from fqtool.cli.options import Arch, Output, QualityWeights
+from fqtool.cli.options import Arch, Output, QualityWeights, check_output_file
 from fqtool.errors import FqtoolError
 from fqtool.export.parity import ParityError, ParityReport
 
@@ -100,6 +100,7 @@ def command(
     from fqtool.models.loading import load_face_model
 
     output = output or _default_output(weights)
+    check_output_file(output, "--output")
     model = load_face_model(
         weights, onnx_error="is already an ONNX model; nothing to export",
         quality_weights=quality_weights, arch=arch, device="cpu",

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fqtool.cli.console import console, err_console
-from fqtool.cli.options import ListFormat, Output, Quiet
+from fqtool.cli.options import ListFormat, Output, Quiet, check_output_file
 from fqtool.cli.progress import progress_bar
 
 
@@ -33,6 +33,7 @@ def command(
     classes.tsv (label, folder) beside it."""
     from fqtool.data.lists import make_list
 
+    check_output_file(output, "--output")
     if check:
         with progress_bar("check", None, quiet=quiet) as advance:
             result = make_list(root, fmt=fmt.value, min_images=min_images, absolute=not relative, check=True,

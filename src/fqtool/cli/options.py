@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from fqtool.errors import FqtoolError
+
 Weights = Annotated[
     Path | None,
     typer.Option(
@@ -58,6 +60,7 @@ class ListFormat(StrEnum):
     semicolon = "semicolon"
     lst = "lst"
 
+
 # --- face alignment (align, score --align, verify --align) ---
 DetectorFile = Annotated[
     Path | None,
@@ -73,3 +76,9 @@ AlignFlag = Annotated[
     typer.Option("--align", help="Detect and align faces first (largest face per image, five-point "
                  "template), for photos that are not aligned crops."),
 ]
+
+
+def check_output_file(path: Path | None, option: str) -> None:
+    """Refuse an output FILE path that is an existing folder, before any work starts."""
+    if path is not None and path.is_dir():
+        raise FqtoolError(f"{option} is a folder; give a file name", path)

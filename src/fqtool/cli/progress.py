@@ -62,7 +62,15 @@ def progress_bar(
             last_log = now
             rate = done / max(now - start, 1e-9)
             of_total = f"/{total}" if total else ""
-            line = f"{description}: {done}{of_total} {unit} ({rate:,.0f} {unit}/s)"
+            eta = f", ETA {_clock((total - done) / rate)}" if total and rate > 0 and done < total else ""
+            line = f"{description}: {done}{of_total} {unit} ({rate:,.0f} {unit}/s{eta})"
             err_console.print(line, highlight=False)
 
     yield advance
+
+
+def _clock(seconds: float) -> str:
+    """``1:02:03`` / ``2:03``: a remaining time for plain progress lines."""
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -25,6 +25,7 @@ from fqtool.cli.options import (
     SerfiqPasses,
     Weights,
     Workers,
+    check_output_file,
 )
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
@@ -51,6 +52,17 @@ def _report_unreadable(bad: list[str], total: int, show: int = 5) -> None:
         f"[yellow]warning:[/] {len(bad)} of {total} images could not be read and were skipped: {names}",
         highlight=False, soft_wrap=True,
     )
+
+
+def _report_not_finite(result, weights: Path) -> None:
+    """A model with NaN weights gives NaN quality: say so instead of writing a silent CSV of NaN."""
+    bad = ~np.isfinite(np.asarray(result.quality, dtype=np.float64))
+    if bad.any():
+        err_console.print(
+            f"[yellow]warning:[/] {weights}: {int(bad.sum())} of {len(bad)} images got a NaN or infinite "
+            f"quality (first: {result.names[int(np.argmax(bad))]}); the model's weights are probably broken",
+            highlight=False, soft_wrap=True,
+        )
 
 
 def _table(result, rows: np.ndarray, title: str) -> Table:
@@ -140,6 +152,8 @@ def command(
     csv_path = output or default_output(input)
     if csv_path.resolve() == input.resolve():
         raise FqtoolError("--output would overwrite the input", csv_path)
+    for path, option in ((csv_path, "--output"), (save_embeddings, "--save-embeddings"), (plot, "--plot")):
+        check_output_file(path, option)
     torch_device = resolve_device(device)
     model = load_model(weights_path, quality_weights=quality_weights, arch=arch, device=torch_device)
     if align:  # the crops live in a temporary folder that goes with the dataset
@@ -156,6 +170,7 @@ def command(
             serfiq=SerfiqOptions(serfiq_passes, serfiq_dropout, seed),
         )
     _report_unreadable(result.bad, result.total)
+    _report_not_finite(result, weights_path)
     if not len(result):
         raise FqtoolError("none of the images could be read", input)
     order = result.order(sort.value)

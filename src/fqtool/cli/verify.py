@@ -1,4 +1,5 @@
-"""``fqtool verify``: 1:1 verification accuracy on .bin sets (insightface or MagFace protocol)."""
+"""``fqtool verify``: 1:1 verification accuracy on .bin sets (insightface or MagFace protocol) and IJB-B/C
+template verification (TAR@FAR, insightface / magface / quality-weighted pooling)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from fqtool.cli.console import console, err_console
 from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
+from fqtool.cli.ijb_eval import IjbRun, ijb_table, report_ijb, split_features, split_targets
 from fqtool.cli.options import (
     AlignFlag,
     BatchSize,
@@ -21,6 +23,7 @@ from fqtool.cli.options import (
     Quiet,
     Weights,
     Workers,
+    check_output_file,
 )
 from fqtool.errors import FqtoolError
 from fqtool.eval.features import FeatureSet, load_features, save_features
@@ -42,22 +45,24 @@ def _features_path(base: Path, name: str, several: bool) -> Path:
 
 
 def _collect_features(
-    targets: list[str], features: list[Path], opts: EmbedOptions, flip: bool, save: Path | None
+    targets: list[str],
+    features: list[Path],
+    opts: EmbedOptions,
+    flip: bool,
+    save: Path | None,
+    model_and_path=None,
+    several: bool = False,
 ) -> list[FeatureSet]:
-    if features and targets:
-        raise FqtoolError("give TARGETs (with --weights) or --features files, not both")
     if features:
         return [load_features(path) for path in features]
     if not targets:
-        raise FqtoolError(
-            "nothing to evaluate: give one or more TARGETs (lfw, path/to/set.bin, …) or --features"
-        )
-    model, weights_path = load_model_for_eval(opts)
+        return []
+    model, weights_path = model_and_path or load_model_for_eval(opts)
     out = []
     for target in targets:
         fs = features_for_target(model, target, opts, flip=flip, meta={"weights": weights_path.name})
         if save is not None:
-            written = save_features(_features_path(save, fs.name, len(targets) > 1), fs)
+            written = save_features(_features_path(save, fs.name, several or len(targets) > 1), fs)
             err_console.print(f"features: {written}", highlight=False, soft_wrap=True)
         out.append(fs)
     return out
@@ -112,7 +117,8 @@ def command(
         list[str] | None,
         typer.Argument(
             help="Sets to evaluate: names looked up as <name>.bin in --data-dir / $FQTOOL_DATA "
-            "(lfw, cfp_fp, agedb_30, …), .bin paths, or folders with a pairs file.",
+            "(lfw, cfp_fp, agedb_30, …), .bin paths, or folders with a pairs file; IJBB / IJBC "
+            "(in --data-dir IJB_release) or a path to an IJB set folder.",
             show_default=False,
         ),
     ] = None,
@@ -129,13 +135,29 @@ def command(
         ),
     ] = None,
     protocol: Annotated[
-        str,
+        list[str] | None,
         typer.Option(
             "--protocol",
             help="insightface (squared L2 of l2norm(e+e_flip)) or magface "
-            "(angular distance, train-fold mean subtracted).",
+            "(angular distance, train-fold mean subtracted). IJB sets: insightface, magface or quality "
+            "(quality-weighted pooling), repeatable for one table. Default insightface.",
+            show_default=False,
         ),
-    ] = "insightface",
+    ] = None,
+    norm_score: Annotated[
+        bool,
+        typer.Option(
+            "--norm-score",
+            help="IJB: keep the feature magnitude (insightface: image features; "
+            "magface: media features, MagFace's quality-aware pooling).",
+        ),
+    ] = False,
+    detector_score: Annotated[
+        bool,
+        typer.Option(
+            "--detector-score", help="IJB insightface/quality: weight each image by its detector score."
+        ),
+    ] = False,
     folds: Annotated[int, typer.Option("--folds", min=1, help="Cross-validation folds.")] = 10,
     batch_size: BatchSize = 64,
     device: Device = "auto",
@@ -155,7 +177,8 @@ def command(
         typer.Option(
             "--save-features",
             help="Save embeddings, norms, quality and labels (.npz); "
-            "with several targets one file each, FILE_<name>.npz.",
+            "with several targets one file each, FILE_<name>.npz. IJB: an interrupted embedding "
+            "resumes from FILE.parts/.",
             show_default=False,
         ),
     ] = None,
@@ -169,27 +192,69 @@ def command(
     detector: DetectorFile = None,
     quiet: Quiet = False,
 ) -> None:
-    """Verification accuracy (10-fold, mean ± std), threshold, XNorm and TAR@FAR on .bin pair sets."""
-    if protocol not in PROTOCOLS:
-        raise FqtoolError(f"unknown --protocol {protocol!r}; use {' or '.join(PROTOCOLS)}")
-    use_flip = (protocol == "insightface") if flip is None else flip
+    """Verification accuracy (10-fold, mean ± std), threshold, XNorm and TAR@FAR on .bin pair sets;
+    TAR@FAR 1e-6 … 1e-1 on IJB-B / IJB-C template pairs."""
+    protocols = list(dict.fromkeys(protocol or ["insightface"]))
+    check_output_file(csv_path, "--csv")
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
     opts.align, opts.detector = align, detector
-    sets = _collect_features(list(targets or []), list(features or []), opts, use_flip, save_features_to)
+    ijb_targets, bin_targets = split_targets(list(targets or []), data_dir)
+    ijb_files, bin_files = split_features(list(features or []))
+    if (ijb_targets or bin_targets) and (ijb_files or bin_files):
+        raise FqtoolError("give TARGETs (with --weights) or --features files, not both")
+    if not (ijb_targets or bin_targets or ijb_files or bin_files):
+        raise FqtoolError(
+            "nothing to evaluate: give one or more TARGETs (lfw, path/to/set.bin, IJBC, …) or --features"
+        )
+    if (ijb_targets or ijb_files) and (bin_targets or bin_files) and (csv_path or plot):
+        raise FqtoolError("--csv and --plot take either .bin sets or IJB sets; run them separately")
+    if (bin_targets or bin_files) and (len(protocols) > 1 or protocols[0] not in PROTOCOLS):
+        raise FqtoolError(
+            f"unknown --protocol {','.join(protocols)!r} for .bin sets; use one of {' or '.join(PROTOCOLS)}"
+        )
+    ijb = IjbRun(protocols, flip, norm_score, detector_score) if ijb_targets or ijb_files else None
+    model_and_path = load_model_for_eval(opts) if ijb_targets or bin_targets else None
+    several = len(ijb_targets) + len(bin_targets) > 1
+    ijb_results = []
+    if ijb is not None:
+        save_to = (lambda name: _features_path(save_features_to, name, several)) if save_features_to else None
+        ijb_results = ijb.evaluate(ijb_targets, ijb_files, opts, save_to, model_and_path)
+    if ijb_results is None:  # a torchrun rank other than 0: its shard is embedded and saved
+        return
+    if not (bin_targets or bin_files):
+        report_ijb(ijb_results, json_out, csv_path, plot)
+        return
+    protocol_name = protocols[0]
+    use_flip = (protocol_name == "insightface") if flip is None else flip
+    sets = _collect_features(
+        bin_targets, bin_files, opts, use_flip, save_features_to, model_and_path, several
+    )
     results = []
     for fs in sets:
         emb, norms = fs.verification_inputs(use_flip)
         res = evaluate_verification(
-            emb, fs.issame, protocol=protocol, folds=folds, xnorm_norms=norms, name=fs.name, flip=use_flip
+            emb,
+            fs.issame,
+            protocol=protocol_name,
+            folds=folds,
+            xnorm_norms=norms,
+            name=fs.name,
+            flip=use_flip,
         )
         for note in res.warnings:
             err_console.print(f"warning: {fs.name}: {note}", highlight=False, soft_wrap=True)
         results.append(res)
-    _report(results, json_out, csv_path, plot)
+    if ijb_results and not json_out:
+        console.print(ijb_table(ijb_results))
+    _report(results, json_out, csv_path, plot, extra=[r.to_dict() for r in ijb_results])
 
 
 def _report(
-    results: list[VerificationResult], json_out: bool, csv_path: Path | None, plot: Path | None
+    results: list[VerificationResult],
+    json_out: bool,
+    csv_path: Path | None,
+    plot: Path | None,
+    extra: list[dict] | None = None,
 ) -> None:
     if csv_path is not None:
         _write_csv(csv_path, results, DEFAULT_FARS)
@@ -199,6 +264,6 @@ def _report(
         written = plot_roc(results, plot)
         err_console.print("plot: " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
     if json_out:
-        typer.echo(json.dumps({"results": [r.to_dict() for r in results]}, indent=2))
+        typer.echo(json.dumps({"results": [r.to_dict() for r in results] + (extra or [])}, indent=2))
     else:
         console.print(_table(results, DEFAULT_FARS))

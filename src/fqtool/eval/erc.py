@@ -489,6 +489,8 @@ def load_quality_csv(path: str | Path, num_images: int) -> np.ndarray:
             values[index] = float(row["quality"])
         except (TypeError, ValueError):
             raise FqtoolError(f"line {line}: quality {row['quality']!r} is not a number", path) from None
+        if not math.isfinite(values[index]):
+            raise FqtoolError(f"line {line}: quality {row['quality']!r} is not a finite number", path)
     missing = np.flatnonzero(np.isnan(values))
     if len(missing):
         shown = ", ".join(str(i) for i in missing[:5]) + (", …" if len(missing) > 5 else "")

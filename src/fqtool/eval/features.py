@@ -89,7 +89,10 @@ def load_features(path: str | Path) -> FeatureSet:
     if not path.is_file():
         raise FormatError("features file not found", path)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise FormatError("is one array (.npy), not a features .npz written by --save-features", path)
+        with loaded as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise FormatError(f"not a features .npz ({exc})", path) from None
@@ -124,10 +127,31 @@ def _validate(features: FeatureSet, path: Path) -> None:
         raise FormatError(f"embeddings must be 2-D, got shape {emb.shape}", path)
     if len(emb) != 2 * len(features.issame):
         raise FormatError(f"{len(emb)} embeddings do not make {len(features.issame)} pairs", path)
+    if len(emb) == 0:
+        raise FormatError("holds no pairs to evaluate", path)
     if len(features.quality) != len(emb):
         raise FormatError(f"{len(features.quality)} quality values for {len(emb)} images", path)
     if features.embeddings_flip is not None and features.embeddings_flip.shape != emb.shape:
         raise FormatError("embeddings_flip does not have the shape of embeddings", path)
+    for key, values in (("embeddings", emb), ("embeddings_flip", features.embeddings_flip),
+                        ("quality", features.quality)):
+        _check_finite(key, values, path)
+
+
+def _check_finite(key: str, values: np.ndarray | None, path: Path) -> None:
+    """NaN/inf rows would silently count as wrong pairs and make XNorm NaN: name the first one."""
+    if values is None:
+        return
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.number):
+        raise FormatError(f"{key} is not numeric (dtype {values.dtype})", path)
+    finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise FormatError(
+            f"{key}: {len(bad)} of {len(values)} rows are NaN or infinite (first: image {bad[0]}); "
+            "the model that wrote them is broken", path,
+        )
 
 
 def extract_features(

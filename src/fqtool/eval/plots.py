@@ -95,3 +95,21 @@ def _decorate(ax, report: CurveReport, point: str, title: str) -> None:
     ax.set_ylim(0, top * 1.05)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
+
+
+def plot_ijb_roc(results: Sequence, path: str | Path) -> list[Path]:
+    """IJB ROC: TAR vs FAR on a log axis (1e-6 … 1), one line per set × model × pooling, AUC in the legend."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for res in results:
+        keep = res.roc_fpr > 0
+        label = f"{res.name} {res.model} {res.pooling.protocol} (AUC {100 * res.auc:.2f}%)".replace("  ", " ")
+        ax.plot(res.roc_fpr[keep], res.roc_tpr[keep], label=label, linewidth=1.2)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-6, 1.0)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("FAR")
+    ax.set_ylabel("TAR")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title("ROC on IJB (template pairs)")
+    ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, Path(path))

@@ -86,3 +86,29 @@ def decode_target(
     name = target_name(target, resolve_target(target, data_dir))
     vset = load_target(target, data_dir)
     return name, binfile.decode_pairs(vset, tuple(size), workers=workers or None), np.asarray(vset.issame)
+
+
+def resolve_ijb(target: str, data_dir: str | Path | None = None) -> tuple[str, Path] | None:
+    """``(IJBB|IJBC, set folder)`` when TARGET names an IJB set, else None (then it is a ``.bin`` set).
+
+    ``IJBC`` is looked up as ``IJBC/`` in ``--data-dir`` (an ``IJB_release`` folder) or as ``--data-dir``
+    itself; a path to a set folder (``…/IJBC``) is recognised by its meta files.
+    """
+    from fqtool.data.ijb import SETS, set_name_of
+
+    path = Path(target).expanduser()
+    if path.is_dir() and (name := set_name_of(path)):
+        return name, path
+    if target.upper() not in SETS:
+        return None
+    name = target.upper()
+    dirs = search_dirs(data_dir)
+    for folder in dirs:
+        for candidate in (folder / name, folder):
+            if candidate.is_dir() and set_name_of(candidate) == name:
+                return name, candidate
+    if any((folder / f"{target}.bin").is_file() for folder in dirs):
+        return None  # a .bin set that happens to be called ijbc
+    where = ", ".join(str(d) for d in dirs) or "nowhere (give --data-dir or set $FQTOOL_DATA)"
+    raise FqtoolError(f"IJB set {name} not found (looked for {name}/meta/{name.lower()}_face_tid_mid.txt "
+                      f"in {where})")

@@ -160,20 +160,37 @@ def sequential_folds(num_pairs: int, folds: int) -> list[tuple[np.ndarray, np.nd
     return splits
 
 
-def _check_inputs(embeddings: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check_inputs(
+    embeddings: np.ndarray, issame: np.ndarray, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shape checks; errors name the set (its file name or target) when there is one."""
+    where = name or None
     embeddings = np.asarray(embeddings)
     issame = np.asarray(issame).astype(bool).reshape(-1)
     if embeddings.ndim != 2:
-        raise FqtoolError(f"embeddings must be a 2-D array (images × dims), got shape {embeddings.shape}")
+        raise FqtoolError(
+            f"embeddings must be a 2-D array (images × dims), got shape {embeddings.shape}", where
+        )
     if len(embeddings) % 2:
-        raise FqtoolError(f"an odd number of embeddings ({len(embeddings)}); pairs need 2 images each")
+        raise FqtoolError(f"an odd number of embeddings ({len(embeddings)}); pairs need 2 images each", where)
     if len(embeddings) // 2 != len(issame):
         raise FqtoolError(
-            f"{len(embeddings)} images make {len(embeddings) // 2} pairs but there are {len(issame)} labels"
+            f"{len(embeddings)} images make {len(embeddings) // 2} pairs but there are {len(issame)} labels",
+            where,
         )
     if len(issame) == 0:
-        raise FqtoolError("no pairs to evaluate")
+        raise FqtoolError("no pairs to evaluate", where)
     return embeddings, issame
+
+
+def _finite_warnings(embeddings: np.ndarray, warnings: list[str]) -> None:
+    bad = ~np.isfinite(np.asarray(embeddings, dtype=np.float64)).all(axis=1)
+    if bad.any():
+        first = int(np.argmax(bad))
+        warnings.append(
+            f"{int(bad.sum())} of {len(bad)} embeddings are NaN or infinite (first: image {first}):"
+            " their pairs count as rejected and XNorm is not a number; check the model and its input"
+        )
 
 
 def _fold_count(num_pairs: int, folds: int, warnings: list[str]) -> int:
@@ -229,8 +246,9 @@ def evaluate_verification(
     """
     if protocol not in PROTOCOLS:
         raise FqtoolError(f"unknown protocol {protocol!r}; use {' or '.join(PROTOCOLS)}")
-    embeddings, issame = _check_inputs(embeddings, issame)
+    embeddings, issame = _check_inputs(embeddings, issame, name)
     warnings: list[str] = []
+    _finite_warnings(embeddings, warnings)
     _class_warnings(issame, warnings)
     nfolds = _fold_count(len(issame), folds, warnings)
     emb0 = np.asarray(embeddings[0::2], dtype=np.float64)

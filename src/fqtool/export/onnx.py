@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -178,24 +179,50 @@ def _graphs(model: FaceModel, include_preprocessing: bool, fp16: bool, split: bo
 
 
 def _to_proto(graph: _Graph, opset: int) -> onnx.ModelProto:
-    """torch.onnx.export (dynamo, no warnings) with a dynamic batch axis."""
+    """torch.onnx.export (dynamo, no warnings) with a dynamic batch axis, at exactly ``opset``."""
     try:
-        program = torch.onnx.export(
-            graph.module,
-            (graph.example,),
-            None,
-            dynamo=True,
-            opset_version=opset,
-            input_names=[graph.input_name],
-            output_names=graph.output_names,
-            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-            verbose=False,
-        )
+        with _quiet_logger("onnxscript.version_converter"):
+            program = _export(graph, opset)
     except Exception as exc:  # the exporter raises many types; name the model part that failed
         raise FqtoolError(
             f"ONNX export of the {graph.name} graph failed: {str(exc).splitlines()[0]}"
         ) from exc
+    written = default_opset(program.model_proto)
+    if written != opset:  # the exporter falls back to its own opset when it cannot convert
+        raise FqtoolError(f"--opset {opset}: the exporter cannot convert the {graph.name} graph to it "
+                          f"(it stays at opset {written}); use --opset {written}")
     return program.model_proto
+
+
+def default_opset(proto: onnx.ModelProto) -> int | None:
+    """The version of the default ONNX domain a model imports."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Hide a library logger's warnings (the version converter logs a traceback, then falls back)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _export(graph: _Graph, opset: int):
+    return torch.onnx.export(
+        graph.module,
+        (graph.example,),
+        None,
+        dynamo=True,
+        opset_version=opset,
+        input_names=[graph.input_name],
+        output_names=graph.output_names,
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        verbose=False,
+    )
 
 
 def build_metadata(
@@ -281,6 +308,9 @@ def split_paths(output: Path) -> tuple[Path, Path]:
 def _check_args(model: FaceModel, output: Path, split: bool, opset: int) -> None:
     if opset < MIN_OPSET:
         raise FqtoolError(f"--opset {opset} is not supported; the dynamo exporter needs {MIN_OPSET} or newer")
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise FqtoolError(f"--opset {opset} is not supported; the installed onnx knows opsets up to {newest}")
     if split and model.quality_head is None:
         raise FqtoolError(
             "--split needs a model with a quality head (e.g. --quality-weights); "

@@ -19,7 +19,7 @@ import torch
 
 from fqtool import __version__
 from fqtool.errors import CheckpointError, FqtoolError
-from fqtool.fsutil import atomic_path
+from fqtool.fsutil import atomic_write_bytes
 from fqtool.models._state import (
     few_keys,
     first_line,
@@ -95,8 +95,6 @@ def save_checkpoint(
     extra: dict | None = None,
 ) -> Path:
     """Write ``model`` as one fqtool ``.safetensors`` file (atomically) and return its path."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     meta = checkpoint_metadata(model, training_config=training_config, extra=extra)
     try:
@@ -104,9 +102,16 @@ def save_checkpoint(
     except TypeError as exc:
         raise FqtoolError(f"checkpoint metadata is not JSON-serialisable ({exc})") from None
     tensors = _tensors_for_saving(model)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={META_KEY: text, "format": "pt"})
+    write_safetensors(path, tensors, {META_KEY: text, "format": "pt"})
     return path
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Serialise in memory, then write atomically through Python: a full disk is one :class:`OutputError`
+    naming ``path``, never a short file (safetensors' own file writer can lose a write error)."""
+    from safetensors.torch import save
+
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 # ----------------------------------------------------------------------------------------------- reading

@@ -19,7 +19,7 @@ from rich.console import Console
 from torch import nn
 
 from fqtool.errors import CheckpointError, FqtoolError
-from fqtool.fsutil import atomic_path, ensure_dir
+from fqtool.fsutil import ensure_dir
 from fqtool.models import QualityCalibration
 from fqtool.runtime import autocast, resolve_precision
 from fqtool.train import distributed as D
@@ -412,13 +412,10 @@ class Trainer:
         if not self.env.is_main:
             D.barrier()
             return None
-        from safetensors.torch import save_file
+        from fqtool.models.checkpoint import save_checkpoint, write_safetensors
 
-        from fqtool.models.checkpoint import save_checkpoint
-
-        with atomic_path(self.output / "head.safetensors") as tmp:
-            save_file({"weight": head["weight"].contiguous()}, str(tmp),
-                      metadata={"kind": str(head["kind"]), "num_classes": str(self.num_classes)})
+        write_safetensors(self.output / "head.safetensors", {"weight": head["weight"].contiguous()},
+                          {"kind": str(head["kind"]), "num_classes": str(self.num_classes)})
         model = self.task.model
         model.info.calibration = self._calibrate()
         path = save_checkpoint(model, self.output / "model.safetensors", training_config=to_dict(self.cfg),

@@ -123,8 +123,8 @@ def load_optimizer_state(
 def save_state(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically (temp file + rename): a crash never leaves a half-written file."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"version": STATE_VERSION, **state}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a Python file: write errors are OSError
+        torch.save({"version": STATE_VERSION, **state}, handle)
     return path
 
 
