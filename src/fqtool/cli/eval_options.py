@@ -50,6 +50,13 @@ def features_for_target(
     model, target: str, opts: EmbedOptions, *, flip: bool, meta: dict | None = None
 ) -> FeatureSet:
     """Decode and embed one TARGET with a progress bar."""
+    return features_and_images(model, target, opts, flip=flip, meta=meta)[0]
+
+
+def features_and_images(
+    model, target: str, opts: EmbedOptions, *, flip: bool, meta: dict | None = None
+) -> tuple[FeatureSet, object]:
+    """Decode and embed one TARGET with a progress bar; also return the decoded uint8 images."""
     from fqtool.eval.targets import decode_target
     from fqtool.runtime import resolve_device
 
@@ -59,10 +66,11 @@ def features_for_target(
         name, images, issame = decode_target(target, model.preprocess.size, opts.data_dir, opts.workers)
     total = len(images) * (2 if flip else 1)
     with progress_bar(f"embed {name}", total, quiet=opts.quiet) as advance:
-        return extract_features(
+        features = extract_features(
             model, images, issame, name=name, flip=flip, device=resolve_device(opts.device),
             batch_size=opts.batch_size, on_batch=advance, meta=meta,
         )
+    return features, images
 
 
 def _aligned_target(target: str, size, opts: EmbedOptions):

@@ -21,6 +21,8 @@ from fqtool.cli.options import (
     Output,
     QualityWeights,
     Quiet,
+    SerfiqDropout,
+    SerfiqPasses,
     Weights,
     Workers,
     check_output_file,
@@ -33,6 +35,7 @@ class Method(StrEnum):
     auto = "auto"
     norm = "norm"
     head = "head"
+    serfiq = "serfiq"
 
 
 class Sort(StrEnum):
@@ -103,8 +106,12 @@ def command(
     ] = None,
     method: Annotated[
         Method, typer.Option("--method", help="Quality: auto (the model's own), norm (MagFace embedding "
-                             "norm) or head (EQFace-style quality head).")
+                             "norm), head (EQFace-style quality head) or serfiq (SER-FIQ: agreement of "
+                             "--serfiq-passes dropout passes; training-free, slower).")
     ] = Method.auto,
+    serfiq_passes: SerfiqPasses = 100,
+    serfiq_dropout: SerfiqDropout = 0.5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the SER-FIQ dropout masks.")] = 0,
     sort: Annotated[
         Sort, typer.Option("--sort", help="CSV row order: none (input order), asc (worst first), desc.")
     ] = Sort.none,
@@ -127,7 +134,14 @@ def command(
 
     Unreadable images are listed on stderr and skipped. Default CSV: <INPUT name>_quality.csv beside INPUT.
     """
-    from fqtool.eval.scoring import default_output, open_input, plot_histogram, score_dataset, write_csv
+    from fqtool.eval.scoring import (
+        SerfiqOptions,
+        default_output,
+        open_input,
+        plot_histogram,
+        score_dataset,
+        write_csv,
+    )
     from fqtool.eval.scoring import save_embeddings as write_embeddings
     from fqtool.models.loading import load_model, resolve_weights
     from fqtool.runtime import resolve_device
@@ -153,6 +167,7 @@ def command(
         result = score_dataset(
             model, dataset, batch_size=batch_size, workers=workers, device=torch_device,
             method=method.value, keep_embeddings=save_embeddings is not None, on_progress=advance,
+            serfiq=SerfiqOptions(serfiq_passes, serfiq_dropout, seed),
         )
     _report_unreadable(result.bad, result.total)
     _report_not_finite(result, weights_path)

@@ -148,8 +148,12 @@ class MobileFaceNet(nn.Module):
         for layer in self.layers:
             x = layer(x)
         pooled = self.features.pooled(self.conv_sep(x))
-        embedding = self.features.embed(self.dropout(pooled.float()))
-        return embedding, pooled
+        return self.embed_features(self.dropout(pooled.float())), pooled
+
+    def embed_features(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The embedding layer alone (GDC ``Linear`` + BN1d) on ``pooled`` from :meth:`forward_features`
+        (after the dropout that training applies; SER-FIQ applies its own)."""
+        return self.features.embed(pooled.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]
