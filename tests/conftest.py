@@ -10,6 +10,16 @@ import torch
 DATA = Path(__file__).parent / "data"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """``@pytest.mark.cuda`` tests run where CUDA exists and are skipped (with the reason) elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is false)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cpu_threads() -> None:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -71,6 +81,12 @@ def make_insightface_rec(make_image):
         return folder
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_rec(make_insightface_rec, tmp_path_factory) -> Path:
+    """8 identities × 2 plain images in the insightface layout: enough for one-step training checks."""
+    return make_insightface_rec(tmp_path_factory.mktemp("tiny-rec"), classes=8, per_class=2)
 
 
 @pytest.fixture(scope="session")

@@ -197,3 +197,23 @@ def test_cli_synth(tmp_path: Path) -> None:
     result = runner.invoke(app, ["synth", str(tmp_path / "bad"), "--format", "gif"])
     assert result.exit_code == 2
     assert "image format" in result.output
+
+
+def test_jitter_scales_the_per_image_variation(tmp_path: Path) -> None:
+    from fqtool.data.synth import generate_face, identity_params
+
+    def spread(jitter: float) -> float:
+        identity = identity_params(0, 5)
+        faces = [generate_face(identity, np.random.default_rng([3, n]), jitter=jitter).astype(float)
+                 for n in range(6)]
+        centre = np.mean(faces, axis=0)[30:100, 25:87]  # the face, not the random background
+        return float(np.mean([np.abs(f[30:100, 25:87] - centre).mean() for f in faces]))
+
+    assert spread(0.3) < 0.8 * spread(1.0)
+    args = ["synth", str(tmp_path / "j"), "--identities", "2", "--images-per-identity", "2",
+            "--val-pairs", "0", "--jitter", "0.5", "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "j" / "synth.json").read_text())["jitter"] == 0.5
+    with pytest.raises(FqtoolError, match="jitter"):
+        SynthConfig(jitter=3.0)

@@ -16,6 +16,8 @@ from fqtool.train.config import resolve_config
 from fqtool.train.engine import train
 from fqtool.train.state import load_state
 
+pytestmark = pytest.mark.slow  # every test here trains on the synthetic set
+
 #: Small, deterministic CPU settings: 576 images / 16 = 36 steps per epoch.
 FAST = {"arch": "iresnet_tiny", "batch_size": 16, "epochs": 2, "lr": 0.05, "workers": 0, "device": "cpu",
         "log_every": 2, "val_every": 0, "save_every": 0, "quiet": True, "calibration_images": 64}

@@ -9,7 +9,7 @@ import typer
 
 from fqtool.cli.console import console
 from fqtool.cli.options import Seed
-from fqtool.demo import Step, run_demo
+from fqtool.demo import Step, erc_aucs, run_demo
 
 
 def _announce(index: int, total: int, step: Step) -> None:
@@ -39,6 +39,10 @@ def command(
         f"{float(n['spearman_quality_vs_degradation']):+.3f}",
         highlight=False,
     )
+    for text in str(n["fmrs"]).split(","):
+        aucs = ", ".join(f"{m} {v:.3f}" for m, v in erc_aucs(n, float(text)).items() if v is not None)
+        console.print(f"ERC AUC at FMR {text} ({n['impostor']} impostor pairs): {aucs}",
+                      highlight=False, soft_wrap=True)
     total = sum(step.seconds for step in result.steps)
     console.print(f"report: {result.report} ({total:.0f} s in all)", highlight=False, soft_wrap=True)
     console.print(

@@ -11,9 +11,19 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
-from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
+from fqtool.cli.eval_options import DataDir, EmbedOptions, features_and_images, load_model_for_eval
 from fqtool.cli.ijb_eval import ijb_features_for_target, ijb_source
-from fqtool.cli.options import BatchSize, Device, QualityWeights, Quiet, Weights, Workers
+from fqtool.cli.options import (
+    BatchSize,
+    Device,
+    QualityWeights,
+    Quiet,
+    SerfiqDropout,
+    SerfiqPasses,
+    Weights,
+    Workers,
+)
+from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
 from fqtool.eval.erc import (
     METRICS,
@@ -46,23 +56,59 @@ def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     return value
 
 
-def _load_set(target: str | None, features: Path | None, opts: EmbedOptions, save: Path | None) -> FeatureSet:
+def _load_set(
+    target: str | None, features: Path | None, opts: EmbedOptions, save: Path | None
+) -> tuple[FeatureSet, object, object]:
+    """``(features, model, images)``; model and images are None with ``--features``."""
     if features is not None:
         if target is not None:
             raise FqtoolError("give a TARGET (with --weights) or --features, not both")
-        return load_features(features)
+        return load_features(features), None, None
     if target is None:
         raise FqtoolError("nothing to evaluate: give a TARGET (lfw, path/to/set.bin, …) or --features F.npz")
     model, weights_path = load_model_for_eval(opts)
-    fs = features_for_target(model, target, opts, flip=False, meta={"weights": weights_path.name})
+    fs, images = features_and_images(model, target, opts, flip=False, meta={"weights": weights_path.name})
     if save is not None:
         err_console.print(f"features: {save_features(save, fs)}", highlight=False, soft_wrap=True)
-    return fs
+    return fs, model, images
 
 
-def _qualities(fs: FeatureSet, scores: list[str], model_quality: bool) -> dict:
+def _method_qualities(fs: FeatureSet, methods: list[str], model, images, opts: EmbedOptions, serfiq) -> dict:
+    """``--method`` qualities of the model on the target's images (SER-FIQ with a progress bar)."""
+    from fqtool.eval.methods import method_qualities
+
+    work = len(fs.embeddings) * sum(m in ("head", "serfiq") for m in methods if m != fs.quality_method())
+    with progress_bar("quality methods", work, quiet=opts.quiet or work == 0) as advance:
+        return method_qualities(
+            methods, fs, model=model.network if model else None, images=images,
+            device=model.device if model else "cpu",
+            batch_size=opts.batch_size, serfiq=serfiq, on_batch=advance,
+        )
+
+
+def _other_models(specs: list[str], fs: FeatureSet, images, opts: EmbedOptions) -> dict:
+    """``--quality-model NAME=WEIGHTS``: each checkpoint's own quality on the target's images."""
+    from fqtool.api import load_model
+    from fqtool.eval.methods import own_quality, parse_quality_model
+
+    out = {}
+    for spec in specs:
+        name, path = parse_quality_model(spec)
+        if name in out:
+            raise FqtoolError(f"two --quality-model entries are named {name!r}")
+        model = load_model(Path(path), device=opts.device)
+        with progress_bar(f"quality {name}", len(fs.embeddings), quiet=opts.quiet) as advance:
+            out[name] = own_quality(
+                model.network, images, device=model.device, batch_size=opts.batch_size, on_batch=advance
+            )
+    return out
+
+
+def _qualities(fs: FeatureSet, scores: list[str], model_quality: bool, methods: dict | None = None) -> dict:
     qualities = {}
-    if model_quality:
+    if methods:
+        qualities.update(methods)
+    elif model_quality:
         qualities[f"model:{fs.quality_method()}"] = fs.quality
     for text in scores:
         name, path = parse_scores_option(text)
@@ -149,6 +195,27 @@ def command(
             "--model-quality/--no-model-quality", help="Include the model's own quality (norm or head)."
         ),
     ] = True,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method",
+            help="Quality method of the model to draw (repeatable, replaces the model's own): norm "
+            "(MagFace magnitude), head (EQFace-style head), serfiq (SER-FIQ dropout robustness).",
+            show_default=False,
+        ),
+    ] = None,
+    quality_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--quality-model",
+            help="Another checkpoint whose own quality (norm, head, CR-FIQA) is drawn too, on the same "
+            "pairs and embeddings: NAME=WEIGHTS (repeatable; needs TARGET).",
+            show_default=False,
+        ),
+    ] = None,
+    serfiq_passes: SerfiqPasses = 100,
+    serfiq_dropout: SerfiqDropout = 0.5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the SER-FIQ dropout masks.")] = 0,
     mode: Annotated[
         str,
         typer.Option(
@@ -212,6 +279,9 @@ def command(
     mode = _choice(mode, MODES, "--mode")
     _choice(pair_quality, PAIR_QUALITY, "--pair-quality")
     _choice(metric, METRICS, "--metric")
+    from fqtool.eval.methods import check_methods
+    from fqtool.eval.serfiq import SerfiqOptions
+
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
     ijb = ijb_source(target, features, data_dir)
     if ijb is not None:
@@ -219,6 +289,8 @@ def command(
             raise FqtoolError(
                 "IJB sets use CR-FIQA's protocol: --mode erc, min pair quality, angular distance"
             )
+        if method or quality_model:
+            raise FqtoolError("--method and --quality-model apply to pair sets (.bin, pairs folder), not IJB")
         run = IjbErcRun(ijb, opts, flip, save_features_to)
         run.report(
             list(scores or []), model_quality, tuple(fmr) if fmr else None, pauc_limit, output, json_out
@@ -226,11 +298,21 @@ def command(
         return
     if flip is not None:
         raise FqtoolError("--flip/--no-flip applies to IJB sets only")
-    fs = _load_set(target, features, opts, save_features_to)
+    serfiq = SerfiqOptions(serfiq_passes, serfiq_dropout, seed)
+    method = check_methods(method or [], have_model=features is None)
+    if "serfiq" in method:
+        serfiq.check()  # bad options fail before anything is embedded
+    if quality_model and features is not None:
+        raise FqtoolError("--quality-model needs a TARGET (the images), not --features")
+    fs, model, images = _load_set(target, features, opts, save_features_to)
+    methods = _method_qualities(fs, method, model, images, opts, serfiq) if method else None
+    if quality_model:
+        own = {f"model:{fs.quality_method()}": fs.quality} if model_quality else {}
+        methods = {**(own if methods is None else methods), **_other_models(quality_model, fs, images, opts)}
     report = compute_curves(
         fs.embeddings,
         fs.issame,
-        _qualities(fs, list(scores or []), model_quality),
+        _qualities(fs, list(scores or []), model_quality, methods),
         mode=mode,
         fmrs=tuple(fmr) if fmr else None,
         starting_fnmr=starting_fnmr,

@@ -52,6 +52,13 @@ def features_for_target(
     model: QualityModel, target: str, opts: EmbedOptions, *, flip: bool, meta: dict | None = None
 ) -> FeatureSet:
     """Decode and embed one TARGET with a progress bar."""
+    return features_and_images(model, target, opts, flip=flip, meta=meta)[0]
+
+
+def features_and_images(
+    model: QualityModel, target: str, opts: EmbedOptions, *, flip: bool, meta: dict | None = None
+) -> tuple[FeatureSet, object]:
+    """Decode and embed one TARGET with a progress bar; also return the decoded uint8 images."""
     from fqtool.eval.targets import decode_target
 
     if opts.align:
@@ -60,9 +67,10 @@ def features_for_target(
         name, images, issame = decode_target(target, model.size, opts.data_dir, opts.workers)
     total = len(images) * (2 if flip else 1)
     with progress_bar(f"embed {name}", total, quiet=opts.quiet) as advance:
-        return model.features(
+        features = model.features(
             images, issame, name=name, flip=flip, batch_size=opts.batch_size, on_batch=advance, meta=meta
         )
+    return features, images
 
 
 def _aligned_target(target: str, size, opts: EmbedOptions):

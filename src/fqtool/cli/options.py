@@ -43,6 +43,13 @@ Workers = Annotated[int, typer.Option("--workers", "-j", min=0, help="DataLoader
 Output = Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the result.")]
 OutputDir = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+SerfiqPasses = Annotated[
+    int, typer.Option("--serfiq-passes", help="SER-FIQ: stochastic dropout passes per image (m, at least 2).")
+]
+SerfiqDropout = Annotated[
+    float,
+    typer.Option("--serfiq-dropout", help="SER-FIQ: dropout probability on the embedding layer's input."),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 

@@ -21,6 +21,8 @@ from fqtool.cli.options import (
     Output,
     QualityWeights,
     Quiet,
+    SerfiqDropout,
+    SerfiqPasses,
     Weights,
     Workers,
     check_output_file,
@@ -33,6 +35,7 @@ class Method(StrEnum):
     auto = "auto"
     norm = "norm"
     head = "head"
+    serfiq = "serfiq"
 
 
 class Format(StrEnum):
@@ -109,13 +112,17 @@ def command(
     ] = None,
     method: Annotated[
         Method, typer.Option("--method", help="Quality: auto (the model's own), norm (MagFace embedding "
-                             "norm) or head (EQFace-style quality head).")
+                             "norm), head (EQFace-style quality head) or serfiq (SER-FIQ: agreement of "
+                             "--serfiq-passes dropout passes; training-free, slower).")
     ] = Method.auto,
     file_format: Annotated[
         Format, typer.Option("--format", help="Output: csv (path, quality, quality_100, norm, label), "
                              "path-score (CR-FIQA's '<path> <quality>' lines, read by erc-curve --scores) "
                              "or auto (path-score for a .txt --output, else csv).")
     ] = Format.auto,
+    serfiq_passes: SerfiqPasses = 100,
+    serfiq_dropout: SerfiqDropout = 0.5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the SER-FIQ dropout masks.")] = 0,
     sort: Annotated[
         Sort, typer.Option("--sort", help="CSV row order: none (input order), asc (worst first), desc.")
     ] = Sort.none,
@@ -143,7 +150,7 @@ def command(
     """
     from fqtool.api import load_model
     from fqtool.eval.score_files import write_path_scores
-    from fqtool.eval.scoring import default_output, plot_histogram, write_csv
+    from fqtool.eval.scoring import SerfiqOptions, default_output, plot_histogram, write_csv
     from fqtool.eval.scoring import save_embeddings as write_embeddings
     from fqtool.models.loading import resolve_weights
 
@@ -172,6 +179,7 @@ def command(
         result = model.score(
             dataset, batch_size=batch_size, workers=workers, method=method.value,
             keep_embeddings=save_embeddings is not None, on_progress=advance,
+            serfiq=SerfiqOptions(serfiq_passes, serfiq_dropout, seed),
         )
     _report_unreadable(result.bad, result.total)
     _report_not_finite(result, weights_path)

@@ -26,6 +26,10 @@ def command(
         float, typer.Option("--degraded-fraction", min=0.0, max=1.0,
                             help="Share of images degraded at a level drawn uniformly in (0, 1].")
     ] = 0.5,
+    jitter: Annotated[
+        float, typer.Option("--jitter", min=0.0, max=2.0,
+                            help="Scale of the per-image pose, expression and lighting variation.")
+    ] = 1.0,
     seed: Seed = 0,
     image_format: Annotated[
         str, typer.Option("--format", help="Image encoding: jpg (quality 95) or png.")
@@ -43,7 +47,7 @@ def command(
     cfg = SynthConfig(
         num_identities=identities, images_per_identity=images_per_identity, val_identities=val_identities,
         val_pairs=val_pairs, degraded_fraction=degraded_fraction, seed=seed, image_format=image_format,
-        write_folder=folder,
+        write_folder=folder, jitter=jitter,
     )
     with progress_bar("synth", cfg.total_images, quiet=quiet) as advance:
         result = write_synthetic_dataset(out, cfg, on_progress=advance)

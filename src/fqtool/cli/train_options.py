@@ -69,6 +69,8 @@ SHARED: dict[str, Opt] = {
                   "metrics.jsonl, tb/.", "Data"),
     "resume": Opt(str, ("--resume",), "Continue from a training state: 'auto' (OUTPUT/state/last.pt if "
                   "present), a state file or a run folder.", "Data"),
+    "overwrite": Opt(bool, ("--overwrite",), "Start again in an output folder that holds a previous run (its "
+                     "model, state/ and logs are deleted first).", "Data"),
     "workers": Opt(int, ("--workers", "-j"), "DataLoader worker processes per rank.", "Data",
                    kwargs=(("min", 0),)),
     "arch": Opt(str, ("--arch",), "Backbone from the registry or an arcface_torch name (r50, mbf; see "

@@ -7,7 +7,10 @@ images that could not be read (excluded, never fatal).
 
 0–100 scale: ``100 · clip((q − low) / (high − low), 0, 1)``. ``low``/``high`` come from the checkpoint's
 calibration when it was made for the method in use, else the defaults in :data:`DEFAULT_CALIBRATION`
-(MagFace's magnitude range [l_a, u_a] = [10, 110] for ``norm``; [0, 1] for ``head``).
+(MagFace's magnitude range [l_a, u_a] = [10, 110] for ``norm``; [0, 1] for ``head``; for ``serfiq``
+[2·σ(−√2), 1]: 0 when the dropout passes scatter like unrelated faces, 100 when they all agree).
+
+``serfiq`` (training-free, any registered or imported torch model) is computed by :mod:`fqtool.eval.serfiq`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fqtool.errors import BadInputError, FqtoolError
-from fqtool.eval.embed import embed_images
+from fqtool.eval.embed import Embeddings, embed_images
+from fqtool.eval.serfiq import UNRELATED_QUALITY, SerfiqOptions
 from fqtool.fsutil import atomic_open, atomic_path
 from fqtool.models.face_model import EmbeddingModel, QualityCalibration
 
@@ -31,8 +35,9 @@ from fqtool.models.face_model import EmbeddingModel, QualityCalibration
 DEFAULT_CALIBRATION: dict[str, QualityCalibration] = {
     "norm": QualityCalibration(10.0, 110.0, "default: MagFace magnitude range l_a=10, u_a=110"),
     "head": QualityCalibration(0.0, 1.0, "default: head probability 0..1"),
+    "serfiq": QualityCalibration(UNRELATED_QUALITY, 1.0, "default: SER-FIQ 2*sigmoid(-sqrt 2)..1"),
 }
-METHODS = ("auto", "norm", "head")
+METHODS = ("auto", "norm", "head", "serfiq")
 
 
 @dataclass
@@ -122,10 +127,18 @@ def choose_calibration(model: EmbeddingModel, method: str, default_method: str) 
 
 
 def set_method(model: EmbeddingModel, method: str) -> tuple[str, str]:
-    """Apply ``auto|norm|head`` to ``model``; return ``(method in use, the model's own method)``."""
+    """Apply ``auto|norm|head|serfiq`` to ``model``; return ``(method in use, the model's own method)``.
+
+    ``serfiq`` leaves the model alone (it is computed beside the model's forward pass).
+    """
     if method not in METHODS:
         raise FqtoolError(f"unknown quality method {method!r}; use {', '.join(METHODS)}")
     own = model.quality_method
+    if method == "serfiq":
+        from fqtool.eval.serfiq import check_serfiq_model
+
+        check_serfiq_model(model)
+        return method, own
     if method != "auto":
         model.set_quality_method(method)
     return model.quality_method, own
@@ -156,10 +169,13 @@ def score_dataset(
     method: str = "auto",
     keep_embeddings: bool = False,
     precision: str = "auto",
+    serfiq: SerfiqOptions | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> ScoreResult:
     """Quality (and embeddings) for every readable image of ``dataset``, in dataset order."""
     device = torch.device(device)
+    if method == "serfiq":
+        (serfiq or SerfiqOptions()).check()
     used, own = set_method(model, method)
     calibration = choose_calibration(model, used, own)
     good_index: list[np.ndarray] = []
@@ -182,7 +198,10 @@ def score_dataset(
 
     began = time.perf_counter()
     try:
-        out = embed_images(model, batches(), device=device, batch_size=batch_size, precision=precision)
+        if used == "serfiq":
+            out = _serfiq_embeddings(model, batches(), serfiq or SerfiqOptions(), device, precision)
+        else:
+            out = embed_images(model, batches(), device=device, batch_size=batch_size, precision=precision)
     finally:
         model.quality_method = own  # leave the caller's model as it was
     seconds = time.perf_counter() - began
@@ -202,6 +221,17 @@ def score_dataset(
         total=len(dataset),
         seconds=seconds,
     )
+
+
+def _serfiq_embeddings(model, batches, options: SerfiqOptions, device, precision: str) -> Embeddings:
+    from fqtool.eval.serfiq import serfiq_embed
+
+    embeddings, quality = serfiq_embed(
+        model, batches, passes=options.passes, dropout=options.dropout, seed=options.seed,
+        device=device, precision=precision,
+    )
+    norms = np.linalg.norm(embeddings.astype(np.float64), axis=1) if len(embeddings) else np.zeros(0)
+    return Embeddings(embeddings, quality, norms)
 
 
 def fit_calibration(quality: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0,

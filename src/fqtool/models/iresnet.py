@@ -126,10 +126,14 @@ class IResNet(nn.Module):
         x = self.bn2(x)
         # MagFace drops whole channels of the 7×7 map; arcface_torch drops features after flattening.
         flat = torch.flatten(self.dropout(x), 1) if self.dropout_2d else self.dropout(torch.flatten(x, 1))
-        return self._embed(flat), flat
+        return self.embed_features(flat), flat
 
-    def _embed(self, flat: torch.Tensor) -> torch.Tensor:
-        """``fc`` + ``features`` always in fp32 (as arcface_torch): the norm is MagFace's quality."""
+    def embed_features(self, flat: torch.Tensor) -> torch.Tensor:
+        """The embedding layer alone (``fc`` + ``features``) on ``flat`` from :meth:`forward_features`.
+
+        Always fp32 (as arcface_torch): the norm is MagFace's quality. SER-FIQ runs only this part
+        once per dropout pass.
+        """
         device_type = flat.device.type
         if torch.is_autocast_enabled(device_type):
             with torch.autocast(device_type=device_type, enabled=False):

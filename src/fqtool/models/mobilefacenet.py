@@ -87,7 +87,13 @@ class _GDC(nn.Module):
 
 
 class MobileFaceNet(nn.Module):
-    """MobileFaceNet (``mbf``: blocks (1, 4, 6, 2), scale 2; ``mbf_large``: (2, 8, 12, 4), 4)."""
+    """MobileFaceNet (``mbf``: blocks (1, 4, 6, 2), scale 2; ``mbf_large``: (2, 8, 12, 4), 4).
+
+    Takes the training options iResNet takes, so every recipe can train it: ``dropout`` acts on the
+    512-d GDC descriptor before the embedding ``Linear`` (the descriptor is 1×1, so ``dropout_2d`` drops
+    the same channels and only exists for the style tables); ``bn_eps``/``bn_momentum`` set every
+    BatchNorm. None of them adds a weight: the state-dict layout stays arcface_torch's.
+    """
 
     def __init__(
         self,
@@ -95,6 +101,10 @@ class MobileFaceNet(nn.Module):
         blocks: Sequence[int] = (1, 4, 6, 2),
         scale: int = 2,
         input_size: int = 112,
+        dropout: float = 0.0,
+        dropout_2d: bool = False,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
         if len(blocks) != 4:
@@ -118,7 +128,12 @@ class MobileFaceNet(nn.Module):
         self.conv_sep = _Unit(c2, 512)
         self.feature_dim = 512
         self.features = _GDC(512, embedding_size, input_size // 16)
+        self.dropout_2d = dropout_2d
+        self.dropout = nn.Dropout(p=dropout)
         self._init_weights()
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+                module.eps, module.momentum = bn_eps, bn_momentum
 
     def _init_weights(self) -> None:
         for module in self.modules():
@@ -133,8 +148,12 @@ class MobileFaceNet(nn.Module):
         for layer in self.layers:
             x = layer(x)
         pooled = self.features.pooled(self.conv_sep(x))
-        embedding = self.features.embed(pooled.float())
-        return embedding, pooled
+        return self.embed_features(self.dropout(pooled.float())), pooled
+
+    def embed_features(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The embedding layer alone (GDC ``Linear`` + BN1d) on ``pooled`` from :meth:`forward_features`
+        (after the dropout that training applies; SER-FIQ applies its own)."""
+        return self.features.embed(pooled.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]

@@ -43,6 +43,7 @@ class TrainConfig:
     val: list[str] = field(default_factory=list)
     output: str = "runs/train"
     resume: str | None = None
+    overwrite: bool = False
     # model
     arch: str = "iresnet50"
     style: str | None = None
@@ -175,11 +176,15 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if kind.startswith("list"):
             items = value.split(",") if isinstance(value, str) else list(value)
             conv = float if "float" in kind else str
+            if conv is float and any(isinstance(v, bool) for v in items):
+                raise TypeError
             return [conv(v) for v in items if str(v).strip() != ""]
         if kind.startswith("bool"):
             if not isinstance(value, bool):
                 raise TypeError
             return value
+        if isinstance(value, bool) and kind.startswith(("int", "float")):
+            raise TypeError  # TOML's true is not 1: `batch_size = true` must not become a batch of one
         if kind.startswith("int"):
             if isinstance(value, float) and not value.is_integer():
                 raise TypeError
@@ -240,12 +245,14 @@ def resolve_config(recipe: str, *, config_file: str | Path | None = None, **flag
     if recipe not in RECIPES:
         raise FqtoolError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
     values: dict[str, Any] = {"loss": RECIPE_LOSSES[recipe][0], **RECIPE_DEFAULTS[recipe]}
+    origin: dict[str, str] = {}
     if config_file is not None:
         from_file = read_toml(config_file)
         if from_file.get("recipe", recipe) != recipe:
             message = f"this file is for recipe {from_file['recipe']!r}, not {recipe!r}"
             raise BadInputError(message, config_file)
         values.update({k: _coerce(k, v, str(config_file)) for k, v in from_file.items()})
+        origin.update(dict.fromkeys(from_file, str(config_file)))
     flagged = set()
     for name, value in flags.items():
         if _key(name) not in _FIELDS:
@@ -253,15 +260,75 @@ def resolve_config(recipe: str, *, config_file: str | Path | None = None, **flag
         if value is not None:
             values[_key(name)] = _coerce(_key(name), value, "command line")
             flagged.add(_key(name))
+            origin[_key(name)] = "command line"
     values["recipe"] = recipe
     _resolve_loss_settings(values, flagged)
     cfg = TrainConfig(**values)
-    validate(cfg)
+    validate(cfg, origin)
     return cfg
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Reject settings that cannot work, with a message naming the option."""
+@dataclass(frozen=True)
+class _Range:
+    """An interval of valid values; ``open_low``/``open_high`` exclude the end."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"> {self.low:g}" if self.open_low else f">= {self.low:g}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+_POSITIVE, _NON_NEGATIVE, _AT_LEAST_ONE = _Range(0.0, open_low=True), _Range(0.0), _Range(1.0)
+_MARGIN = _Range(0.0, math.pi / 2)
+#: Valid ranges of numeric settings. Every float setting (listed here or not) must also be finite.
+_RANGES: dict[str, _Range] = {
+    "dropout": _Range(0.0, 1.0, open_high=True), "epochs": _AT_LEAST_ONE, "batch_size": _Range(2.0),
+    "lr": _POSITIVE, "lr_gamma": _Range(0.0, 1.0, open_low=True), "warmup_epochs": _NON_NEGATIVE,
+    "min_lr": _NON_NEGATIVE, "momentum": _Range(0.0, 1.0, open_high=True), "weight_decay": _NON_NEGATIVE,
+    "head_weight_decay": _NON_NEGATIVE, "clip_grad": _NON_NEGATIVE, "scale": _POSITIVE, "margin": _MARGIN,
+    "focal_gamma": _NON_NEGATIVE, "sample_rate": _Range(0.0, 1.0, open_low=True), "l_a": _POSITIVE,
+    "u_a": _POSITIVE, "l_m": _MARGIN, "u_m": _MARGIN, "lambda_g": _NON_NEGATIVE, "m1": _POSITIVE,
+    "m2": _MARGIN, "m3": _MARGIN, "alpha": _NON_NEGATIVE, "beta": _NON_NEGATIVE,
+    "quality_std_warn": _NON_NEGATIVE, "embedding_size": _AT_LEAST_ONE, "workers": _NON_NEGATIVE,
+    "save_every": _NON_NEGATIVE, "val_every": _NON_NEGATIVE, "log_every": _AT_LEAST_ONE,
+    "max_steps": _NON_NEGATIVE, "max_bad_steps": _AT_LEAST_ONE, "calibration_images": _NON_NEGATIVE,
+}
+_WHY = {"batch_size": " (BatchNorm needs at least 2 images per batch)"}
+
+
+def _option(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _check_numbers(cfg: TrainConfig, origin: dict[str, str]) -> None:
+    """Every float setting finite, every numeric setting in its range (the message says where it came
+    from: a NaN momentum would otherwise train a model of NaNs)."""
+    for name, spec in _FIELDS.items():
+        value, kind = getattr(cfg, name), str(spec.type)
+        where = f" (from {origin[name]})" if origin.get(name, "command line") != "command line" else ""
+        items = value if isinstance(value, list) else [value]
+        if "float" in kind and any(v is not None and not math.isfinite(v) for v in items):
+            raise FqtoolError(f"{_option(name)} must be a finite number, not {value}{where}")
+        valid = _RANGES.get(name, _NON_NEGATIVE if kind.startswith("list[float]") else None)
+        bad = [v for v in items if v is not None and valid is not None and v not in valid]
+        if bad:
+            raise FqtoolError(f"{_option(name)} must be {valid}, not {bad[0]}{_WHY.get(name, '')}{where}")
+
+
+def validate(cfg: TrainConfig, origin: dict[str, str] | None = None) -> None:
+    """Reject settings that cannot work, with a message naming the option (and the file it came from,
+    from ``origin``: setting name → source)."""
     for name, choices in _CHOICES.items():
         if getattr(cfg, name) not in choices and not (name in PARAM_CHOICES and getattr(cfg, name) is None):
             raise FqtoolError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
@@ -271,14 +338,7 @@ def validate(cfg: TrainConfig) -> None:
                           f"{', '.join(RECIPE_LOSSES[cfg.recipe])}")
     if not cfg.data:
         raise FqtoolError("--data is required (a .rec folder, a list file or an image folder)")
-    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr}
-    for name, value in positive.items():
-        if not value > 0 or not math.isfinite(value):
-            raise FqtoolError(f"--{name.replace('_', '-')} must be > 0, not {value}")
-    if not 0.0 < cfg.sample_rate <= 1.0:
-        raise FqtoolError(f"--sample-rate must be in (0, 1], not {cfg.sample_rate}")
-    if cfg.max_bad_steps < 1:
-        raise FqtoolError("--max-bad-steps must be at least 1")
+    _check_numbers(cfg, origin or {})
     if cfg.l_a is not None and cfg.u_a is not None and cfg.l_a >= cfg.u_a:
         raise FqtoolError(f"MagFace needs l_a < u_a (got {cfg.l_a} and {cfg.u_a})")
     if cfg.lr_batch < 0:
@@ -306,7 +366,7 @@ def dumps_toml(cfg: TrainConfig) -> str:
     """The resolved configuration as TOML (unset optional values are written as comments)."""
     lines = ["# fqtool training configuration (resolved: defaults + recipe + file + flags)"]
     for name, value in to_dict(cfg).items():
-        if name == "resume":
+        if name in ("resume", "overwrite"):  # about this invocation, not the run's settings
             continue
         lines.append(f"# {name} = (unset)" if value is None else f"{name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"

@@ -27,12 +27,23 @@ from fqtool.train import state as S
 from fqtool.train.config import TrainConfig, effective_lr, save_config, to_dict
 from fqtool.train.data import GlobalBatchSampler, make_loader, open_training_data
 from fqtool.train.logging import TrainLogger
+from fqtool.train.output import check_output, clear_previous_run, remove_stale_temporaries
 from fqtool.train.recipes import Task, build_task
 from fqtool.train.schedule import lr_factor, set_lr
 
 
 class NonFiniteLossError(FqtoolError):
     """Training stopped after too many consecutive steps with a NaN/inf loss or gradient."""
+
+
+class NonFiniteModelError(FqtoolError):
+    """The weights (or the quality calibration) became NaN/inf: nothing is saved as a finished model."""
+
+
+def non_finite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    return [name for name, t in tensors.items()
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 @dataclass
@@ -44,6 +55,11 @@ class TrainResult:
     last: dict[str, float] = field(default_factory=dict)
     val: dict[str, float] = field(default_factory=dict)
     skipped_steps: int = 0
+
+
+def grad_scaler(precision: str) -> torch.amp.GradScaler | None:
+    """fp16 needs loss scaling (fp16 runs on CUDA only; the tests swap in a CPU scaler)."""
+    return torch.amp.GradScaler("cuda", growth_interval=100) if precision == "fp16" else None
 
 
 class _BufferGuard:
@@ -92,7 +108,12 @@ class Trainer:
                     notes.append(f"--{flag.replace('_', '-')} is a CUDA optimisation; ignored on the CPU")
         self.cfg, self.env = cfg, env
         self.output = Path(cfg.output)
+        check_output(self.output, resume=cfg.resume, overwrite=cfg.overwrite)
+        D.barrier()  # every rank has looked at the folder before rank 0 changes it
         if env.is_main:
+            if cfg.overwrite:
+                clear_previous_run(self.output)
+            remove_stale_temporaries(self.output)
             ensure_dir(self.output / "state")
         D.barrier()
         self.precision = resolve_precision(cfg.precision, env.device)
@@ -112,7 +133,7 @@ class Trainer:
         self.head_params = S.sharded_params(self.task.head, self.num_classes)
         self.base_lr = effective_lr(cfg, env.world_size)
         self.optimizer = self._make_optimizer()
-        self.scaler = torch.amp.GradScaler("cuda", growth_interval=100) if self.precision == "fp16" else None
+        self.scaler = grad_scaler(self.precision)
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, rank=env.rank,
                                           world_size=env.world_size, seed=cfg.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch
@@ -192,6 +213,11 @@ class Trainer:
 
     def save(self, *, epoch_end: bool = False) -> None:
         state = self._state()
+        broken = non_finite_tensors({**state["model"], **{f"head.{k}": v for k, v in state["head"].items()}})
+        if broken:  # keep the last good state on disk: it is where the user resumes from
+            self.log.warn(f"step {self.step}: {len(broken)} tensors are NaN/inf (e.g. {broken[0]}); "
+                          "training state not saved")
+            return
         if self.env.is_main:
             S.save_state(self.output / "state" / "last.pt", state)
             if epoch_end:
@@ -251,14 +277,17 @@ class Trainer:
         with autocast(self.env.device, self.precision):
             out, quality = self.task.forward(self.net, images, labels)
         loss = out.loss.float()
+        sane = torch.isfinite(loss) & torch.isfinite(out.norms.detach()).all()
+        if quality is not None:
+            sane = sane & torch.isfinite(quality.detach()).all()
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
             self._grads_finite()  # clips; fp16 overflow in gradients is the scaler's to handle
-            good = D.all_true(torch.isfinite(loss))
+            good = D.all_true(sane)
         else:
             loss.backward()
-            good = D.all_true(torch.isfinite(loss) & self._grads_finite())
+            good = D.all_true(sane & self._grads_finite())
         if good:
             if self.scaler is not None:
                 self.scaler.step(self.optimizer)
@@ -267,7 +296,7 @@ class Trainer:
                 self.optimizer.step()
             self.bad_steps = 0
         else:
-            self._bad_step(float(loss.detach()))
+            self._bad_step(float(loss.detach()), float(out.norms.detach().float().mean()))
         self.optimizer.zero_grad(set_to_none=True)
         values = {"loss/total": loss.detach(), "loss/id": out.loss_id, "train/accuracy": out.accuracy,
                   "train/norm_mean": out.norms.mean()}
@@ -282,12 +311,13 @@ class Trainer:
                          lr_steps=cfg.lr_steps, gamma=cfg.lr_gamma, warmup_epochs=cfg.warmup_epochs,
                          min_ratio=cfg.min_lr / cfg.lr)
 
-    def _bad_step(self, loss: float) -> None:
+    def _bad_step(self, loss: float, norm: float) -> None:
         self.bad_steps += 1
         self.skipped += 1
         self.guard.restore_if_broken()
-        self.log.warn(f"step {self.step + 1}: non-finite loss or gradient (loss={loss}); step skipped "
-                      f"({self.bad_steps} in a row, limit {self.cfg.max_bad_steps})")
+        self.log.warn(f"step {self.step + 1}: non-finite loss, feature norm, quality or gradient "
+                      f"(loss={loss}, mean norm={norm}); step skipped ({self.bad_steps} in a row, "
+                      f"limit {self.cfg.max_bad_steps})")
         if self.bad_steps >= self.cfg.max_bad_steps:
             kept = self.output / "state" / "last.pt"
             where = f"; the last good checkpoint is {kept}" if kept.is_file() else ""
@@ -409,15 +439,22 @@ class Trainer:
     # ------------------------------------------------------------------ outputs
     def _finish(self) -> Path | None:
         head = self.task.head.full_state_dict()
+        weights = {**self.task.model.state_dict(), "head.weight": head["weight"]}
+        self._refuse_non_finite(non_finite_tensors(weights), len(weights))
         if not self.env.is_main:
             D.barrier()
             return None
         from fqtool.models.checkpoint import save_checkpoint, write_safetensors
 
+        model = self.task.model
+        calibration = self._calibrate()
+        if calibration is not None:  # checked before anything is written
+            bounds = {"calibration.low": torch.tensor(calibration.low),
+                      "calibration.high": torch.tensor(calibration.high)}
+            self._refuse_non_finite(non_finite_tensors(bounds), len(bounds))
         write_safetensors(self.output / "head.safetensors", {"weight": head["weight"].contiguous()},
                           {"kind": str(head["kind"]), "num_classes": str(self.num_classes)})
-        model = self.task.model
-        model.info.calibration = self._calibrate()
+        model.info.calibration = calibration
         path = save_checkpoint(model, self.output / "model.safetensors", training_config=to_dict(self.cfg),
                                extra={"steps": self.step, "num_classes": self.num_classes,
                                       "world_size": self.env.world_size, "val": self.val_results})
@@ -425,6 +462,16 @@ class Trainer:
         self.log.message(f"saved {path}")
         D.barrier()
         return path
+
+    def _refuse_non_finite(self, broken: list[str], total: int) -> None:
+        """Exit 2 instead of saving NaN/inf as a finished model, saying where the last good state is."""
+        if not broken:
+            return
+        kept = self.output / "state" / "last.pt"
+        where = (f"the last good state is {kept} (step {S.load_state(kept)['step']}); resume from it with "
+                 "a lower --lr" if kept.is_file() else "no good training state was saved")
+        raise NonFiniteModelError(f"training produced NaN/inf values in {len(broken)} of {total} tensors "
+                                  f"(e.g. {broken[0]}) at step {self.step}; no model saved: {where}")
 
     def _calibrate(self) -> QualityCalibration | None:
         """1st/99th percentile of the model's quality over a fixed sample of training images."""

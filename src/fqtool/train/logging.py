@@ -63,7 +63,8 @@ class TrainLogger:
         """Record scalars (metrics.jsonl + TensorBoard)."""
         if not self.enabled:
             return
-        record = {"step": step, **({"epoch": round(epoch, 4)} if epoch is not None else {}), **values}
+        finite = {k: (v if np.isfinite(v) else None) for k, v in values.items()}  # NaN is not JSON
+        record = {"step": step, **({"epoch": round(epoch, 4)} if epoch is not None else {}), **finite}
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
         if self._writer is not None:
@@ -71,8 +72,11 @@ class TrainLogger:
                 self._writer.add_scalar(name, value, step)
 
     def histogram(self, name: str, values: np.ndarray, step: int) -> None:
-        if self.enabled and self._writer is not None:
-            self._writer.add_histogram(name, values, step)
+        """Histogram of the finite values (TensorBoard raises on NaN/inf; nothing finite → nothing logged)."""
+        finite = np.asarray(values, dtype=np.float64).ravel()
+        finite = finite[np.isfinite(finite)]
+        if self.enabled and self._writer is not None and finite.size:
+            self._writer.add_histogram(name, finite, step)
 
     def progress(self, step: int, values: dict[str, float]) -> None:
         """Update the bar, or print a plain line when ``log_every_s`` has passed (and at the last step) and

@@ -153,26 +153,39 @@ def feature_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Ta
                 frozen=[scorer, model.quality_head], quality_is_head=True)
 
 
-def stage1_head_state(cfg: TrainConfig) -> dict:
-    """The stage-1 class centres: ``--head-weights``, else ``head.safetensors`` or ``state/last.pt`` next
-    to ``--weights``."""
+def stage1_head_state(cfg: TrainConfig) -> tuple[dict, Path]:
+    """The stage-1 class centres and their file: ``--head-weights``, else ``head.safetensors`` or
+    ``state/last.pt`` next to ``--weights``."""
     weights_dir = Path(cfg.weights).parent
     candidates = [Path(cfg.head_weights)] if cfg.head_weights else [
         weights_dir / "head.safetensors", weights_dir / "state" / "last.pt"]
     for path in candidates:
-        if not path.is_file():
-            continue
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        from fqtool.train.state import load_state
-
-        return load_state(path)["head"]
+        if path.is_file():
+            return _read_head(path), path
     raise FqtoolError(
         f"train-quality needs the stage-1 class head; none found at {', '.join(map(str, candidates))} "
         "(pass --head-weights, the head.safetensors written by train-feature)"
     )
+
+
+def _read_head(path: Path) -> dict:
+    """A class-head state from ``head.safetensors`` or a training state; any damage is one line."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # a damaged or foreign file is the user's to fix
+            message = f"cannot read the class head ({exc.__class__.__name__}: {exc})"
+            raise CheckpointError(message, path) from None
+    else:
+        from fqtool.train.state import load_state
+
+        state = load_state(path).get("head", {})
+    if not isinstance(state, dict) or not torch.is_tensor(state.get("weight")):
+        raise CheckpointError("holds no class-head 'weight' (pass the head.safetensors written by "
+                              "train-feature)", path)
+    return state
 
 
 def quality_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Task:
@@ -185,8 +198,12 @@ def quality_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Ta
     info.calibration = None
     model = FaceModel(backbone, info, quality_head)
     head = make_head(cfg, "eqface", num_classes, model.embedding_size).to(device)
-    state = stage1_head_state(cfg)
-    head.load_full_state_dict({"weight": state["weight"]})
+    state, head_path = stage1_head_state(cfg)
+    try:
+        head.load_full_state_dict({"weight": state["weight"]})
+    except CheckpointError as exc:
+        message = f"{exc} (the class head must come from stage 1 on this data)"
+        raise CheckpointError(message, head_path) from None
 
     def forward(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple:
         with torch.no_grad():

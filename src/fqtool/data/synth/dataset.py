@@ -63,26 +63,34 @@ def identity_params(seed: int, index: int) -> IdentityParams:
     return sample_identity(np.random.default_rng([seed, 0, index]))
 
 
-def make_sample(identity: IdentityParams, label: int, rng: np.random.Generator, fraction: float
-                ) -> SynthSample:
+def make_sample(identity: IdentityParams, label: int, rng: np.random.Generator, fraction: float,
+                jitter: float = 1.0) -> SynthSample:
     """Draw a degradation (clean with probability ``1 - fraction``) and render one image."""
     kind, level = sample_degradation(rng, fraction)
-    return SynthSample(label, generate_face(identity, rng, level=level, kind=kind), kind, level)
+    image = generate_face(identity, rng, level=level, kind=kind, jitter=jitter)
+    return SynthSample(label, image, kind, level)
 
 
 def iter_train_samples(
-    num_identities: int, images_per_identity: int, *, degraded_fraction: float = 0.5, seed: int = 0
+    num_identities: int, images_per_identity: int, *, degraded_fraction: float = 0.5, seed: int = 0,
+    jitter: float = 1.0,
 ) -> Iterator[SynthSample]:
     """Training images, class by class; each image has its own random stream (order-independent)."""
     for label in range(num_identities):
         identity = identity_params(seed, label)
         for n in range(images_per_identity):
             rng = np.random.default_rng([seed, 1, _TRAIN, label, n])
-            yield make_sample(identity, label, rng, degraded_fraction)
+            yield make_sample(identity, label, rng, degraded_fraction, jitter)
 
 
 def iter_val_pairs(
-    num_pairs: int, *, first_identity: int, num_identities: int, degraded_fraction: float = 0.5, seed: int = 0
+    num_pairs: int,
+    *,
+    first_identity: int,
+    num_identities: int,
+    degraded_fraction: float = 0.5,
+    seed: int = 0,
+    jitter: float = 1.0,
 ) -> Iterator[tuple[SynthSample, SynthSample, bool]]:
     """Verification pairs over identities ``first_identity .. first_identity + num_identities - 1``.
 
@@ -101,7 +109,7 @@ def iter_val_pairs(
             label = first_identity + idx
             identity = cache.setdefault(label, identity_params(seed, label))
             rng_k = np.random.default_rng([seed, 1, _VAL, p, k])
-            pair.append(make_sample(identity, label, rng_k, degraded_fraction))
+            pair.append(make_sample(identity, label, rng_k, degraded_fraction, jitter))
         yield pair[0], pair[1], same
 
 
@@ -136,6 +144,8 @@ class SynthConfig:
     seed: int = 0
     image_format: str = "jpg"
     write_folder: bool = False
+    #: Scale of the per-image nuisance (pose, expression, lighting); 1 = the default variation.
+    jitter: float = 1.0
 
     def __post_init__(self) -> None:
         if self.num_identities < 1 or self.images_per_identity < 1:
@@ -146,6 +156,8 @@ class SynthConfig:
             raise FqtoolError("a verification set needs at least 2 held-out identities")
         if not 0.0 <= self.degraded_fraction <= 1.0:
             raise FqtoolError(f"degraded fraction must be in [0, 1], not {self.degraded_fraction}")
+        if not 0.0 <= self.jitter <= 2.0:
+            raise FqtoolError(f"jitter must be in [0, 2], not {self.jitter}")
         if self.image_format not in IMAGE_FORMATS:
             known = ", ".join(IMAGE_FORMATS)
             raise FqtoolError(f"image format must be one of {known}, not {self.image_format!r}")
@@ -199,8 +211,10 @@ def _write_train(out: Path, cfg: SynthConfig, on_progress: Progress) -> tuple[li
     folder: dict[str, bytes] = {}
     with RecordIOWriter(out / "train.rec", out / "train.idx") as writer:
         writer.write(0, pack_record([float(n + 1), float(n + 1 + classes)], b"", id=0))
-        samples = iter_train_samples(classes, cfg.images_per_identity,
-                                     degraded_fraction=cfg.degraded_fraction, seed=cfg.seed)
+        samples = iter_train_samples(
+            classes, cfg.images_per_identity, degraded_fraction=cfg.degraded_fraction, seed=cfg.seed,
+            jitter=cfg.jitter,
+        )
         for key, sample in enumerate(samples, start=1):
             data = encode_image(sample.image, cfg.image_format)
             writer.write(key, pack_record(float(sample.label), data, id=key))
@@ -225,7 +239,7 @@ def _write_val(out: Path, cfg: SynthConfig, on_progress: Progress) -> list[list[
     rows: list[list[object]] = []
     pairs = iter_val_pairs(cfg.val_pairs, first_identity=cfg.num_identities,
                            num_identities=cfg.val_identities, degraded_fraction=cfg.degraded_fraction,
-                           seed=cfg.seed)
+                           seed=cfg.seed, jitter=cfg.jitter)
     for first, second, same in pairs:
         for sample in (first, second):
             rows.append([len(images), f"{sample.level:.6f}", sample.kind, f"{1.0 - sample.level:.6f}"])
@@ -281,6 +295,7 @@ def _manifest(cfg: SynthConfig, files: list[str], degraded_train: int, degraded_
             "degraded_images": degraded_val,
         },
         "degraded_fraction": cfg.degraded_fraction,
+        "jitter": cfg.jitter,
         "degradation_kinds": list(DEGRADATION_KINDS),
         "files": files,
     }

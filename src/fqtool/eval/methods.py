@@ -1,0 +1,99 @@
+"""Several quality methods of one model on the same images, for one ERC/EDC plot.
+
+``norm`` (MagFace magnitude), ``head`` (EQFace-style head) and ``serfiq`` (SER-FIQ dropout robustness)
+are computed on the images a :class:`~fqtool.eval.features.FeatureSet` was embedded from; the features'
+own quality is reused when it already is the method asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from fqtool.errors import FqtoolError
+from fqtool.eval.features import FeatureSet
+
+QUALITY_METHODS = ("norm", "head", "serfiq")
+#: Methods that need the model and the images (the rest can come from saved features).
+NEEDS_MODEL = ("head", "serfiq")
+
+
+def check_methods(methods: Sequence[str], have_model: bool) -> list[str]:
+    """Validated, de-duplicated methods in the order given."""
+    out = list(dict.fromkeys(methods))
+    for method in out:
+        if method not in QUALITY_METHODS:
+            raise FqtoolError(f"unknown quality method {method!r}; use {', '.join(QUALITY_METHODS)}")
+        if method in NEEDS_MODEL and not have_model:
+            raise FqtoolError(f"--method {method} needs a model (TARGET with --weights), not --features")
+    return out
+
+
+def method_qualities(
+    methods: Sequence[str],
+    features: FeatureSet,
+    *,
+    model=None,
+    images=None,
+    device="cpu",
+    batch_size: int = 64,
+    serfiq=None,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """``{"model:<method>": per-image quality}`` for each method, row-aligned with ``features``."""
+    out: dict[str, np.ndarray] = {}
+    for method in check_methods(methods, model is not None):
+        out[f"model:{method}"] = _one(method, features, model, images, device, batch_size, serfiq, on_batch)
+    return out
+
+
+def _one(method, features, model, images, device, batch_size, serfiq, on_batch) -> np.ndarray:
+    if method == "norm":
+        return np.asarray(features.norms, dtype=np.float64)
+    if method == features.quality_method():
+        return np.asarray(features.quality, dtype=np.float64)
+    if method == "head":
+        return _head_quality(model, images, device, batch_size, on_batch)
+    from fqtool.eval.serfiq import SerfiqOptions, serfiq_embed
+
+    opts = serfiq or SerfiqOptions()
+    batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+    return serfiq_embed(
+        model, batches, passes=opts.passes, dropout=opts.dropout, seed=opts.seed, device=device,
+        on_batch=on_batch,
+    )[1]
+
+
+def parse_quality_model(text: str) -> tuple[str, str]:
+    """``NAME=WEIGHTS`` → ``(name, weights)``; a bare path is named after its file stem."""
+    from pathlib import Path
+
+    name, sep, path = text.partition("=")
+    if not sep:
+        return Path(text).stem, text
+    if not name.strip() or not path.strip():
+        raise FqtoolError(f"--quality-model wants NAME=WEIGHTS, got {text!r}")
+    return name.strip(), path.strip()
+
+
+def own_quality(model, images, *, device="cpu", batch_size: int = 64, on_batch=None) -> np.ndarray:
+    """Another checkpoint's own quality (its norm, head or CR-FIQA score) on the same images."""
+    from fqtool.eval.embed import embed_images
+
+    out = embed_images(model, images, device=device, batch_size=batch_size, on_batch=on_batch)
+    return out.quality.astype(np.float64)
+
+
+def _head_quality(model, images, device, batch_size, on_batch) -> np.ndarray:
+    from fqtool.eval.embed import embed_images
+
+    own = getattr(model, "quality_method", "norm")
+    if not hasattr(model, "set_quality_method"):
+        raise FqtoolError("--method head needs a torch model with a quality head")
+    model.set_quality_method("head")
+    try:
+        out = embed_images(model, images, device=device, batch_size=batch_size, on_batch=on_batch)
+    finally:
+        model.quality_method = own
+    return out.quality.astype(np.float64)
