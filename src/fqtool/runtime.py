@@ -69,11 +69,11 @@ def loader_workers(requested: int) -> int:
 
 
 def require_onnxruntime(purpose: str) -> None:
-    """ONNX Runtime is an optional extra (``fqtool[cpu]`` or ``fqtool[gpu]``): say so in one line."""
+    """ONNX Runtime is a dependency, but a GPU swap can leave none installed: say so in one line."""
     import importlib.util
 
     if importlib.util.find_spec("onnxruntime") is None:
         raise FqtoolError(
-            f"{purpose} needs ONNX Runtime, which is not installed: pip install 'fqtool[cpu]' "
-            "(or 'fqtool[gpu]' on a CUDA machine; never both)"
+            f"{purpose} needs ONNX Runtime, which is not installed: pip install onnxruntime "
+            "(or onnxruntime-gpu on a CUDA machine; never both)"
         )
