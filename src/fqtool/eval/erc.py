@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,6 +173,11 @@ def fnmr_at(genuine_distances: np.ndarray, threshold: float) -> float:
     return float(len(pos) - np.sum(pos < threshold)) / len(pos)
 
 
+def magface_rule(genuine: np.ndarray, impostor: np.ndarray, fmr: float) -> float:
+    """MagFace's ERC threshold: from the impostor distances alone."""
+    return magface_threshold(impostor, fmr)[0]
+
+
 def erc_curve(
     dist: np.ndarray,
     issame: np.ndarray,
@@ -183,15 +188,17 @@ def erc_curve(
     rates: np.ndarray = REJECT_RATES,
     pauc_limit: float = 0.2,
     warnings: list[str] | None = None,
+    threshold: Callable[[np.ndarray, np.ndarray, float], float] = magface_rule,
 ) -> Curve:
-    """MagFace ERC: FNMR at ``fmr`` (threshold recomputed) after rejecting the lowest-quality pairs."""
+    """ERC: FNMR at ``fmr`` (threshold recomputed by ``threshold(genuine, impostor, fmr)``, MagFace's rule
+    by default) after rejecting the lowest-quality pairs."""
     order = np.argsort(np.asarray(quality, dtype=np.float64), kind="stable")
     fnmrs, thrs, gen, imp = [], [], [], []
     for rate in rates:
         kept = order[int(rate * len(order)) :]
         same = issame[kept]
         pos, neg = dist[kept][same], dist[kept][~same]
-        thr, _ = magface_threshold(neg, fmr)
+        thr = threshold(pos, neg, fmr)
         fnmrs.append(fnmr_at(pos, thr))
         thrs.append(thr)
         gen.append(len(pos))
@@ -206,8 +213,8 @@ def erc_curve(
         np.asarray(gen),
         np.asarray(imp),
     )
-    curve.auc = _trapezoid(curve.fraction, curve.fnmr, float(curve.fraction[-1]) if len(rates) else 0.0)
-    curve.pauc = _trapezoid(curve.fraction, curve.fnmr, pauc_limit)
+    curve.auc = area_under(curve.fraction, curve.fnmr, float(curve.fraction[-1]) if len(rates) else 0.0)
+    curve.pauc = area_under(curve.fraction, curve.fnmr, pauc_limit)
     if warnings is not None:
         warnings.extend(_erc_notes(method, fmr, imp, gen))
     return curve
@@ -228,7 +235,7 @@ def _erc_notes(method: str, fmr: float, impostors: list[int], genuine: list[int]
     return notes
 
 
-def _trapezoid(x: np.ndarray, y: np.ndarray, limit: float) -> float:
+def area_under(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     """Trapezoid area of y(x) for x ≤ limit (x ascending; NaN points skipped)."""
     keep = (x <= limit + 1e-12) & ~np.isnan(y)
     if keep.sum() < 2:
@@ -338,7 +345,7 @@ def _baselines(curve0: Curve, dist: np.ndarray, issame: np.ndarray, pauc_limit: 
     for name, y in (("ideal", ideal_y), ("random", np.full(len(x), f0))):
         c = Curve(name, curve0.mode, op, x, y, np.full(len(x), np.nan), zeros, zeros)
         if curve0.mode == "erc":
-            c.auc, c.pauc = _trapezoid(x, y, float(x[-1])), _trapezoid(x, y, pauc_limit)
+            c.auc, c.pauc = area_under(x, y, float(x[-1])), area_under(x, y, pauc_limit)
         else:
             c.auc, c.pauc = _linear_area(x, y, 1.0), _linear_area(x, y, pauc_limit)
             c.pauc_corrected = c.pauc - theoretical_best_area(f0, pauc_limit)

@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from fqtool.errors import FormatError, FqtoolError
-from fqtool.eval.erc import REJECT_RATES, Curve, CurveReport, erc_ideal, load_quality_csv
+from fqtool.eval.erc import (
+    Curve,
+    CurveReport,
+    area_under,
+    erc_curve,
+    erc_ideal,
+    load_quality_csv,
+)
 from fqtool.eval.verification import far_key, l2_normalize
 from fqtool.fsutil import atomic_path
 
@@ -453,7 +460,7 @@ def evaluate_ijb(f: IjbFeatures, pooling: Pooling, *, model: str = "", fars=IJB_
         num_images=len(f.embeddings),
         tar_at_far={k: v[0] for k, v in table.items()},
         far_used={k: v[1] for k, v in table.items()},
-        auc=float(np.trapezoid(tpr, fpr)),
+        auc=area_under(fpr, tpr, float("inf")),
         roc_fpr=fpr,
         roc_tpr=tpr,
         warnings=warnings,
@@ -501,35 +508,7 @@ def crfiqa_threshold(genuine: np.ndarray, impostor: np.ndarray, fmr: float) -> f
 
 
 def _erc_one(dist, labels, pq, fmr, method, pauc_limit) -> Curve:
-    order = np.argsort(pq, kind="stable")
-    fnmrs, thrs, gen, imp = [], [], [], []
-    for rate in REJECT_RATES:
-        kept = order[int(rate * len(order)) :]
-        same = labels[kept]
-        pos, neg = dist[kept][same], dist[kept][~same]
-        thr = crfiqa_threshold(pos, neg, fmr)
-        fnmrs.append(1.0 - np.sum(pos < thr) / len(pos) if len(pos) else float("nan"))
-        thrs.append(thr)
-        gen.append(len(pos))
-        imp.append(len(neg))
-    curve = Curve(
-        method,
-        "erc",
-        f"fmr={fmr:g}",
-        REJECT_RATES.astype(float),
-        np.asarray(fnmrs),
-        np.asarray(thrs),
-        np.asarray(gen),
-        np.asarray(imp),
-    )
-    curve.auc = _area(curve.fraction, curve.fnmr, float(curve.fraction[-1]))
-    curve.pauc = _area(curve.fraction, curve.fnmr, pauc_limit)
-    return curve
-
-
-def _area(x: np.ndarray, y: np.ndarray, limit: float) -> float:
-    keep = (x <= limit + 1e-12) & ~np.isnan(y)
-    return float(np.trapezoid(y[keep], x[keep])) if keep.sum() >= 2 else float("nan")
+    return erc_curve(dist, labels, pq, fmr, method=method, pauc_limit=pauc_limit, threshold=crfiqa_threshold)
 
 
 def ijb_erc(
@@ -569,6 +548,6 @@ def _baselines(first: Curve, dist: np.ndarray, labels: np.ndarray, pauc_limit: f
     ideal = erc_ideal(dist, labels, float(first.threshold[0]), x)
     for name, y in (("ideal", ideal), ("random", np.full(len(x), first.fnmr[0]))):
         c = Curve(name, "erc", first.operating_point, x, y, np.full(len(x), np.nan), zeros, zeros)
-        c.auc, c.pauc = _area(x, y, float(x[-1])), _area(x, y, pauc_limit)
+        c.auc, c.pauc = area_under(x, y, float(x[-1])), area_under(x, y, pauc_limit)
         out.append(c)
     return out
