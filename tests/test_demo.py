@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fqtool.cli.app import app
-from fqtool.demo import QUICK, erc_aucs, plan_steps, quality_vs_degradation, spearman
+from fqtool.demo import FULL, QUICK, erc_aucs, plan_steps, quality_vs_degradation, spearman
 
 
 def test_spearman_matches_hand_computed_ranks() -> None:
@@ -40,6 +40,20 @@ def test_plan_uses_only_registered_commands(tmp_path) -> None:
         "synth", "convert-rec", "make-list", "train-magface", "verify", "score", "erc-curve", "export",
     ]
     assert all(s.args[0] in names for s in steps)
+
+
+def test_full_demo_compares_crfiqa_and_quick_skips_it(tmp_path) -> None:
+    """The full demo trains CR-FIQA like MagFace and draws its quality in the ERC; --quick stays lean."""
+    full = {step.name: step.args for step in plan_steps(tmp_path, FULL, 0)}
+    quick = {step.name: step.args for step in plan_steps(tmp_path, QUICK, 0)}
+    crfiqa_weights = tmp_path / "model_crfiqa" / "model.safetensors"
+    assert full["train-crfiqa"][0] == "train-crfiqa" and str(crfiqa_weights.parent) in full["train-crfiqa"]
+    as_magface = [str(tmp_path / "model") if a == str(crfiqa_weights.parent) else a
+                  for a in full["train-crfiqa"][1:]]
+    assert as_magface == full["train-magface"][1:] + ["--lr-batch", "0"]  # same data, model and schedule
+    assert f"crfiqa={crfiqa_weights}" in full["erc-curve"]
+    assert "train-crfiqa" not in quick and "--quality-model" not in quick["erc-curve"]
+    assert "--features" in quick["erc-curve"]
 
 
 def test_erc_aucs_per_operating_point() -> None:

@@ -41,10 +41,13 @@ class DemoSize:
     fmrs: tuple[float, ...] = (1e-1, 1e-2)
     #: SER-FIQ passes in the ERC comparison (0: leave SER-FIQ out).
     serfiq_passes: int = 0
+    #: Also train CR-FIQA on the same data and draw its quality in the ERC (the full demo's budget allows).
+    crfiqa: bool = False
 
 
 QUICK = DemoSize(identities=16, images_per_identity=16, val_pairs=1000, epochs=10, lr_steps="7,9")
-FULL = DemoSize(identities=24, images_per_identity=24, val_pairs=2000, epochs=20, lr_steps="12,17")
+FULL = DemoSize(identities=24, images_per_identity=24, val_pairs=2000, epochs=20, lr_steps="12,17",
+                crfiqa=True)
 
 
 @dataclass
@@ -86,12 +89,25 @@ def cli_runner() -> Runner:
     return run
 
 
-def _erc_source(size: DemoSize, data: Path, weights: Path, features: Path) -> list[str]:
-    """The saved features of ``verify`` (no second embedding pass), or the model when SER-FIQ is drawn."""
-    if not size.serfiq_passes:
+def _erc_source(size: DemoSize, data: Path, weights: Path, features: Path, crfiqa: Path) -> list[str]:
+    """The saved features of ``verify`` (no second embedding pass), or the model when SER-FIQ or CR-FIQA
+    is drawn (they need the images)."""
+    if not size.serfiq_passes and not size.crfiqa:
         return ["--features", str(features)]
-    return [str(data / "val.bin"), "-w", str(weights), "--device", "cpu", "--method", "norm",
-            "--method", "serfiq", "--serfiq-passes", str(size.serfiq_passes)]
+    args = [str(data / "val.bin"), "-w", str(weights), "--device", "cpu"]
+    if size.serfiq_passes:
+        args += ["--method", "norm", "--method", "serfiq", "--serfiq-passes", str(size.serfiq_passes)]
+    if size.crfiqa:
+        args += ["--quality-model", f"crfiqa={crfiqa}"]
+    return args
+
+
+def _train_args(size: DemoSize, train_list: Path, seed: int, output: Path) -> list[str]:
+    """Options shared by the demo's training steps: the tiny iResNet, the demo's schedule, CPU."""
+    return ["--data", str(train_list), "--arch", "iresnet_tiny", "--epochs", str(size.epochs),
+            "--batch-size", str(size.batch_size), "--lr", str(size.lr), "--lr-schedule", "step",
+            "--lr-steps", size.lr_steps, "--workers", "0", "--device", "cpu", "--seed", str(seed),
+            "--output", str(output), "--overwrite"]  # a rerun of the demo replaces its own model
 
 
 def _fmr_args(size: DemoSize) -> list[str]:
@@ -102,6 +118,12 @@ def plan_steps(out: Path, size: DemoSize, seed: int) -> list[Step]:
     """The command lines of the demo, relative to nothing but ``out``."""
     data, unpacked, model_dir, reports = out / "data", out / "unpacked", out / "model", out / "reports"
     weights, features = model_dir / "model.safetensors", reports / "val_features.npz"
+    crfiqa_dir = out / "model_crfiqa"
+    crfiqa_steps = [
+        Step("train-crfiqa", "CR-FIQA training of the same tiny iResNet (its regressor's output = quality)",
+             ["train-crfiqa", *_train_args(size, unpacked / "train_list.txt", seed, crfiqa_dir),
+              "--lr-batch", "0"]),
+    ] if size.crfiqa else []
     return [
         Step("synth", "synthetic identities with graded degradations, as an insightface .rec + val.bin",
              ["synth", str(data), "--identities", str(size.identities), "--images-per-identity",
@@ -112,11 +134,8 @@ def plan_steps(out: Path, size: DemoSize, seed: int) -> list[Step]:
         Step("make-list", "a training list from the identity folders",
              ["make-list", str(unpacked / "images"), "--output", str(unpacked / "train_list.txt")]),
         Step("train-magface", "MagFace training of the tiny registered iResNet (magnitude = quality)",
-             ["train-magface", "--data", str(unpacked / "train_list.txt"), "--arch", "iresnet_tiny",
-              "--epochs", str(size.epochs), "--batch-size", str(size.batch_size), "--lr", str(size.lr),
-              "--lr-schedule", "step", "--lr-steps", size.lr_steps, "--workers", "0", "--device", "cpu",
-              "--seed", str(seed), "--output", str(model_dir),
-              "--overwrite"]),  # a rerun of the demo replaces its own model
+             ["train-magface", *_train_args(size, unpacked / "train_list.txt", seed, model_dir)]),
+        *crfiqa_steps,
         Step("verify", "10-fold verification accuracy on the held-out identities; saves the features",
              ["verify", str(data / "val.bin"), "-w", str(weights), "--device", "cpu",
               "--csv", str(reports / "verify.csv"), "--plot", str(reports / "roc.png"),
@@ -125,7 +144,7 @@ def plan_steps(out: Path, size: DemoSize, seed: int) -> list[Step]:
              ["score", str(unpacked / "images"), "-w", str(weights), "--device", "cpu", "--workers", "0",
               "-o", str(reports / "scores.csv"), "--bottom", "5"]),
         Step("erc-curve", "error-versus-reject: the model's quality against the ground truth",
-             ["erc-curve", *_erc_source(size, data, weights, features),
+             ["erc-curve", *_erc_source(size, data, weights, features, crfiqa_dir / "model.safetensors"),
               "--scores", f"ground_truth={data / 'val_quality.csv'}",
               *_fmr_args(size), "--output", str(reports / "erc")]),
         Step("export", "ONNX export with a dynamic batch, checked against ONNX Runtime",
@@ -355,6 +374,7 @@ def _method_label(method: str) -> str:
         "model:norm": "model: MagFace magnitude",
         "model:serfiq": "model: SER-FIQ (training-free)",
         "model:head": "model: quality head",
+        "crfiqa": "CR-FIQA regressor (a second tiny model, trained the same way)",
     }
     return labels.get(method, method)
 
