@@ -348,7 +348,7 @@ def collect_numbers(out: Path, size: DemoSize) -> dict[str, float | int | str]:
 
 # -------------------------------------------------------------------------------------------- report
 
-#: Published context for the ERC numbers (docs/demo.md and /work/shared/notes/landscape.md §2.4).
+#: Published context for the ERC numbers (docs/demo.md; CR-FIQA, CVPR 2023, Table I).
 REAL_DATA_CONTEXT = (
     "On real data the same plot is made with a strong recogniser, whose FNMR at 0 % rejected is a few "
     "percent rather than the tiny model's tens of percent, so the AUCs are much smaller. "
