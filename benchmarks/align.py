@@ -81,8 +81,8 @@ def bench_detect(images: list[np.ndarray]) -> list[dict]:
         retinaface = None
     else:
         retinaface.detect_faces(images[0], score_threshold=0.6)  # session creation, warm-up
-    seconds = {"package": 0.0, "fqtool": 0.0}
-    faces = {"package": 0, "fqtool": 0}
+    seconds = {"package": 0.0, "fqtool": 0.0, "upscale": 0.0}
+    faces = {"package": 0, "fqtool": 0, "upscale": 0}
     for img in images:
         if retinaface is not None:
             began = time.perf_counter()
@@ -91,10 +91,15 @@ def bench_detect(images: list[np.ndarray]) -> list[dict]:
         began = time.perf_counter()
         faces["fqtool"] += len(detector.detect(img))
         seconds["fqtool"] += time.perf_counter() - began
+        began = time.perf_counter()
+        faces["upscale"] += len(detector.detect(img, upscale=2.0))
+        seconds["upscale"] += time.perf_counter() - began
     rows = [{"row": "package detect_faces", "img_s": _rate(len(images), seconds["package"]),
              "faces": faces["package"]}] if retinaface is not None else []
     return rows + [{"row": "fqtool detect", "img_s": _rate(len(images), seconds["fqtool"]),
-                    "faces": faces["fqtool"]}]
+                    "faces": faces["fqtool"]},
+                   {"row": "fqtool detect --upscale 2", "img_s": _rate(len(images), seconds["upscale"]),
+                    "faces": faces["upscale"]}]
 
 
 def bench_align(folder: Path, out: Path, faces: str, refine: bool, workers: int) -> dict:

@@ -169,14 +169,14 @@ def test_crfiqa_regressor_is_the_quality(tmp_path: Path) -> None:
     state.update({"qs.weight": qs.weight.detach(), "qs.bias": qs.bias.detach()})
     torch.save(state, tmp_path / "181952backbone.pth")
     model = load_model(tmp_path / "181952backbone.pth")
-    assert (model.info.family, model.quality_method) == ("crfiqa", "head") and model.preprocess == ARCFACE
+    assert (model.info.family, model.quality_method) == ("crfiqa", "crfiqa") and model.preprocess == ARCFACE
     x = torch.randn(2, 3, 112, 112)
     with torch.no_grad():
         embedding, quality = model(x)
         torch.testing.assert_close(embedding, source(x)[0], rtol=0, atol=0)
         torch.testing.assert_close(quality, qs(embedding)[:, 0])  # CR-FIQA: qs on the BN1d output
     converted = load_model(save_checkpoint(model, tmp_path / "crfiqa.safetensors"))
-    assert converted.quality_method == "head"
+    assert converted.quality_method == "crfiqa"
     _same_outputs(converted, model)
     assert sum(k.startswith("quality_head.") for k in _keys(tmp_path / "crfiqa.safetensors")) == 2
 

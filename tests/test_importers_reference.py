@@ -72,5 +72,7 @@ def test_reference_checkpoint_loads_every_weight_in_place(tmp_path: Path, name: 
     if model.quality_head is not None:
         got += _positions(model.quality_head.state_dict())
     assert got == expected
-    has_head = any(k.endswith(("qs.weight", "qualtiy.0.weight")) for k, _ in all_keys)
-    assert model.quality_method == ("head" if has_head else "norm")
+    keys = [k for k, _ in all_keys]
+    head = "crfiqa" if any(k.endswith("qs.weight") for k in keys) else "head"
+    has_head = any(k.endswith(("qs.weight", "qualtiy.0.weight")) for k in keys)
+    assert model.quality_method == (head if has_head else "norm")

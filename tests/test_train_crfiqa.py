@@ -30,9 +30,9 @@ def test_train_crfiqa_cli_end_to_end(make_insightface_rec, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
 
     meta = read_checkpoint_metadata(out / "model.safetensors")
-    assert (meta["family"], meta["quality_method"], meta["has_quality_head"]) == ("crfiqa", "head", True)
+    assert (meta["family"], meta["quality_method"], meta["has_quality_head"]) == ("crfiqa", "crfiqa", True)
     assert meta["training_config"]["recipe"] == "crfiqa" and meta["training_config"]["cr_target"] == "paper"
-    assert meta["calibration"]["source"] == "train-p1-p99"
+    assert meta["calibration"]["source"] == "train-p1-p99" and meta["calibration"]["method"] == "crfiqa"
     model = load_model(out / "model.safetensors")
     assert type(model.quality_head).__name__ == "RegressionHead"
     assert set(model.quality_head.state_dict()) == {"qs.weight", "qs.bias"}
@@ -45,8 +45,9 @@ def test_train_crfiqa_cli_end_to_end(make_insightface_rec, tmp_path: Path) -> No
     # `score` uses the regressor: its CSV holds qs, not the embedding norm
     scores = tmp_path / "scores.csv"
     result = runner.invoke(app, ["score", str(FACES), "-w", str(out / "model.safetensors"), "-o", str(scores),
-                                 "-j", "0", "-q"])
+                                 "-j", "0", "--method", "crfiqa"])
     assert result.exit_code == 0, result.output
+    assert "quality (crfiqa)" in result.output and "from train-p1-p99" in result.output
     with open(scores, newline="", encoding="utf-8") as handle:
         rows = {row["path"]: float(row["quality"]) for row in csv.DictReader(handle)}
     name = sorted(rows)[0]

@@ -130,6 +130,20 @@ def test_eqface_stage1_and_stage3(synthetic_dataset, tmp_path) -> None:
     assert "quality/std" in records[-1]
 
 
+def test_stage3_refuses_a_crfiqa_regressor(synthetic_dataset, tmp_path) -> None:
+    """EQFace stage 3 weights its loss with EQFace's head; a CR-FIQA checkpoint's regressor is not one."""
+    from fqtool.errors import CheckpointError
+    from fqtool.models import create_model
+    from fqtool.models.checkpoint import save_checkpoint
+    from fqtool.models.quality_head import RegressionHead
+
+    model = create_model("iresnet_tiny")
+    model.quality_head = RegressionHead(model.backbone, model.embedding_size)
+    crfiqa = save_checkpoint(model, tmp_path / "crfiqa.safetensors")
+    with pytest.raises(CheckpointError, match="has a CR-FIQA regressor, not an EQFace quality head"):
+        _run("feature", synthetic_dataset, tmp_path / "s3", max_steps=1, quality_weights=str(crfiqa))
+
+
 def test_cuda_only_options_are_ignored_on_cpu(synthetic_dataset, tmp_path) -> None:
     """--channels-last / --compile would crash PyTorch's CPU backward of iResNet: warned and dropped."""
     result = _run("magface", synthetic_dataset, tmp_path, max_steps=1, channels_last=True, compile=True)

@@ -138,6 +138,19 @@ def test_a_finished_run_folder_needs_resume_or_overwrite(tiny_rec, tmp_path) -> 
     assert [r["step"] for r in _strict_json_lines(out / "metrics.jsonl") if "loss/total" in r] == [1]
 
 
+def test_a_failed_start_leaves_nothing_that_blocks_the_next_run(tiny_rec, tmp_path) -> None:
+    """A start that fails while setting up (here: a damaged --val set) writes nothing into the output
+    folder, so the corrected command runs without --overwrite."""
+    out = tmp_path / "run"
+    damaged = tmp_path / "lfw.bin"
+    damaged.write_bytes(b"not a pickle")
+    common = ["train-magface", "--data", tiny_rec, "-o", out, *CLI_FAST, "--epochs", "1", "--max-steps", "1"]
+    _one_line_error(_cli(*common, "--val", damaged), "lfw.bin")
+    assert not out.exists() or list(out.iterdir()) == []
+    assert _cli(*common).exit_code == 0
+    assert (out / "model.safetensors").is_file()
+
+
 @pytest.mark.slow
 def test_resume_removes_temporary_files_left_by_kill_9(tiny_rec, tmp_path) -> None:
     """kill -9 during an atomic save leaves ``state/.last.pt.XXXX.tmp`` behind; the next run drops it."""

@@ -154,7 +154,8 @@ class QualityModel:
 
     @property
     def quality_method(self) -> str:
-        """``norm`` (MagFace: the embedding's magnitude) or ``head`` (a quality head's score)."""
+        """``norm`` (MagFace: the embedding's magnitude), ``head`` (EQFace's head) or ``crfiqa`` (CR-FIQA's
+        regressor)."""
         return str(getattr(self.network, "quality_method", "norm"))
 
     def embed(self, images: Any, *, normalize: bool = False, flip: bool = False,
@@ -205,7 +206,8 @@ class QualityModel:
         )
 
     def set_quality_method(self, method: str) -> None:
-        """Make ``auto`` mean ``norm`` or ``head`` from now on."""
+        """Make ``auto`` mean ``norm``, ``head`` or ``crfiqa`` from now on (``head``: whichever head the
+        model has)."""
         if method != "auto":
             set_method(self.network, method)
 

@@ -121,18 +121,22 @@ class FaceDetector:
         if name:
             self.name = name
 
-    def detect(self, image: np.ndarray) -> Detections:
-        """Faces in an H×W×3 RGB uint8 image, best first."""
+    def detect(self, image: np.ndarray, upscale: float = 1.0) -> Detections:
+        """Faces in an H×W×3 RGB uint8 image, best first. ``upscale`` enlarges the detector input (after
+        the ``max_side`` limit) so that faces too small for the detector's finest anchors are found."""
         if image.shape[0] < 2 or image.shape[1] < 2:
             return Detections.empty()
-        boxes, scores, landmarks = self._candidates(image)
+        boxes, scores, landmarks = self._candidates(image, float(upscale))
         if not len(scores):
             return Detections.empty()
         keep = nms(boxes, scores, self.nms_threshold)
         return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32),
                           landmarks[keep].astype(np.float32))
 
-    def _candidates(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def check_upscale(self, upscale: float) -> None:
+        """Refuse an ``upscale`` this graph cannot take (one line)."""
+
+    def _candidates(self, image: np.ndarray, upscale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError  # pragma: no cover
 
 
@@ -154,13 +158,22 @@ class ScrfdDetector(FaceDetector):
         count = len(self.output_names)
         self.strides, self.anchors, self.has_landmarks = self.LAYOUTS[count]
         shape = session.get_inputs()[0].shape
-        static = len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:])
-        self.input_size = (int(shape[3]), int(shape[2])) if static else (self.max_side, self.max_side)
+        self.static = len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:])
+        self.input_size = (int(shape[3]), int(shape[2])) if self.static else (self.max_side, self.max_side)
         self._centers: dict[tuple[int, int, int], np.ndarray] = {}
 
-    def _blob(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """The image scaled into the top-left of the detector canvas (insightface's ``detect``)."""
+    def check_upscale(self, upscale: float) -> None:
+        if upscale != 1.0 and self.static:
+            width, height = self.input_size
+            raise FqtoolError(f"--upscale: this SCRFD graph has a fixed {width}×{height} input; use a "
+                              "dynamic-size export (or the embedded detector)")
+
+    def _blob(self, image: np.ndarray, upscale: float = 1.0) -> tuple[np.ndarray, float]:
+        """The image scaled into the top-left of the detector canvas (insightface's ``detect``); a
+        dynamic-size graph's canvas is ``upscale`` times the ``max_side`` square."""
         width, height = self.input_size
+        if not self.static:
+            width = height = max(32, round(self.max_side * upscale))
         if image.shape[0] / image.shape[1] > height / width:
             new_h, new_w = height, int(height / (image.shape[0] / image.shape[1]))
         else:
@@ -206,8 +219,8 @@ class ScrfdDetector(FaceDetector):
                 all_points.append(np.full((len(keep), 5, 2), np.nan, dtype=np.float32))
         return np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_points)
 
-    def _candidates(self, image):
-        blob, scale = self._blob(image)
+    def _candidates(self, image, upscale):
+        blob, scale = self._blob(image, upscale)
         outputs = self.session.run(self.output_names, {self.input_name: blob})
         boxes, scores, points = self.decode(outputs, blob.shape[2:])
         return boxes / scale, scores, points / scale
@@ -263,8 +276,8 @@ class RetinaFaceDetector(FaceDetector):
         landmarks = p[:, None, :2] + pts * v0 * p[:, None, 2:]
         return boxes, conf[keep, 1], landmarks
 
-    def _candidates(self, image):
-        scale = min(1.0, self.max_side / max(image.shape[:2]))
+    def _candidates(self, image, upscale):
+        scale = min(1.0, self.max_side / max(image.shape[:2])) * upscale
         height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
         resized = _resize(image, width, height)
         blob = np.empty((1, 3, height, width), dtype=np.float32)

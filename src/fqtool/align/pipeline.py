@@ -69,6 +69,8 @@ class AlignOptions:
     min_size: float = 0.0
     threshold: float | None = None
     max_side: int = 640
+    #: Detector input enlarged this many times (after ``max_side``): finds faces under ~40 px, costs upscale².
+    upscale: float = 1.0
     fmt: str = "png"
     workers: int = 1
     detector: str | None = None
@@ -83,6 +85,8 @@ class AlignOptions:
             raise FqtoolError(f"--format {self.fmt!r}: use {' or '.join(FORMATS)}")
         if self.max_side < 32:
             raise FqtoolError("--max-side must be at least 32 pixels")
+        if not 1.0 <= self.upscale <= 4.0:
+            raise FqtoolError(f"--upscale must be between 1 and 4, not {self.upscale}")
         if self.detector and self.landmarks:
             raise FqtoolError("give --detector or --landmarks, not both")
 
@@ -264,6 +268,8 @@ class Aligner:
             threads = max(1, _cpus() // max(1, options.workers)) if options.workers > 1 else 0
             self.detector = load_detector(options.detector, threshold=options.threshold,
                                           max_side=options.max_side, threads=threads)
+        if self.detector is not None:
+            self.detector.check_upscale(options.upscale)
 
     @property
     def source_name(self) -> str:
@@ -277,7 +283,7 @@ class Aligner:
         elif min(image.shape[:2]) < MIN_IMAGE_SIDE:
             found = Detections.empty()
         else:
-            found = self.detector.detect(image)
+            found = self.detector.detect(image, self.options.upscale)
         return select_faces(found, self.options.faces, self.options.min_size)
 
     def crops(self, image: np.ndarray, name: str = "") -> tuple[Detections, list[np.ndarray]]:

@@ -63,6 +63,8 @@ def command(
     ] = None,
     max_side: Annotated[int, typer.Option("--max-side", min=32, help="Longest side of the detector input "
                                           "(larger photos are scaled down for detection only).")] = 640,
+    upscale: Annotated[float, typer.Option("--upscale", help="Enlarge the detector input this many times "
+                                           "(1-4) to find very small faces; costs upscale² in time.")] = 1.0,
     refine: Annotated[bool, typer.Option("--refine/--no-refine", help="Detect landmarks a second time on "
                                          "the roughly aligned face: more exact for small or tilted faces; "
                                          "one more detector run per kept face.")] = True,
@@ -82,8 +84,8 @@ def command(
 
     options = AlignOptions(
         size=size, faces=faces.value, min_size=min_size, threshold=threshold, max_side=max_side,
-        fmt=fmt.value, workers=workers, refine=refine, detector=str(detector) if detector else None,
-        landmarks=str(landmarks) if landmarks else None,
+        upscale=upscale, fmt=fmt.value, workers=workers, refine=refine,
+        detector=str(detector) if detector else None, landmarks=str(landmarks) if landmarks else None,
     )
     with progress_bar("align", None, quiet=quiet) as advance:
         result = align_input(input, output, options, on_progress=advance)

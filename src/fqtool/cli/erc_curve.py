@@ -75,9 +75,9 @@ def _load_set(
 
 def _method_qualities(fs: FeatureSet, methods: list[str], model, images, opts: EmbedOptions, serfiq) -> dict:
     """``--method`` qualities of the model on the target's images (SER-FIQ with a progress bar)."""
-    from fqtool.eval.methods import method_qualities
+    from fqtool.eval.methods import NEEDS_MODEL, method_qualities
 
-    work = len(fs.embeddings) * sum(m in ("head", "serfiq") for m in methods if m != fs.quality_method())
+    work = len(fs.embeddings) * sum(m in NEEDS_MODEL for m in methods if m != fs.quality_method())
     with progress_bar("quality methods", work, quiet=opts.quiet or work == 0) as advance:
         return method_qualities(
             methods, fs, model=model.network if model else None, images=images,
@@ -192,7 +192,8 @@ def command(
     model_quality: Annotated[
         bool,
         typer.Option(
-            "--model-quality/--no-model-quality", help="Include the model's own quality (norm or head)."
+            "--model-quality/--no-model-quality",
+            help="Include the model's own quality (norm, head or crfiqa).",
         ),
     ] = True,
     method: Annotated[
@@ -200,7 +201,8 @@ def command(
         typer.Option(
             "--method",
             help="Quality method of the model to draw (repeatable, replaces the model's own): norm "
-            "(MagFace magnitude), head (EQFace-style head), serfiq (SER-FIQ dropout robustness).",
+            "(MagFace magnitude), head (the model's quality head), crfiqa (a CR-FIQA regressor), serfiq "
+            "(SER-FIQ dropout robustness).",
             show_default=False,
         ),
     ] = None,

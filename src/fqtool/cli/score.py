@@ -35,6 +35,7 @@ class Method(StrEnum):
     auto = "auto"
     norm = "norm"
     head = "head"
+    crfiqa = "crfiqa"
     serfiq = "serfiq"
 
 
@@ -112,7 +113,8 @@ def command(
     ] = None,
     method: Annotated[
         Method, typer.Option("--method", help="Quality: auto (the model's own), norm (MagFace embedding "
-                             "norm), head (EQFace-style quality head) or serfiq (SER-FIQ: agreement of "
+                             "norm), head (the model's quality head: EQFace's, or CR-FIQA's regressor), "
+                             "crfiqa (insist on a CR-FIQA regressor) or serfiq (SER-FIQ: agreement of "
                              "--serfiq-passes dropout passes; training-free, slower).")
     ] = Method.auto,
     file_format: Annotated[

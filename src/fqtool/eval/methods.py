@@ -1,8 +1,9 @@
 """Several quality methods of one model on the same images, for one ERC/EDC plot.
 
-``norm`` (MagFace magnitude), ``head`` (EQFace-style head) and ``serfiq`` (SER-FIQ dropout robustness)
-are computed on the images a :class:`~fqtool.eval.features.FeatureSet` was embedded from; the features'
-own quality is reused when it already is the method asked for.
+``norm`` (MagFace magnitude), ``head`` (the model's quality head), ``crfiqa`` (a CR-FIQA regressor)
+and ``serfiq`` (SER-FIQ dropout robustness) are computed on the images a
+:class:`~fqtool.eval.features.FeatureSet` was embedded from; the features' own quality is reused when it
+already is the method asked for.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import numpy as np
 
 from fqtool.errors import FqtoolError
 from fqtool.eval.features import FeatureSet
+from fqtool.models.face_model import HEAD_METHODS
 
-QUALITY_METHODS = ("norm", "head", "serfiq")
+QUALITY_METHODS = ("norm", "head", "crfiqa", "serfiq")
 #: Methods that need the model and the images (the rest can come from saved features).
-NEEDS_MODEL = ("head", "serfiq")
+NEEDS_MODEL = (*HEAD_METHODS, "serfiq")
 
 
 def check_methods(methods: Sequence[str], have_model: bool) -> list[str]:
@@ -51,10 +53,11 @@ def method_qualities(
 def _one(method, features, model, images, device, batch_size, serfiq, on_batch) -> np.ndarray:
     if method == "norm":
         return np.asarray(features.norms, dtype=np.float64)
-    if method == features.quality_method():
+    saved = features.quality_method()
+    if method == saved or (method == "head" and saved in HEAD_METHODS):
         return np.asarray(features.quality, dtype=np.float64)
-    if method == "head":
-        return _head_quality(model, images, device, batch_size, on_batch)
+    if method in HEAD_METHODS:
+        return _head_quality(model, method, images, device, batch_size, on_batch)
     from fqtool.eval.serfiq import SerfiqOptions, serfiq_embed
 
     opts = serfiq or SerfiqOptions()
@@ -85,13 +88,13 @@ def own_quality(model, images, *, device="cpu", batch_size: int = 64, on_batch=N
     return out.quality.astype(np.float64)
 
 
-def _head_quality(model, images, device, batch_size, on_batch) -> np.ndarray:
+def _head_quality(model, method, images, device, batch_size, on_batch) -> np.ndarray:
     from fqtool.eval.embed import embed_images
 
     own = getattr(model, "quality_method", "norm")
     if not hasattr(model, "set_quality_method"):
-        raise FqtoolError("--method head needs a torch model with a quality head")
-    model.set_quality_method("head")
+        raise FqtoolError(f"--method {method} needs a model with a quality head")
+    model.set_quality_method(method)
     try:
         out = embed_images(model, images, device=device, batch_size=batch_size, on_batch=on_batch)
     finally:

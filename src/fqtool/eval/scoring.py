@@ -7,7 +7,8 @@ images that could not be read (excluded, never fatal).
 
 0–100 scale: ``100 · clip((q − low) / (high − low), 0, 1)``. ``low``/``high`` come from the checkpoint's
 calibration when it was made for the method in use, else the defaults in :data:`DEFAULT_CALIBRATION`
-(MagFace's magnitude range [l_a, u_a] = [10, 110] for ``norm``; [0, 1] for ``head``; for ``serfiq``
+(MagFace's magnitude range [l_a, u_a] = [10, 110] for ``norm``; [0, 1] for ``head``; [1, 3] for
+``crfiqa``, the certainty ratio CCS/NNCCS of a trained model; for ``serfiq``
 [2·σ(−√2), 1]: 0 when the dropout passes scatter like unrelated faces, 100 when they all agree).
 
 ``serfiq`` (training-free, any registered or imported torch model) is computed by :mod:`fqtool.eval.serfiq`.
@@ -35,9 +36,11 @@ from fqtool.models.face_model import EmbeddingModel, QualityCalibration
 DEFAULT_CALIBRATION: dict[str, QualityCalibration] = {
     "norm": QualityCalibration(10.0, 110.0, "default: MagFace magnitude range l_a=10, u_a=110"),
     "head": QualityCalibration(0.0, 1.0, "default: head probability 0..1"),
+    # CCS/NNCCS of a trained model: ~1 = as close to another identity as to its own, ~3 = clearly its own
+    "crfiqa": QualityCalibration(1.0, 3.0, "default: CR-FIQA certainty ratio 1..3"),
     "serfiq": QualityCalibration(UNRELATED_QUALITY, 1.0, "default: SER-FIQ 2*sigmoid(-sqrt 2)..1"),
 }
-METHODS = ("auto", "norm", "head", "serfiq")
+METHODS = ("auto", "norm", "head", "crfiqa", "serfiq")
 
 
 @dataclass
@@ -127,7 +130,8 @@ def choose_calibration(model: EmbeddingModel, method: str, default_method: str) 
 
 
 def set_method(model: EmbeddingModel, method: str) -> tuple[str, str]:
-    """Apply ``auto|norm|head|serfiq`` to ``model``; return ``(method in use, the model's own method)``.
+    """Apply ``auto|norm|head|crfiqa|serfiq`` to ``model``; return ``(method in use, the model's own
+    method)``. ``head`` is the model's own head, reported as ``head`` (EQFace) or ``crfiqa``.
 
     ``serfiq`` leaves the model alone (it is computed beside the model's forward pass).
     """

@@ -183,7 +183,7 @@ def model_from_checkpoint(
         source=meta.get("source"),
     )
     model = FaceModel(backbone, info, head)
-    method = meta.get("quality_method")
-    if method == "norm" or (method == "head" and head is not None):
-        model.quality_method = method
+    if meta.get("quality_method") == "norm":
+        model.quality_method = "norm"  # a head that is kept but not used by default
+    # else the head's own method (older checkpoints said "head" for CR-FIQA regressors too)
     return model

@@ -9,14 +9,40 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from fqtool.errors import FqtoolError
 from fqtool.models.preprocess import Preprocess
+
+#: Quality a model computes itself: MagFace's embedding norm, EQFace's head, CR-FIQA's regressor.
+MODEL_QUALITY_METHODS = ("norm", "head", "crfiqa")
+#: Methods served by a quality head. ``head`` also means "whatever head the model has".
+HEAD_METHODS = ("head", "crfiqa")
+_HEAD_NAMES = {"head": "an EQFace quality head", "crfiqa": "a CR-FIQA regressor (qs)"}
+
+
+def resolve_quality_method(requested: str, head_method: str | None, where: str = "this model") -> str:
+    """The method a model uses when ``requested`` is asked for; ``head_method`` is what its head computes
+    (``None`` without a head). ``head`` picks the model's own head, ``crfiqa`` insists on CR-FIQA's."""
+    if requested not in MODEL_QUALITY_METHODS:
+        known = ", ".join(MODEL_QUALITY_METHODS)
+        raise ValueError(f"quality method must be one of {known}, not {requested!r}")
+    if requested == "norm":
+        return "norm"
+    if head_method is None:
+        wanted = "a quality head" if requested == "head" else _HEAD_NAMES[requested]
+        raise FqtoolError(f"--method {requested} needs {wanted}; {where} has no quality head "
+                          "(add one with --quality-weights, or use --method norm)")
+    if requested != "head" and requested != head_method:
+        raise FqtoolError(f"--method {requested} needs {_HEAD_NAMES[requested]}; {where} has "
+                          f"{_HEAD_NAMES[head_method]} (use --method head or norm)")
+    return head_method
 
 
 @dataclass
 class QualityCalibration:
     """Maps a raw quality to 0–100: ``100 * clip((q - low) / (high - low), 0, 1)``.
 
-    For MagFace-style models the raw quality is the embedding norm, for head models a probability.
+    For MagFace-style models the raw quality is the embedding norm, for EQFace heads a probability, for
+    CR-FIQA regressors the predicted certainty ratio.
     ``low``/``high`` normally come from the training data (e.g. 1st / 99th percentile), and are saved in
     the checkpoint so that every user of it gets the same scale.
     """
@@ -82,10 +108,11 @@ class EmbeddingModel(Protocol):
 
 
 class FaceModel(nn.Module):
-    """Backbone (+ EQFace-style quality head). ``forward`` maps normalised images to ``(embedding, quality)``.
+    """Backbone (+ quality head). ``forward`` maps normalised images to ``(embedding, quality)``.
 
-    The quality is the head's score when there is a head and ``quality_method == "head"``, else the
-    embedding's L2 norm (MagFace). ``prepare`` turns RGB uint8 images into the network's input.
+    ``quality_method`` is ``norm`` (the embedding's L2 norm, MagFace), or the head's own method:
+    ``head`` (EQFace's MLP) or ``crfiqa`` (CR-FIQA's regressor). ``prepare`` turns RGB uint8 images
+    into the network's input.
     """
 
     def __init__(self, backbone: nn.Module, info: ModelInfo, quality_head: nn.Module | None = None) -> None:
@@ -93,7 +120,14 @@ class FaceModel(nn.Module):
         self.backbone = backbone
         self.quality_head = quality_head
         self.info = info
-        self.quality_method = "head" if quality_head is not None else "norm"
+        self.quality_method = self.head_method or "norm"
+
+    @property
+    def head_method(self) -> str | None:
+        """What the quality head computes (``head`` or ``crfiqa``); ``None`` without a head."""
+        if self.quality_head is None:
+            return None
+        return str(getattr(self.quality_head, "quality_method", "head"))
 
     @property
     def preprocess(self) -> Preprocess:
@@ -108,18 +142,13 @@ class FaceModel(nn.Module):
         return self.info.preprocess(images)
 
     def set_quality_method(self, method: str) -> None:
-        if method not in ("norm", "head"):
-            raise ValueError("quality method must be 'norm' or 'head'")
-        if method == "head" and self.quality_head is None:
-            from fqtool.errors import FqtoolError
-
-            raise FqtoolError("--method head needs a model with a quality head (e.g. --quality-weights)")
-        self.quality_method = method
+        """``norm``, ``head`` (the model's own head) or ``crfiqa``; see :func:`resolve_quality_method`."""
+        self.quality_method = resolve_quality_method(method, self.head_method)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding, flat = self.backbone.forward_features(x)
         embedding = embedding.float()
-        if self.quality_method == "head" and self.quality_head is not None:
+        if self.quality_method in HEAD_METHODS and self.quality_head is not None:
             quality = self.quality_head(flat)
         else:
             quality = torch.linalg.vector_norm(embedding, dim=1)

@@ -8,7 +8,7 @@
 * ``eqface``: ``backbone.pth`` with ``module.`` + face.evoLVe IR names (renamed to iResNet, reference-facts
   §a.6) and optionally ``quality.pth`` (``[module.]qualtiy.*``). Input RGB, (x − 127.5)/128.
 * ``crfiqa``: iResNet + ``qs.weight``/``qs.bias``; the regressor becomes the quality head
-  (:class:`~fqtool.models.quality_head.RegressionHead`, method ``head``). Input RGB, (x/255 − 0.5)/0.5.
+  (:class:`~fqtool.models.quality_head.RegressionHead`, method ``crfiqa``). Input RGB, (x/255 − 0.5)/0.5.
 
 The iResNet depth comes from the number of blocks per stage, the embedding size from ``fc.weight``.
 Each family's BatchNorm conventions and preprocessing travel with the loaded model.
@@ -250,7 +250,7 @@ def attach_quality_head(model: FaceModel, quality_path: Path) -> FaceModel:
         found = few_keys(list(state))
         raise CheckpointError(f"no EQFace quality head (qualtiy.*) in this file ({found})", quality_path)
     model.quality_head = head_from_state(strip_prefix(state, prefix), model.backbone, quality_path)
-    model.quality_method = "head"
+    model.set_quality_method("head")
     if model.info.source is not None:
         model.info.source.setdefault("files", []).append(quality_path.name)
     return model

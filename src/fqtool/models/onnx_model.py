@@ -21,7 +21,13 @@ import torch.nn.functional as F
 
 from fqtool.errors import BadInputError, FormatError, FqtoolError
 from fqtool.models._state import first_line
-from fqtool.models.face_model import ModelInfo, QualityCalibration
+from fqtool.models.face_model import (
+    HEAD_METHODS,
+    MODEL_QUALITY_METHODS,
+    ModelInfo,
+    QualityCalibration,
+    resolve_quality_method,
+)
 from fqtool.models.preprocess import ARCFACE, Preprocess
 from fqtool.runtime import resolve_device
 
@@ -134,6 +140,8 @@ class OnnxFaceModel:
         self.embedding_name = "embedding" if "embedding" in self._outputs else self._outputs[0]
         self.quality_name = "quality" if "quality" in self._outputs else None
         method = meta.get("quality_method", "norm")
+        if method not in MODEL_QUALITY_METHODS:
+            method = "norm"  # the embedding is always there; an unknown output is not trusted
         self.graph_quality_method = method if self.quality_name else "norm"
         self.embedding_size = int(meta.get("embedding_size") or self._output_width())
 
@@ -194,14 +202,10 @@ class OnnxFaceModel:
         return self
 
     def set_quality_method(self, method: str) -> None:
-        """``norm`` always works (computed from the embedding); ``head`` needs a graph with a head."""
-        if method not in ("norm", "head"):
-            raise ValueError("quality method must be 'norm' or 'head'")
-        if method == "head" and self.graph_quality_method != "head":
-            raise FqtoolError(
-                f"--method head needs a graph exported with a quality head; {self.path} has none"
-            )
-        self.quality_method = method
+        """``norm`` always works (computed from the embedding); ``head``/``crfiqa`` need a graph exported
+        with that head."""
+        head = self.graph_quality_method if self.graph_quality_method in HEAD_METHODS else None
+        self.quality_method = resolve_quality_method(method, head, where=str(self.path))
 
     def prepare(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """RGB uint8 N×3×H×W → this graph's input.
@@ -239,10 +243,11 @@ class OnnxFaceModel:
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Network input (see :meth:`prepare`) → ``(embedding N×D, quality N)`` float32 CPU tensors."""
-        names = [self.embedding_name] + ([self.quality_name] if self.quality_method == "head" else [])
+        from_head = self.quality_method in HEAD_METHODS
+        names = [self.embedding_name] + ([self.quality_name] if from_head else [])
         outputs = self.session.run(names, {self.input_name: self._to_feed(x)})
         embedding = torch.from_numpy(np.asarray(outputs[0], np.float32))
-        if self.quality_method == "head":
+        if from_head:
             quality = torch.from_numpy(np.asarray(outputs[1], np.float32)).reshape(-1)
         else:
             quality = torch.linalg.vector_norm(embedding, dim=1)

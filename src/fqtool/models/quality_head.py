@@ -18,6 +18,9 @@ from fqtool.models._state import few_keys, load_state_checked
 
 
 class QualityHead(nn.Module):
+    #: The quality method this head serves (see ``fqtool.models.face_model.MODEL_QUALITY_METHODS``).
+    quality_method = "head"
+
     def __init__(self, in_features: int, hidden: int = 512) -> None:
         super().__init__()
         self.qualtiy = nn.Sequential(
@@ -40,6 +43,8 @@ class RegressionHead(nn.Module):
     own ``fc`` and ``features``. The backbone is held by reference, not registered as a child, so its
     weights are saved once (under ``backbone.*``) and the head's state dict is just ``qs.*``.
     """
+
+    quality_method = "crfiqa"
 
     def __init__(self, backbone: nn.Module, embedding_size: int) -> None:
         super().__init__()

@@ -114,7 +114,7 @@ class Trainer:
             if cfg.overwrite:
                 clear_previous_run(self.output)
             remove_stale_temporaries(self.output)
-            ensure_dir(self.output / "state")
+            ensure_dir(self.output)  # writable? (state/, logs and config come once the run is set up)
         D.barrier()
         self.precision = resolve_precision(cfg.precision, env.device)
         if env.device.type == "cuda":
@@ -148,9 +148,10 @@ class Trainer:
         if cfg.compile:
             self.net = torch.compile(self.net)
         self.guard = _BufferGuard(self.task.trainable)
+        self.val_sets = self._load_val_sets() if env.is_main else []
+        # the first file of the run: a start that failed above leaves the output folder empty
         self.log = TrainLogger(self.output, enabled=env.is_main, total_steps=self.stop_step,
                                console=console, quiet=cfg.quiet)
-        self.val_sets = self._load_val_sets() if env.is_main else []
         self.val_results: dict[str, float] = {}
         self._warned_collapse = False
         self._val_step = -1

@@ -131,9 +131,10 @@ def feature_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Ta
         raise FqtoolError("EQFace stage 3 (--quality-weights) trains the quality-weighted ArcFace; "
                           f"--loss {cfg.loss} cannot take a quality")
     scorer = load_face_model(cfg.quality_weights, device=device)
-    if scorer.quality_head is None:
-        raise CheckpointError("has no quality head; pass the train-quality output (stage 2)",
-                              cfg.quality_weights)
+    if scorer.head_method != "head":
+        found = "a CR-FIQA regressor" if scorer.head_method else "no quality head"
+        raise CheckpointError(f"has {found}, not an EQFace quality head; pass the train-quality output "
+                              "(stage 2)", cfg.quality_weights)
     scorer.set_quality_method("head")
     _freeze(scorer)
     model = _new_model(cfg).to(device)
@@ -242,7 +243,8 @@ def crfiqa_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Tas
                           "the embedding layers of an iResNet); use e.g. iresnet50, r100 or iresnet_tiny")
     model = _new_model(cfg)
     model.quality_head = RegressionHead(model.backbone, model.embedding_size)
-    model.quality_method, model.info.family = "head", "crfiqa"
+    model.info.family = "crfiqa"
+    model.set_quality_method("crfiqa")
     model.to(device)
     net = EmbeddingAndScore(model.backbone, model.quality_head)
     head = make_head(cfg, cfg.loss, num_classes, model.embedding_size).to(device)
