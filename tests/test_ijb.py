@@ -416,6 +416,45 @@ def test_erc_curve_on_ijb(verified: tuple[Path, dict], tmp_path: Path) -> None:
     assert result.exit_code == 2 and "CR-FIQA" in result.stderr
 
 
+def test_erc_curve_on_ijb_methods_held_in_the_features(verified: tuple[Path, dict], tmp_path: Path) -> None:
+    """``--method`` on IJB features: ``norm`` and the model's own quality (``head`` = whichever head) come
+    from the saved arrays; a method that needs the images again is one line."""
+    import dataclasses
+
+    feats_path, _ = verified
+    feats = load_ijb_features(feats_path)
+    rng = np.random.default_rng(1)
+    crfiqa = dataclasses.replace(feats, quality=rng.random(len(feats.images)).astype(np.float32),
+                                 meta={**feats.meta, "quality_method": "crfiqa"})
+    path = save_ijb_features(tmp_path / "crfiqa.npz", crfiqa)
+
+    def aucs(features: Path, *methods: str) -> dict:
+        args = ["erc-curve", "--features", str(features), "--fmr", "1e-2", "-o", str(tmp_path / "e"),
+                "--json"]
+        for method in methods:
+            args += ["--method", method]
+        return {row["method"]: row["auc"] for row in json.loads(_ok(args))["summary"]}
+
+    own = aucs(feats_path)  # a norm model: its own quality is the norm
+    both = aucs(path, "crfiqa", "norm")
+    assert set(both) == {"model:crfiqa", "model:norm", "ideal", "random"}
+    assert both["model:norm"] == pytest.approx(own["model:norm"])
+    assert both["model:crfiqa"] != pytest.approx(both["model:norm"])
+    assert aucs(path, "head")["model:head"] == pytest.approx(both["model:crfiqa"])
+    for features, method, held in ((path, "serfiq", "crfiqa"), (feats_path, "head", "norm")):
+        result = runner.invoke(app, ["erc-curve", "--features", str(features), "--method", method])
+        assert result.exit_code == 2 and f"model's own quality ({held}) only" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_erc_curve_ijb_method_is_checked_before_embedding(release: Path, tmp_path: Path) -> None:
+    weights = str(release.parent / "tiny.safetensors")
+    result = runner.invoke(app, ["erc-curve", "IJBC", "--data-dir", str(release), "-w", weights, "--device",
+                                 "cpu", "-q", "--method", "crfiqa", "--save-features", str(tmp_path / "f")])
+    assert result.exit_code == 2 and "--method crfiqa on IJBC" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing embedded, nothing written
+
+
 @pytest.mark.slow
 def test_verify_ijbb_and_ijbc_and_erc_from_the_release(release: Path, tmp_path: Path) -> None:
     """The issue's "done when": both sets from the release folder in one table, erc-curve from the model."""

@@ -202,7 +202,7 @@ def command(
             "--method",
             help="Quality method of the model to draw (repeatable, replaces the model's own): norm "
             "(MagFace magnitude), head (the model's quality head), crfiqa (a CR-FIQA regressor), serfiq "
-            "(SER-FIQ dropout robustness).",
+            "(SER-FIQ dropout robustness). IJB sets: norm and the model's own quality.",
             show_default=False,
         ),
     ] = None,
@@ -291,9 +291,9 @@ def command(
             raise FqtoolError(
                 "IJB sets use CR-FIQA's protocol: --mode erc, min pair quality, angular distance"
             )
-        if method or quality_model:
-            raise FqtoolError("--method and --quality-model apply to pair sets (.bin, pairs folder), not IJB")
-        run = IjbErcRun(ijb, opts, flip, save_features_to)
+        if quality_model:
+            raise FqtoolError("--quality-model applies to pair sets (.bin, pairs folder), not IJB")
+        run = IjbErcRun(ijb, opts, flip, save_features_to, methods=list(method or []))
         run.report(
             list(scores or []), model_quality, tuple(fmr) if fmr else None, pauc_limit, output, json_out
         )
@@ -338,25 +338,34 @@ def command(
 class IjbErcRun:
     """erc-curve on IJB template pairs: embed (or load) the set, then CR-FIQA's ERC per quality method."""
 
-    def __init__(self, source, opts: EmbedOptions, flip: bool | None, save: Path | None) -> None:
+    def __init__(self, source, opts: EmbedOptions, flip: bool | None, save: Path | None,
+                 methods: list[str] | None = None) -> None:
         from fqtool.eval.ijb import load_ijb_features
+        from fqtool.eval.methods import held_quality
 
         self.flip = True if flip is None else flip
+        self.methods = list(dict.fromkeys(methods or []))
         kind, value = source
         if kind == "features":
             self.features = load_ijb_features(value)
             return
         name, root = value
         model, weights_path = load_model_for_eval(opts)
+        for method in self.methods:  # before the long embedding run
+            held_quality(method, model.quality_method, name)
         self.features = ijb_features_for_target(
             model, name, root, opts, flip=self.flip, save=save, meta={"weights": weights_path.name}
         )
 
     def qualities(self, scores: list[str], model_quality: bool) -> dict:
         from fqtool.eval.ijb import load_ijb_quality_csv
+        from fqtool.eval.methods import saved_qualities
 
         fs = self.features
-        qualities = {f"model:{fs.quality_method()}": fs.quality} if model_quality else {}
+        if self.methods:  # they replace the model's own quality, as on pair sets
+            qualities = saved_qualities(self.methods, fs, fs.name)
+        else:
+            qualities = {f"model:{fs.quality_method()}": fs.quality} if model_quality else {}
         for text in scores:
             name, path = parse_scores_option(text)
             if name in qualities:

@@ -68,6 +68,30 @@ def _one(method, features, model, images, device, batch_size, serfiq, on_batch) 
     )[1]
 
 
+def held_quality(method: str, own: str, where: str) -> str:
+    """Which saved array serves ``method`` when only embeddings and the model's own quality ``own`` are
+    kept (IJB features): ``"norm"`` or ``"own"``; anything else is one line naming ``where``."""
+    if method not in QUALITY_METHODS:
+        raise FqtoolError(f"unknown quality method {method!r}; use {', '.join(QUALITY_METHODS)}")
+    if method == "norm":
+        return "norm"
+    if method == own or (method == "head" and own in HEAD_METHODS):
+        return "own"
+    raise FqtoolError(f"--method {method} on {where}: its features hold the embedding norms and the model's "
+                      f"own quality ({own}) only; score other methods with `fqtool score` on the aligned "
+                      "crops and pass them with --scores")
+
+
+def saved_qualities(methods: Sequence[str], features, where: str) -> dict[str, np.ndarray]:
+    """``{"model:<method>": quality}`` from features that keep only the norms and the model's quality."""
+    own = features.quality_method()
+    out = {}
+    for method in dict.fromkeys(methods):
+        saved = features.norms if held_quality(method, own, where) == "norm" else features.quality
+        out[f"model:{method}"] = np.asarray(saved, np.float64)
+    return out
+
+
 def parse_quality_model(text: str) -> tuple[str, str]:
     """``NAME=WEIGHTS`` → ``(name, weights)``; a bare path is named after its file stem."""
     from pathlib import Path
