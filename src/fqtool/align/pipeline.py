@@ -69,7 +69,7 @@ class AlignOptions:
     min_size: float = 0.0
     threshold: float | None = None
     max_side: int = 640
-    #: Detector input enlarged this many times (after ``max_side``): finds faces under ~40 px, costs upscale².
+    #: Detector input enlarged this many times (after ``max_side``): finds smaller faces, costs upscale².
     upscale: float = 1.0
     fmt: str = "png"
     workers: int = 1

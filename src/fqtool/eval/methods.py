@@ -14,9 +14,9 @@ import numpy as np
 
 from fqtool.errors import FqtoolError
 from fqtool.eval.features import FeatureSet
-from fqtool.models.face_model import HEAD_METHODS
+from fqtool.models.face_model import HEAD_METHODS, MODEL_QUALITY_METHODS
 
-QUALITY_METHODS = ("norm", "head", "crfiqa", "serfiq")
+QUALITY_METHODS = (*MODEL_QUALITY_METHODS, "serfiq")
 #: Methods that need the model and the images (the rest can come from saved features).
 NEEDS_MODEL = (*HEAD_METHODS, "serfiq")
 
@@ -51,11 +51,9 @@ def method_qualities(
 
 
 def _one(method, features, model, images, device, batch_size, serfiq, on_batch) -> np.ndarray:
-    if method == "norm":
-        return np.asarray(features.norms, dtype=np.float64)
-    saved = features.quality_method()
-    if method == saved or (method == "head" and saved in HEAD_METHODS):
-        return np.asarray(features.quality, dtype=np.float64)
+    held = _held_array(method, features.quality_method())
+    if held is not None:
+        return np.asarray(features.norms if held == "norm" else features.quality, dtype=np.float64)
     if method in HEAD_METHODS:
         return _head_quality(model, method, images, device, batch_size, on_batch)
     from fqtool.eval.serfiq import SerfiqOptions, serfiq_embed
@@ -68,15 +66,24 @@ def _one(method, features, model, images, device, batch_size, serfiq, on_batch) 
     )[1]
 
 
-def held_quality(method: str, own: str, where: str) -> str:
-    """Which saved array serves ``method`` when only embeddings and the model's own quality ``own`` are
-    kept (IJB features): ``"norm"`` or ``"own"``; anything else is one line naming ``where``."""
-    if method not in QUALITY_METHODS:
-        raise FqtoolError(f"unknown quality method {method!r}; use {', '.join(QUALITY_METHODS)}")
+def _held_array(method: str, own: str) -> str | None:
+    """``"norm"`` or ``"own"`` when saved features (norms + the model's own quality ``own``) already hold
+    ``method``'s quality; ``head`` matches either kind of head. ``None`` when the model must run again."""
     if method == "norm":
         return "norm"
     if method == own or (method == "head" and own in HEAD_METHODS):
         return "own"
+    return None
+
+
+def held_quality(method: str, own: str, where: str) -> str:
+    """:func:`_held_array` for features that cannot be recomputed (IJB): one line naming ``where`` when
+    ``method`` is not held."""
+    if method not in QUALITY_METHODS:
+        raise FqtoolError(f"unknown quality method {method!r}; use {', '.join(QUALITY_METHODS)}")
+    held = _held_array(method, own)
+    if held is not None:
+        return held
     raise FqtoolError(f"--method {method} on {where}: its features hold the embedding norms and the model's "
                       f"own quality ({own}) only; score other methods with `fqtool score` on the aligned "
                       "crops and pass them with --scores")

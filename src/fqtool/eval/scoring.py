@@ -30,7 +30,7 @@ from fqtool.errors import BadInputError, FqtoolError
 from fqtool.eval.embed import Embeddings, embed_images
 from fqtool.eval.serfiq import UNRELATED_QUALITY, SerfiqOptions
 from fqtool.fsutil import atomic_open, atomic_path
-from fqtool.models.face_model import EmbeddingModel, QualityCalibration
+from fqtool.models.face_model import MODEL_QUALITY_METHODS, EmbeddingModel, QualityCalibration
 
 #: Calibration used when a checkpoint has none for the method in use.
 DEFAULT_CALIBRATION: dict[str, QualityCalibration] = {
@@ -40,7 +40,7 @@ DEFAULT_CALIBRATION: dict[str, QualityCalibration] = {
     "crfiqa": QualityCalibration(1.0, 3.0, "default: CR-FIQA certainty ratio 1..3"),
     "serfiq": QualityCalibration(UNRELATED_QUALITY, 1.0, "default: SER-FIQ 2*sigmoid(-sqrt 2)..1"),
 }
-METHODS = ("auto", "norm", "head", "crfiqa", "serfiq")
+METHODS = ("auto", *MODEL_QUALITY_METHODS, "serfiq")
 
 
 @dataclass

@@ -29,8 +29,9 @@ def resolve_quality_method(requested: str, head_method: str | None, where: str =
         return "norm"
     if head_method is None:
         wanted = "a quality head" if requested == "head" else _HEAD_NAMES[requested]
-        raise FqtoolError(f"--method {requested} needs {wanted}; {where} has no quality head "
-                          "(add one with --quality-weights, or use --method norm)")
+        fix = "use a CR-FIQA checkpoint" if requested == "crfiqa" else "add an EQFace head: --quality-weights"
+        raise FqtoolError(f"--method {requested} needs {wanted}; {where} has no quality head ({fix}, or use "
+                          "--method norm)")
     if requested != "head" and requested != head_method:
         raise FqtoolError(f"--method {requested} needs {_HEAD_NAMES[requested]}; {where} has "
                           f"{_HEAD_NAMES[head_method]} (use --method head or norm)")
