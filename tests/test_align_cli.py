@@ -191,6 +191,9 @@ def test_bad_csv_landmarks_and_bad_options(known, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--size 120" in result.stderr
     result = runner.invoke(app, ["align", str(root / "in"), str(tmp_path / "o"), "--upscale", "8"])
     assert result.exit_code == 2 and "--upscale must be between 1 and 4, not 8.0" in result.stderr
+    result = runner.invoke(app, ["align", str(root / "in"), str(tmp_path / "o"), "--landmarks", str(path),
+                                 "--upscale", "2"])
+    assert result.exit_code == 2 and "with --landmarks nothing is detected" in result.stderr
     (tmp_path / "train.rec").write_bytes(b"")
     result = runner.invoke(app, ["align", str(tmp_path / "train.rec"), str(tmp_path / "o")])
     assert result.exit_code == 2 and "not a .rec file" in result.stderr

@@ -89,6 +89,12 @@ def test_upscale_out_of_range_is_one_line() -> None:
         AlignOptions(upscale=0.5).check()
 
 
+def test_upscale_changes_the_resume_key_only_when_used() -> None:
+    """A run journalled before --upscale existed (no such key) still resumes with the default."""
+    assert "upscale" not in AlignOptions().journal_key()
+    assert AlignOptions(upscale=2.0).journal_key()["upscale"] == 2.0
+
+
 def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
     boxes = np.array([[0, 0, 100, 100], [5, 5, 105, 105], [200, 200, 250, 250]], dtype=np.float32)
     keep = nms(boxes, np.array([0.8, 0.9, 0.7]), 0.4)

@@ -89,10 +89,14 @@ class AlignOptions:
             raise FqtoolError(f"--upscale must be between 1 and 4, not {self.upscale}")
         if self.detector and self.landmarks:
             raise FqtoolError("give --detector or --landmarks, not both")
+        if self.landmarks and self.upscale != 1.0:
+            raise FqtoolError("--upscale enlarges the detector input; with --landmarks nothing is detected")
 
     def journal_key(self) -> dict:
         key = asdict(self)
         key.pop("workers")
+        if key["upscale"] == 1.0:
+            key.pop("upscale")  # runs journalled before --upscale existed still resume
         return key
 
 
