@@ -1,0 +1,56 @@
+"""``verify IJBB IJBC`` under torchrun (2 Gloo processes on the CPU): every rank walks every set.
+
+Before the fix, ranks other than 0 returned after the first set while rank 0 waited for them in the
+second set's process group (a hang on NCCL, "connection refused" on Gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _ijb_fixture import write_ijb_release
+
+from fqtool.models.checkpoint import save_checkpoint
+from fqtool.models.registry import create_model
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    path = os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, "FQTOOL_DATA": str(tmp)}
+
+
+@pytest.mark.slow
+def test_verify_two_ijb_sets_under_torchrun_equals_one_process(tmp_path: Path) -> None:
+    import torch
+
+    release = tmp_path / "IJB_release"
+    write_ijb_release(release, "IJBB", templates_per_id=2, impostors=20, seed=1)
+    write_ijb_release(release, "IJBC", templates_per_id=2, impostors=30, seed=0)
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_checkpoint(create_model("iresnet_tiny"), weights)
+
+    def args(out: str) -> list[str]:
+        return ["verify", "IJBB", "IJBC", "--data-dir", str(release), "-w", str(weights), "--device", "cpu",
+                "-q", "--json", "--batch-size", "32", "--save-features", str(tmp_path / out / "f.npz")]
+
+    one = subprocess.run([sys.executable, "-m", "fqtool", *args("one")], env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "fqtool", *args("two")],
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert two.returncode == 0, two.stderr[-3000:]
+    expected = json.loads(one.stdout)["results"]
+    assert [r["name"] for r in expected] == ["IJBB", "IJBC"]
+    got = json.loads(two.stdout[two.stdout.index("{"):])["results"]
+    assert got == expected
+    for name in ("IJBB", "IJBC"):  # rank 0 saved both sets' features and removed the parts folders
+        assert (tmp_path / "two" / f"f_{name}.npz").is_file()
+        assert not (tmp_path / "two" / f"f_{name}.parts").exists()
