@@ -7,17 +7,31 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from _ijb_fixture import write_ijb_release
 
+from _ijb_fixture import write_ijb_release
 from fqtool.models.checkpoint import save_checkpoint
 from fqtool.models.registry import create_model
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group; on a hang kill the whole group (torchrun's ranks too)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after 120 s (hang): {err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -41,11 +55,10 @@ def test_verify_two_ijb_sets_under_torchrun_equals_one_process(tmp_path: Path) -
         return ["verify", "IJBB", "IJBC", "--data-dir", str(release), "-w", str(weights), "--device", "cpu",
                 "-q", "--json", "--batch-size", "32", "--save-features", str(tmp_path / out / "f.npz")]
 
-    one = subprocess.run([sys.executable, "-m", "fqtool", *args("one")], env=_env(tmp_path),
-                         capture_output=True, text=True, timeout=120)
+    one = _run([sys.executable, "-m", "fqtool", *args("one")], _env(tmp_path))
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "fqtool", *args("two")],
-                         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    two = _run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "fqtool", *args("two")],
+               _env(tmp_path))
     assert two.returncode == 0, two.stderr[-3000:]
     expected = json.loads(one.stdout)["results"]
     assert [r["name"] for r in expected] == ["IJBB", "IJBC"]

@@ -15,7 +15,7 @@ the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,11 @@ from fqtool.errors import FqtoolError
 from fqtool.eval.embed import embed_images
 from fqtool.eval.features import FeatureSet, extract_features
 from fqtool.eval.scoring import ScoreResult, open_input, score_dataset, set_method
-from fqtool.eval.verification import VerificationResult, evaluate_verification
 from fqtool.models.loading import load_model as _open_network
 from fqtool.models.loading import resolve_weights
 from fqtool.runtime import resolve_device
 
-__all__ = ["QualityModel", "load_model", "read_images", "verify"]
+__all__ = ["QualityModel", "align", "erc_curve", "load_model", "read_images", "verify"]
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -173,8 +172,39 @@ class QualityModel:
         return self.score(images, method=method, batch_size=batch_size).quality
 
     def open(self, source: str | Path):
-        """A folder (recursive), list file, ``.rec``, insightface folder or one image, as a dataset."""
-        return open_input(source, size=self.size)
+        """A folder (recursive), list file, ``.rec``, insightface folder or one image, as a dataset.
+
+        Its ``notes`` start with a warning when the images are not the model's size (photos, not aligned
+        faces: use :meth:`aligned` or ``score(..., align=True)``)."""
+        from fqtool.align.pipeline import first_off_size
+
+        dataset = open_input(source, size=self.size)
+        found = first_off_size(dataset, self.size)
+        if found is not None:
+            size = self.size
+            note = (f"images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: they are resized "
+                    "without face alignment; for photos use --align (or `fqtool align` first)")
+            dataset.notes = [note, *getattr(dataset, "notes", [])]
+        return dataset
+
+    def aligned(self, source: str | Path, *, detector: str | Path | None = None, workers: int = 1,
+                on_progress: Callable[[int], None] | None = None):
+        """Photos detected and aligned (largest face each) into a temporary folder, as a dataset named
+        after the photos; the folder goes when the dataset does. ``notes``: the photos with no face."""
+        import tempfile
+
+        from fqtool.align.datasets import aligned_dataset, missed_faces_note
+        from fqtool.align.pipeline import crop_size_for
+
+        workdir = tempfile.TemporaryDirectory(prefix="fqtool-align-")
+        dataset, run = aligned_dataset(source, workdir.name, crop_size_for(self.size), detector=detector,
+                                       workers=max(1, workers), on_progress=on_progress)
+        dataset.workdir = workdir  # TemporaryDirectory deletes the folder once the dataset is gone
+        note = missed_faces_note(run.no_face + [s for s, _ in run.unreadable], run.images, "not scored")
+        dataset.notes = [note] if note else []
+        if not len(dataset):
+            raise FqtoolError("no face found in any image", source)
+        return dataset
 
     def score(
         self,
@@ -185,15 +215,21 @@ class QualityModel:
         workers: int = 0,
         keep_embeddings: bool = False,
         on_progress: Callable[[int], None] | None = None,
+        align: bool = False,
+        detector: str | Path | None = None,
         **method_options: Any,
     ) -> ScoreResult:
         """Quality (raw and 0-100), norms and optionally embeddings, row-aligned with the images.
 
         ``images``: anything :func:`read_images` takes, a dataset from :meth:`open`, or a folder, list
         file or ``.rec`` path. Unreadable images of a folder/list/.rec are skipped and listed in ``bad``.
-        ``method_options`` go to :func:`fqtool.eval.scoring.score_dataset` (options of a quality method).
+        ``align``: ``images`` are photos (a folder, list file or image path) to detect and align first
+        (:meth:`aligned`, ``detector`` its weights). ``method_options`` go to
+        :func:`fqtool.eval.scoring.score_dataset` (options of a quality method).
         """
-        if _is_collection(images):
+        if align:
+            dataset = self.aligned(images, detector=detector, workers=workers)
+        elif _is_collection(images):
             dataset = self.open(images)
         elif hasattr(images, "name") and hasattr(images, "__getitem__"):
             dataset = images
@@ -249,27 +285,138 @@ def load_model(
     """Open any weights fqtool reads (fqtool ``.safetensors``, MagFace / arcface_torch / EQFace / CR-FIQA
     ``.pth``, exported ``.onnx``); ``weights=None`` reads ``$FQTOOL_WEIGHTS``. ``device``: auto, cpu,
     cuda or cuda:N. ``quality_weights`` adds EQFace's ``quality.pth`` head to an EQFace backbone."""
+    from fqtool.eval.ijb_embed import dist_env, local_device
+
     path = resolve_weights(weights)
     torch_device = device if isinstance(device, torch.device) else resolve_device(str(device))
+    _, world, local_rank = dist_env()
+    torch_device = local_device(torch_device, local_rank, world)  # under torchrun: this rank's GPU
     onnx_device = str(device) if path.suffix.lower() == ".onnx" else torch_device
     network = _open_network(path, quality_weights=quality_weights, arch=arch, device=onnx_device)
     return QualityModel(network, device=torch_device, weights=path)
 
 
+# ----------------------------------------------------------------------------------------------- evaluation
+
+
+def align(input: str | Path, output: str | Path, *, on_progress: Callable[[int], None] | None = None,
+          **options: Any):
+    """Detect and align every photo of ``input`` into ``output``, as ``fqtool align`` (crops, faces.csv,
+    no_face.txt; resumable). ``options`` are :class:`fqtool.align.pipeline.AlignOptions` fields (size,
+    faces, detector, landmarks, workers, …). Returns the run's :class:`~fqtool.align.pipeline.AlignResult`."""
+    from fqtool.align.pipeline import AlignOptions, align_input
+
+    return align_input(input, output, AlignOptions(**options), on_progress=on_progress)
+
+
+def _align_pairs(detector):
+    """``verify --align``: the benchmark's aligner, built from the align core."""
+    from fqtool.align.datasets import align_pair_images, missed_faces_note
+
+    def align_images(images, size, name, progress):
+        with progress(f"align {name}", len(images)) as advance:
+            tensor, missed = align_pair_images(images, size, detector=detector, on_progress=advance)
+        return tensor, missed_faces_note([f"#{i}" for i in missed], len(images), f"{name}: used whole, resized")
+
+    return align_images
+
+
+def _settings(data_dir, batch_size, workers, align, detector, save_features, progress, notify):
+    from fqtool.eval.benchmark import EmbedSettings, no_progress
+
+    return EmbedSettings(
+        data_dir=Path(data_dir) if data_dir else None, batch_size=batch_size, workers=workers,
+        align=_align_pairs(detector) if align else None, progress=progress or no_progress,
+        notify=notify or (lambda line: None), save=Path(save_features) if save_features else None,
+    )
+
+
+def _sources(model_or_features: Any, targets: Any) -> tuple[Any, list[str], list[Path]]:
+    """``(model source, TARGETs, features files)`` from ``verify``'s / ``erc_curve``'s first arguments."""
+    if isinstance(model_or_features, str | Path) or (
+        isinstance(model_or_features, list | tuple) and all(isinstance(p, str | Path) for p in model_or_features)
+    ):
+        if targets:
+            raise FqtoolError("give a TARGET (with --weights) or --features, not both")
+        paths = [model_or_features] if isinstance(model_or_features, str | Path) else model_or_features
+        return None, [], [Path(p) for p in paths]
+    names = [targets] if isinstance(targets, str | Path) else list(targets or [])
+    return model_or_features, [str(t) for t in names], []
+
+
 def verify(
-    model: QualityModel,
-    target: str | Path,
+    model_or_features: Any,
+    targets: Any = None,
     *,
+    protocols: Sequence[str] = ("insightface",),
+    flip: bool | None = None,
+    folds: int = 10,
+    norm_score: bool = False,
+    detector_score: bool = False,
+    align: bool = False,
+    detector: str | Path | None = None,
     data_dir: str | Path | None = None,
-    flip: bool = True,
-    batch_size: int = 64,
-) -> VerificationResult:
-    """10-fold verification (insightface protocol) of ``model`` on one set: a ``.bin``, a pairs folder or a
-    name found in ``data_dir`` / ``$FQTOOL_DATA`` (``lfw`` → ``lfw.bin``)."""
-    from fqtool.eval.targets import decode_target
+    batch_size: int | None = None,
+    workers: int | None = None,
+    save_features: str | Path | None = None,
+    progress=None,
+    notify: Callable[[str], None] | None = None,
+):
+    """``fqtool verify``: 10-fold accuracy on pair sets, TAR@FAR on IJB-B / IJB-C, as a
+    :class:`~fqtool.eval.results.VerifyReport` (``.results``, ``.to_dict()``, ``.to_csv()``, ``.plot()``).
 
-    name, images, issame = decode_target(str(target), model.size, data_dir)
-    features = model.features(images, issame, name=name, flip=flip, batch_size=batch_size)
-    embeddings, norms = features.verification_inputs(flip)
-    return evaluate_verification(embeddings, features.issame, xnorm_norms=norms, name=name, flip=flip)
+    ``model_or_features``: a :class:`QualityModel` (or a callable returning one, opened once the inputs
+    are checked) with ``targets`` (``lfw``, a ``.bin``, a pairs folder, ``IJBC``, an IJB folder), or a
+    features file / list of them. ``flip`` None: each protocol's default. ``progress(label, total)``: a
+    context manager yielding ``advance(n)``. Returns None on torchrun ranks other than 0.
+    """
+    from fqtool.eval.benchmark import VerifyOptions, resolve_benchmarks, run_verify
 
+    model, names, files = _sources(model_or_features, targets)
+    benchmarks = resolve_benchmarks(names, files, Path(data_dir) if data_dir else None)
+    options = VerifyOptions(list(dict.fromkeys(protocols)), flip, folds, norm_score, detector_score)
+    settings = _settings(data_dir, batch_size, workers, align, detector, save_features, progress, notify)
+    return run_verify(benchmarks, model, options, settings)
+
+
+def erc_curve(
+    model_or_features: Any,
+    target: str | Path | None = None,
+    *,
+    methods: Sequence[str] = (),
+    scores: Sequence[str] = (),
+    model_quality: bool = True,
+    quality_models: Sequence[str] = (),
+    serfiq=None,
+    mode: str = "erc",
+    fmrs: Sequence[float] | None = None,
+    starting_fnmr: float = 0.05,
+    pair_quality: str = "min",
+    metric: str = "angular",
+    pauc_limit: float = 0.2,
+    flip: bool | None = None,
+    data_dir: str | Path | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    save_features: str | Path | None = None,
+    progress=None,
+    notify: Callable[[str], None] | None = None,
+):
+    """``fqtool erc-curve``: ERC / EDC curves of quality methods on one set, as an
+    :class:`~fqtool.eval.results.ErcResult` (``.summary()``, ``.to_dict()``, ``.to_csv(folder)``,
+    ``.plot(folder)``, ``.write(folder)``). Arguments as :func:`verify`; ``methods``: ``norm``, ``head``,
+    ``crfiqa``, ``serfiq`` (replacing the model's own quality), ``scores``: ``NAME=FILE`` quality files,
+    ``quality_models``: ``NAME=WEIGHTS`` checkpoints. None on torchrun ranks other than 0."""
+    from fqtool.eval.benchmark import ErcOptions, resolve_benchmark, run_erc
+    from fqtool.eval.serfiq import SerfiqOptions
+
+    model, names, files = _sources(model_or_features, target)
+    if len(names) + len(files) > 1:
+        raise FqtoolError("erc-curve takes one set (one TARGET or one features file)")
+    benchmark = resolve_benchmark(names[0] if names else None, files[0] if files else None,
+                                  Path(data_dir) if data_dir else None)
+    options = ErcOptions(list(scores), model_quality, list(methods), list(quality_models),
+                         serfiq or SerfiqOptions(), mode, tuple(fmrs) if fmrs else None, starting_fnmr,
+                         pair_quality, metric, pauc_limit, flip)
+    settings = _settings(data_dir, batch_size, workers, False, None, save_features, progress, notify)
+    return run_erc(benchmark, model, options, settings)

@@ -10,7 +10,6 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from fqtool.cli.align_options import aligned_input, warn_if_not_aligned
 from fqtool.cli.console import console, err_console
 from fqtool.cli.options import (
     AlignFlag,
@@ -171,10 +170,10 @@ def command(
         check_output_file(path, option)
     model = load_model(weights_path, quality_weights=quality_weights, device=device, arch=arch)
     if align:  # the crops live in a temporary folder that goes with the dataset
-        dataset = aligned_input(input, model.size, detector, workers, quiet)
+        with progress_bar("align", None, quiet=quiet) as advance:
+            dataset = model.aligned(input, detector=detector, workers=workers, on_progress=advance)
     else:
         dataset = model.open(input)
-        warn_if_not_aligned(dataset, model.size)
     for note in getattr(dataset, "notes", []):
         err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     with progress_bar("score", len(dataset), quiet=quiet) as advance:
