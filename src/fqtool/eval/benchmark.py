@@ -185,7 +185,10 @@ def run_verify(
     check_verify(benchmarks, options)
     network = _open(model, benchmarks)
     settings.several = settings.several or sum(b.needs_model for b in benchmarks) > 1
-    features = [b.features(network, settings, flip=b.verify_flip(options)) for b in benchmarks]
+    from fqtool.eval.ijb_embed import process_group_scope
+
+    with process_group_scope():  # under torchrun: one process group for every set
+        features = [b.features(network, settings, flip=b.verify_flip(options)) for b in benchmarks]
     if any(f is None for f in features):  # a torchrun rank other than 0: its shards are saved
         return None
     sections: dict[type, list] = {}

@@ -9,10 +9,11 @@ decoded images is in memory at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,6 +41,28 @@ def dist_env() -> tuple[int, int, int]:
             raise FqtoolError(f"${key} is not an integer: {os.environ.get(key)!r}") from None
 
     return read("RANK", 0), read("WORLD_SIZE", 1), read("LOCAL_RANK", 0)
+
+
+#: Open :func:`process_group_scope` blocks: the process group made for the first set serves them all.
+_GROUP_SCOPES: list[bool] = []
+
+
+@contextlib.contextmanager
+def process_group_scope() -> Iterator[None]:
+    """Keep the process group that embedding creates under torchrun until the block ends.
+
+    A group destroyed and created again for the next set reads the first group's stale addresses from
+    torchrun's store ("connection refused"): several sets share one group, destroyed once at the end."""
+    import torch.distributed as dist
+
+    had_group = dist.is_available() and dist.is_initialized()
+    _GROUP_SCOPES.append(True)
+    try:
+        yield
+    finally:
+        _GROUP_SCOPES.pop()
+        if not had_group and not _GROUP_SCOPES and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def chunk_ranges(num_images: int, chunk: int = CHUNK) -> list[tuple[int, int]]:
@@ -155,7 +178,7 @@ def _wait_for_others(world: int, parts: Path, ranges: list[tuple[int, int]]) -> 
     if own_group:
         dist.init_process_group("gloo", timeout=timedelta(hours=6))
     dist.barrier()
-    if own_group:
+    if own_group and not _GROUP_SCOPES:
         dist.destroy_process_group()
     missing = [r for r in ranges if not _chunk_path(parts, *r).is_file()]
     if missing:
