@@ -18,7 +18,7 @@ PACKAGE_DIR = Path(fqtool.__file__).parent
 #: ``fqtool`` itself is the package root (``__init__.py``: the version and, loaded lazily on first use
 #: (PEP 562), the Python API's names: see ROOT_LAZY).
 LAYERS: dict[str, int] = {
-    "fqtool": 0, "errors": 0, "fsutil": 0, "runtime": 0,
+    "fqtool": 0, "errors": 0, "fsutil": 0, "runtime": 0, "quality_methods": 0,
     "data": 1, "losses": 1,
     "models": 2,
     "eval": 3, "export": 3, "align": 3,

@@ -182,8 +182,8 @@ class QualityModel:
         found = first_off_size(dataset, self.size)
         if found is not None:
             size = self.size
-            note = (f"images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: they are resized "
-                    "without face alignment; for photos use --align (or `fqtool align` first)")
+            note = (f"images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: they are "
+                    "resized without face alignment; for photos use --align (or `fqtool align` first)")
             dataset.notes = [note, *getattr(dataset, "notes", [])]
         return dataset
 
@@ -316,7 +316,8 @@ def _align_pairs(detector):
     def align_images(images, size, name, progress):
         with progress(f"align {name}", len(images)) as advance:
             tensor, missed = align_pair_images(images, size, detector=detector, on_progress=advance)
-        return tensor, missed_faces_note([f"#{i}" for i in missed], len(images), f"{name}: used whole, resized")
+        names = [f"#{i}" for i in missed]
+        return tensor, missed_faces_note(names, len(images), f"{name}: used whole, resized")
 
     return align_images
 
@@ -333,9 +334,10 @@ def _settings(data_dir, batch_size, workers, align, detector, save_features, pro
 
 def _sources(model_or_features: Any, targets: Any) -> tuple[Any, list[str], list[Path]]:
     """``(model source, TARGETs, features files)`` from ``verify``'s / ``erc_curve``'s first arguments."""
-    if isinstance(model_or_features, str | Path) or (
-        isinstance(model_or_features, list | tuple) and all(isinstance(p, str | Path) for p in model_or_features)
-    ):
+    paths = isinstance(model_or_features, list | tuple) and all(
+        isinstance(p, str | Path) for p in model_or_features
+    )
+    if isinstance(model_or_features, str | Path) or paths:
         if targets:
             raise FqtoolError("give a TARGET (with --weights) or --features, not both")
         paths = [model_or_features] if isinstance(model_or_features, str | Path) else model_or_features

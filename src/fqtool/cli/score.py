@@ -28,14 +28,10 @@ from fqtool.cli.options import (
 )
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
+from fqtool.quality_methods import method_help, names_for
 
-
-class Method(StrEnum):
-    auto = "auto"
-    norm = "norm"
-    head = "head"
-    crfiqa = "crfiqa"
-    serfiq = "serfiq"
+#: ``--method`` choices, from the torch-free quality-method table.
+Method = StrEnum("Method", {name: name for name in names_for("score")})
 
 
 class Format(StrEnum):
@@ -111,11 +107,8 @@ def command(
                      "(names, embeddings, quality).", show_default=False),
     ] = None,
     method: Annotated[
-        Method, typer.Option("--method", help="Quality: auto (the model's own), norm (MagFace embedding "
-                             "norm), head (the model's quality head: EQFace's, or CR-FIQA's regressor), "
-                             "crfiqa (insist on a CR-FIQA regressor) or serfiq (SER-FIQ: agreement of "
-                             "--serfiq-passes dropout passes; training-free, slower).")
-    ] = Method.auto,
+        Method, typer.Option("--method", help=f"Quality: {method_help('score')}.")
+    ] = Method("auto"),
     file_format: Annotated[
         Format, typer.Option("--format", help="Output: csv (path, quality, quality_100, norm, label), "
                              "path-score (CR-FIQA's '<path> <quality>' lines, read by erc-curve --scores) "

@@ -120,7 +120,8 @@ def command(
     options = VerifyOptions(list(dict.fromkeys(protocol or ["insightface"])), flip, folds, norm_score,
                             detector_score)
     benchmarks = resolve_benchmarks(targets, features, data_dir)
-    check_verify(benchmarks, options, outputs=tuple(o for o, v in (("--csv", csv_path), ("--plot", plot)) if v))
+    outputs = tuple(o for o, v in (("--csv", csv_path), ("--plot", plot)) if v)
+    check_verify(benchmarks, options, outputs)
     report = verify(
         model_loader(weights, quality_weights, device) if targets else list(features or []),
         targets, protocols=options.protocols, flip=flip, folds=folds, norm_score=norm_score,

@@ -47,7 +47,9 @@ class IjbSet:
 
     def check_erc(self, options: ErcOptions) -> None:
         if options.mode != "erc" or options.pair_quality != "min" or options.metric != "angular":
-            raise FqtoolError("IJB sets use CR-FIQA's protocol: --mode erc, min pair quality, angular distance")
+            raise FqtoolError(
+                "IJB sets use CR-FIQA's protocol: --mode erc, min pair quality, angular distance"
+            )
         if options.quality_models:
             raise FqtoolError("--quality-model applies to pair sets (.bin, pairs folder), not IJB")
         options.methods = list(dict.fromkeys(options.methods))

@@ -42,9 +42,8 @@ class PairSet:
     def check_verify(self, options: VerifyOptions) -> None:
         protocols = options.protocols
         if len(protocols) > 1 or protocols[0] not in PROTOCOLS:
-            raise FqtoolError(
-                f"unknown --protocol {','.join(protocols)!r} for .bin sets; use one of {' or '.join(PROTOCOLS)}"
-            )
+            raise FqtoolError(f"unknown --protocol {','.join(protocols)!r} for .bin sets; use one of "
+                              f"{' or '.join(PROTOCOLS)}")
 
     def check_erc(self, options: ErcOptions) -> None:
         from fqtool.eval.methods import check_methods
@@ -112,7 +111,7 @@ class PairSet:
     # ------------------------------------------------------------------------------------------- ERC
 
     def qualities(self, fs: FeatureSet, options: ErcOptions, model, settings: EmbedSettings) -> dict:
-        """``--method`` qualities (or the model's own), ``--quality-model`` checkpoints, ``--scores`` files."""
+        """``--method`` qualities (or the model's own), ``--quality-model`` checkpoints, ``--scores``."""
         from fqtool.eval.score_files import load_scores
 
         qualities = {}

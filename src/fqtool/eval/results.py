@@ -237,7 +237,8 @@ class ErcResult:
 
     def table(self) -> TableData:
         corrected = self.mode == "edc"
-        columns = ["method", "operating point", "FNMR@0", "AUC", "pAUC"] + (["pAUC − ideal"] if corrected else [])
+        columns = ["method", "operating point", "FNMR@0", "AUC", "pAUC"]
+        columns += ["pAUC − ideal"] if corrected else []
         rows = []
         for row in self.summary():
             cells = [row["method"], row["operating_point"], row["fnmr_at_0"], row["auc"], row["pauc"]]
