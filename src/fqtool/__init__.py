@@ -18,7 +18,7 @@ _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 #: Public names served lazily (PEP 562), each from the module that defines it.
 _LAZY_EXPORTS = {
-    "align": "fqtool.api",
+    "align_faces": "fqtool.api",
     "erc_curve": "fqtool.api",
     "load_model": "fqtool.api",
     "QualityModel": "fqtool.api",
@@ -26,10 +26,10 @@ _LAZY_EXPORTS = {
     "verify": "fqtool.api",
 }
 
-__all__ = ["QualityModel", "__version__", "align", "erc_curve", "load_model", "read_images", "verify"]
+__all__ = ["QualityModel", "__version__", "align_faces", "erc_curve", "load_model", "read_images", "verify"]
 
 if TYPE_CHECKING:
-    from fqtool.api import QualityModel, align, erc_curve, load_model, read_images, verify
+    from fqtool.api import QualityModel, align_faces, erc_curve, load_model, read_images, verify
 
 
 def __getattr__(name: str) -> Any:

@@ -30,7 +30,7 @@ from fqtool.models.loading import load_model as _open_network
 from fqtool.models.loading import resolve_weights
 from fqtool.runtime import resolve_device
 
-__all__ = ["QualityModel", "align", "erc_curve", "load_model", "read_images", "verify"]
+__all__ = ["QualityModel", "align_faces", "erc_curve", "load_model", "read_images", "verify"]
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -299,7 +299,7 @@ def load_model(
 # ----------------------------------------------------------------------------------------------- evaluation
 
 
-def align(input: str | Path, output: str | Path, *, on_progress: Callable[[int], None] | None = None,
+def align_faces(input: str | Path, output: str | Path, *, on_progress: Callable[[int], None] | None = None,
           **options: Any):
     """Detect and align every photo of ``input`` into ``output``, as ``fqtool align`` (crops, faces.csv,
     no_face.txt; resumable). ``options`` are :class:`fqtool.align.pipeline.AlignOptions` fields (size,

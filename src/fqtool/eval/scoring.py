@@ -55,6 +55,7 @@ class ScoreResult:
     bad: list[str] = field(default_factory=list)
     total: int = 0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # the input's one-line warnings (no face, not aligned)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -221,6 +222,7 @@ def score_dataset(
         bad=[dataset.name(i) for i in bad_index],
         total=len(dataset),
         seconds=seconds,
+        notes=list(getattr(dataset, "notes", [])),
     )
 
 
