@@ -137,7 +137,8 @@ class IjbSet:
         return add_scores(qualities, options.scores, lambda path: load_ijb_quality_csv(path, feats.images))
 
     def curves(self, feats, qualities: dict, options: ErcOptions):
-        from fqtool.eval.ijb import ERC_FMRS, ijb_erc
+        from fqtool.eval.ijb import ERC_FMRS
+        from fqtool.eval.ijb_erc import ijb_erc
 
         return ijb_erc(feats, qualities, fmrs=options.fmrs or ERC_FMRS, flip=self.erc_flip(options),
                        pauc_limit=options.pauc_limit)
