@@ -1,0 +1,85 @@
+"""Code size of fqtool: lines per module, lines in ``cli/``, the longest function bodies (measured with ast).
+
+    python benchmarks/code_size.py [--top 15] [--limit-module 500] [--limit-function 60] [--json]
+
+A function's body runs from its first statement after the docstring to its last line; nested functions are
+measured on their own as well. The limits are the project's rule of thumb (no module over ~500 lines, no
+function body over ~60 lines); the offenders are listed. Run it before and after a change to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "fqtool"
+
+
+def body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of the body without the docstring (decorators and the signature are not counted)."""
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        if isinstance(body[0].value.value, str) and len(body) > 1:
+            body = body[1:]
+    return body[-1].end_lineno - body[0].lineno + 1
+
+
+def functions(path: Path) -> list[tuple[int, str]]:
+    """(body lines, ``module.py:qualified.name``) of every function in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                name = f"{prefix}{child.name}"
+                found.append((body_lines(child), f"{path.relative_to(SRC)}:{name}"))
+                visit(child, name + ".")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+
+    visit(tree, "")
+    return found
+
+
+def measure(top: int, limit_module: int, limit_function: int) -> dict:
+    modules = sorted(SRC.rglob("*.py"))
+    lines = {str(p.relative_to(SRC)): len(p.read_text(encoding="utf-8").splitlines()) for p in modules}
+    funcs = sorted((f for p in modules for f in functions(p)), reverse=True)
+    return {
+        "cli_lines": sum(n for name, n in lines.items() if name.startswith("cli/")),
+        "src_lines": sum(lines.values()),
+        "longest_functions": [{"function": name, "body_lines": n} for n, name in funcs[:top]],
+        "modules_over_limit": {name: n for name, n in sorted(lines.items(), key=lambda kv: -kv[1])
+                               if n > limit_module},
+        "functions_over_limit": {name: n for n, name in funcs if n > limit_function},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--limit-module", type=int, default=500)
+    parser.add_argument("--limit-function", type=int, default=60)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = measure(args.top, args.limit_module, args.limit_function)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"src/fqtool: {result['src_lines']} lines; cli/: {result['cli_lines']} lines")
+    print(f"longest function bodies (top {args.top}):")
+    for row in result["longest_functions"]:
+        print(f"  {row['body_lines']:4d}  {row['function']}")
+    print(f"modules over {args.limit_module} lines:")
+    for name, n in result["modules_over_limit"].items():
+        print(f"  {n:4d}  {name}")
+    print(f"function bodies over {args.limit_function} lines:")
+    for name, n in result["functions_over_limit"].items():
+        print(f"  {n:4d}  {name}")
+
+
+if __name__ == "__main__":
+    main()
