@@ -20,9 +20,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fqtool"
 def body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     """Lines of the body without the docstring (decorators and the signature are not counted)."""
     body = node.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
-        if isinstance(body[0].value.value, str) and len(body) > 1:
-            body = body[1:]
+    first = body[0]
+    if len(body) > 1 and isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+            and isinstance(first.value.value, str):
+        body = body[1:]
     return body[-1].end_lineno - body[0].lineno + 1
 
 
