@@ -21,6 +21,7 @@ import typer
 from rich.markup import escape
 
 from fqtool.cli.console import err_console
+from fqtool.cli.options import ARCH, DEVICE, SEED
 from fqtool.losses.registry import LOSSES, PARAM_CHOICES, loss_options
 from fqtool.train.config import recipe_default
 from fqtool.train.recipe_spec import RECIPES, RecipeSpec, get_recipe
@@ -76,8 +77,7 @@ SHARED: dict[str, Opt] = {
                      "model, state/ and logs are deleted first).", "Data"),
     "workers": Opt(int, ("--workers", "-j"), "DataLoader worker processes per rank.", "Data",
                    kwargs=(("min", 0),)),
-    "arch": Opt(str, ("--arch",), "Backbone from the registry or an arcface_torch name (r50, mbf; see "
-                "`fqtool models`).", "Model"),
+    "arch": Opt(str, ARCH.flags, ARCH.help, "Model"),
     "embedding_size": Opt(int, ("--embedding-size",), "Embedding dimension.", "Model", "512",
                           (("min", 1),)),
     "dropout": Opt(float, ("--dropout",), "Dropout before the embedding layer.", "Model",
@@ -113,9 +113,8 @@ SHARED: dict[str, Opt] = {
     "compile": Opt(bool, ("--compile/--no-compile",), "torch.compile the network.", "Run"),
     "sync_bn": Opt(bool, ("--sync-bn/--no-sync-bn",), "BatchNorm statistics over the global batch when "
                    "distributed (MagFace's DDP trainer does this).", "Run"),
-    "seed": Opt(int, ("--seed",), "Seed of initialisation and data order.", "Run"),
-    "device": Opt(str, ("--device",), "auto, cpu, cuda or cuda:N (under torchrun each process takes "
-                  "cuda:LOCAL_RANK).", "Run"),
+    "seed": Opt(int, SEED.flags, "Seed of initialisation and data order.", "Run"),
+    "device": Opt(str, DEVICE.flags, DEVICE.help, "Run"),
     "save_every": Opt(int, ("--save-every",), "Write state/last.pt every N steps (and at each epoch end).",
                       "Run", kwargs=(("min", 0),)),
     "val_every": Opt(int, ("--val-every",), "Validate every N steps (0 = only at epoch ends).", "Run",
