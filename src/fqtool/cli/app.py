@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from fqtool import __version__
+from fqtool._version import __version__
 from fqtool.cli.console import err_console
 from fqtool.errors import FqtoolError
 from fqtool.train.recipe_spec import RECIPES

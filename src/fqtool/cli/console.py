@@ -9,7 +9,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def warn(message: str) -> None:
-    """One warning line on stderr in fqtool's style, ``warning: MESSAGE`` (the message is not markup: a
-    file name with brackets prints as it is)."""
-    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+def warn(message: str, on: Console | None = None) -> None:
+    """One warning line in fqtool's style, ``warning: MESSAGE``, on stderr (or the console ``on``); the
+    message is not markup: a file name with brackets prints as it is."""
+    (on or err_console).print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
