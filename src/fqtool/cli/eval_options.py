@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fqtool.cli.console import err_console
+from fqtool.cli.console import err_console, warn
 from fqtool.cli.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -43,15 +43,13 @@ def progress_for(quiet: bool):
 
 
 def say(line: str) -> None:
-    """A line from the core for the user (a file written, a warning), on stderr."""
-    if line.startswith("warning: "):
-        line = "[yellow]warning:[/] " + line[len("warning: "):]
+    """A line from the core for the user (a file written), on stderr."""
     err_console.print(line, highlight=False, soft_wrap=True)
 
 
 def warn_all(notes: list[str]) -> None:
     for note in notes:
-        err_console.print(f"warning: {note}", highlight=False, soft_wrap=True)
+        warn(note)
 
 
 def model_loader(weights: Path | None, quality_weights: Path | None, device: str):

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, warn
 from fqtool.cli.options import (
     AlignFlag,
     Arch,
@@ -18,6 +18,7 @@ from fqtool.cli.options import (
     DetectorFile,
     Device,
     Output,
+    QualityMethod,
     QualityWeights,
     Quiet,
     SerfiqDropout,
@@ -28,10 +29,7 @@ from fqtool.cli.options import (
 )
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
-from fqtool.quality_methods import method_help, names_for
-
-#: ``--method`` choices, from the torch-free quality-method table.
-Method = StrEnum("Method", {name: name for name in names_for("score")})
+from fqtool.quality_methods import method_help
 
 
 class Format(StrEnum):
@@ -50,21 +48,15 @@ def _report_unreadable(bad: list[str], total: int, show: int = 5) -> None:
     if not bad:
         return
     names = ", ".join(bad[:show]) + (", …" if len(bad) > show else "")
-    err_console.print(
-        f"[yellow]warning:[/] {len(bad)} of {total} images could not be read and were skipped: {names}",
-        highlight=False, soft_wrap=True,
-    )
+    warn(f"{len(bad)} of {total} images could not be read and were skipped: {names}")
 
 
 def _report_not_finite(result, weights: Path) -> None:
     """A model with NaN weights gives NaN quality: say so instead of writing a silent CSV of NaN."""
     bad = ~np.isfinite(np.asarray(result.quality, dtype=np.float64))
     if bad.any():
-        err_console.print(
-            f"[yellow]warning:[/] {weights}: {int(bad.sum())} of {len(bad)} images got a NaN or infinite "
-            f"quality (first: {result.names[int(np.argmax(bad))]}); the model's weights are probably broken",
-            highlight=False, soft_wrap=True,
-        )
+        warn(f"{weights}: {int(bad.sum())} of {len(bad)} images got a NaN or infinite quality (first: "
+             f"{result.names[int(np.argmax(bad))]}); the model's weights are probably broken")
 
 
 def _table(result, rows: np.ndarray, title: str) -> Table:
@@ -107,8 +99,8 @@ def command(
                      "(names, embeddings, quality).", show_default=False),
     ] = None,
     method: Annotated[
-        Method, typer.Option("--method", help=f"Quality: {method_help('score')}.")
-    ] = Method("auto"),
+        QualityMethod, typer.Option("--method", help=f"Quality: {method_help('score')}.")
+    ] = QualityMethod("auto"),
     file_format: Annotated[
         Format, typer.Option("--format", help="Output: csv (path, quality, quality_100, norm, label), "
                              "path-score (CR-FIQA's '<path> <quality>' lines, read by erc-curve --scores) "
@@ -168,7 +160,7 @@ def command(
     else:
         dataset = model.open(input)
     for note in getattr(dataset, "notes", []):
-        err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        warn(note)
     with progress_bar("score", len(dataset), quiet=quiet) as advance:
         result = model.score(
             dataset, batch_size=batch_size, workers=workers, method=method.value,

@@ -38,7 +38,8 @@ class EmbedSettings:
 
     ``batch_size`` / ``workers`` None: 64 and no workers on the CPU; 256 and the runtime's worker choice
     on CUDA (:func:`loader_defaults`). ``save``: where features go (``--save-features``; with several sets
-    ``FILE_<name>.npz`` each). ``notify(line)``: a line for the user (a file written, a warning).
+    ``FILE_<name>.npz`` each). ``notify(line)``: a line for the user (a file written); warnings go to
+    the result's ``warnings``.
     """
 
     data_dir: Path | None = None

@@ -32,6 +32,7 @@ class PairSet:
         self.name = target or str(features_path)
         self.needs_model = features_path is None
         self.images = None  # the decoded (or aligned) images once embedded: the quality methods' input
+        self.notes: list[str] = []  # warnings found while embedding (images with no face for --align)
 
     @classmethod
     def from_features(cls, path: str | Path) -> PairSet:
@@ -96,7 +97,7 @@ class PairSet:
         vset = load_target(self.target, settings.data_dir)
         images, note = settings.align(vset.images, tuple(model.size), name, settings.progress)
         if note:
-            settings.notify(f"warning: {note}")
+            self.notes.append(note)
         return name, images, np.asarray(vset.issame)
 
     # ------------------------------------------------------------------------------------------- verify
@@ -106,7 +107,7 @@ class PairSet:
         emb, norms = fs.verification_inputs(flip)
         res = evaluate_verification(emb, fs.issame, protocol=options.protocols[0], folds=options.folds,
                                     xnorm_norms=norms, name=fs.name, flip=flip)
-        return [res], [f"{fs.name}: {note}" for note in res.warnings]
+        return [res], self.notes + [f"{fs.name}: {note}" for note in res.warnings]
 
     # ------------------------------------------------------------------------------------------- ERC
 
