@@ -245,14 +245,19 @@ def load_model(
     device: str | torch.device = "auto",
     *,
     arch: str | None = None,
+    preprocess: Any = None,
 ) -> QualityModel:
     """Open any weights fqtool reads (fqtool ``.safetensors``, MagFace / arcface_torch / EQFace / CR-FIQA
     ``.pth``, exported ``.onnx``); ``weights=None`` reads ``$FQTOOL_WEIGHTS``. ``device``: auto, cpu,
-    cuda or cuda:N. ``quality_weights`` adds EQFace's ``quality.pth`` head to an EQFace backbone."""
+    cuda or cuda:N. ``quality_weights`` adds EQFace's ``quality.pth`` head to an EQFace backbone.
+    ``preprocess``: the model's input when the file does not say it (or says it wrong), as a
+    :class:`~fqtool.models.preprocess.Preprocess` or a ``--preprocess`` SPEC (``"facenet"``,
+    ``"size=160,mean=127.5,std=128,colour=bgr"``)."""
     path = resolve_weights(weights)
     torch_device = device if isinstance(device, torch.device) else resolve_device(str(device))
     onnx_device = str(device) if path.suffix.lower() == ".onnx" else torch_device
-    network = _open_network(path, quality_weights=quality_weights, arch=arch, device=onnx_device)
+    network = _open_network(path, quality_weights=quality_weights, arch=arch, device=onnx_device,
+                            preprocess=preprocess)
     return QualityModel(network, device=torch_device, weights=path)
 
 

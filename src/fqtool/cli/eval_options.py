@@ -38,13 +38,15 @@ class EmbedOptions:
     quiet: bool = False
     align: bool = False  # detect + align each image first (verify --align)
     detector: Path | None = None
+    preprocess: str | None = None  # --preprocess SPEC: overrides the file's preprocessing
 
 
 def load_model_for_eval(opts: EmbedOptions) -> tuple[QualityModel, Path]:
     """Resolve ``--weights`` / $FQTOOL_WEIGHTS and open the model on the device (the Python API's)."""
     from fqtool.api import load_model
 
-    model = load_model(opts.weights, quality_weights=opts.quality_weights, device=opts.device)
+    model = load_model(opts.weights, quality_weights=opts.quality_weights, device=opts.device,
+                       preprocess=opts.preprocess)
     return model, model.weights
 
 

@@ -19,6 +19,7 @@ from fqtool.cli.options import (
     DetectorFile,
     Device,
     Output,
+    PreprocessSpec,
     QualityWeights,
     Quiet,
     SerfiqDropout,
@@ -105,6 +106,7 @@ def command(
     weights: Weights = None,
     quality_weights: QualityWeights = None,
     arch: Arch = None,
+    preprocess: PreprocessSpec = None,
     output: Output = None,
     save_embeddings: Annotated[
         Path | None,
@@ -169,7 +171,8 @@ def command(
         raise FqtoolError("--output would overwrite the input", csv_path)
     for path, option in ((csv_path, "--output"), (save_embeddings, "--save-embeddings"), (plot, "--plot")):
         check_output_file(path, option)
-    model = load_model(weights_path, quality_weights=quality_weights, device=device, arch=arch)
+    model = load_model(weights_path, quality_weights=quality_weights, device=device, arch=arch,
+                       preprocess=preprocess)
     if align:  # the crops live in a temporary folder that goes with the dataset
         dataset = aligned_input(input, model.size, detector, workers, quiet)
     else:

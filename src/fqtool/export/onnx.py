@@ -63,20 +63,20 @@ class ExportReport:
 
 
 class _Preprocessing(nn.Module):
-    """RGB uint8 NHWC → the network's normalised NCHW float input, then ``inner``."""
+    """RGB uint8 NHWC → the network's normalised NCHW float input (by :meth:`Preprocess.normalize`, the
+    same code torch models run), then ``inner``."""
 
     def __init__(self, inner: nn.Module, preprocess: Preprocess) -> None:
         super().__init__()
         self.inner = inner
-        self.bgr = preprocess.color == "BGR"
-        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1) * 255.0)
+        self.preprocess = preprocess
+        mean, std = preprocess.pixel_stats()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
 
     def forward(self, x: torch.Tensor):
         x = x.permute(0, 3, 1, 2).float()
-        if self.bgr:
-            x = x.flip(1)
-        return self.inner((x - self.mean) / self.std)
+        return self.inner(self.preprocess.normalize(x, (self.mean, self.std)))
 
 
 class _Half(nn.Module):
