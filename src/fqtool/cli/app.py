@@ -11,6 +11,7 @@ import importlib
 import inspect
 import sys
 import traceback
+import warnings
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -19,7 +20,7 @@ from typer.core import TyperGroup
 
 from fqtool import __version__
 from fqtool.cli.console import err_console
-from fqtool.errors import FqtoolError
+from fqtool.errors import FqtoolError, FqtoolWarning
 
 #: (command name, module path); the module defines ``command``.
 COMMANDS: list[tuple[str, str]] = [
@@ -38,6 +39,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("erc-curve", "fqtool.cli.erc_curve"),
     ("export", "fqtool.cli.export"),
     ("convert-weights", "fqtool.cli.convert_weights"),
+    ("calibrate", "fqtool.cli.calibrate"),
     ("models", "fqtool.cli.models"),
 ]
 
@@ -55,6 +57,14 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code) from None
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """fqtool's own warnings are one line in its style; others keep Python's format."""
+    if issubclass(category, FqtoolWarning):
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    else:
+        warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
+
+
 class _ErrorBoundary(TyperGroup):
     """Turns :class:`FqtoolError` (and a full or read-only disk) into one line on stderr and exit 2.
 
@@ -63,7 +73,9 @@ class _ErrorBoundary(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except FqtoolError as exc:
             _fail(str(exc), exc.exit_code)
         except OSError as exc:

@@ -30,6 +30,7 @@ from fqtool import __version__
 from fqtool.errors import FqtoolError, OutputError
 from fqtool.export import parity
 from fqtool.fsutil import FILE_MODE, atomic_path
+from fqtool.models.checkpoint import ensure_finite
 from fqtool.models.face_model import FaceModel
 from fqtool.models.onnx_model import FEATURES_NAME, LAYOUT_NCHW, LAYOUT_NHWC
 from fqtool.models.preprocess import Preprocess
@@ -344,6 +345,7 @@ def export_onnx(
     start = time.perf_counter()
     output = Path(output)
     _check_args(model, output, split, opset)
+    ensure_finite(model)  # also under check=False: a NaN model is never exported as a success
     model = _fp32_copy(model)
     graphs = _graphs(model, include_preprocessing, fp16, split)
     names = {"full": output}

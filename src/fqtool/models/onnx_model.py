@@ -47,7 +47,7 @@ class OnnxMetadataWarning(FqtoolWarning):
     """An ``.onnx`` without fqtool metadata: preprocessing and quality method are assumed."""
 
 
-class OnnxProviderWarning(UserWarning):
+class OnnxProviderWarning(FqtoolWarning):
     """CUDA was asked for but the installed onnxruntime cannot use it; the CPU runs the model."""
 
 
@@ -110,6 +110,7 @@ class OnnxFaceModel:
         if len(self._inputs) != 1:
             raise FormatError(f"expected a graph with one input, found {len(self._inputs)}", self.path)
         self.input_name = self._inputs[0].name
+        self.declared = preprocess is not None  # the preprocessing was given, not read or assumed
         if "fqtool_version" in self.metadata:
             self._read_metadata()
             if preprocess is not None:
