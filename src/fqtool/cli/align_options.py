@@ -39,12 +39,18 @@ def warn_if_not_aligned(dataset, size: tuple) -> None:
     from fqtool.align.pipeline import first_off_size
 
     found = first_off_size(dataset, size)
-    if found is not None:
-        err_console.print(
-            f"[yellow]warning:[/] images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: "
-            "they are resized without face alignment; for photos use --align (or `fqtool align` first)",
-            highlight=False, soft_wrap=True,
-        )
+    if found is None:
+        return
+    if found[0] == found[1] and found[0] <= 256:  # square and small: crops aligned for another input size
+        advice = (f"they look like aligned crops for another model and are resized; re-align the photos "
+                  f"at this model's size (`fqtool align --size {size[0]}` or --align), or check --preprocess")
+    else:
+        advice = "they are resized without face alignment; for photos use --align (or `fqtool align` first)"
+    err_console.print(
+        f"[yellow]warning:[/] images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: "
+        f"{advice}",
+        highlight=False, soft_wrap=True,
+    )
 
 
 def align_pair_images(images, size: tuple, detector: Path | None, name: str, quiet: bool):
