@@ -1,6 +1,5 @@
 """Weights fqtool writes or trusts (issue 25 item 8): NaN weights never saved, damaged metadata refused on
 load; ``--weights`` on export and convert-weights (issue 24)."""
-``--weights`` on export and convert-weights (issue 24)."""
 
 from __future__ import annotations
 
