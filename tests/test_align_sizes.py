@@ -88,13 +88,14 @@ def test_score_align_aligns_once_at_the_model_size(photo, tmp_path: Path, monkey
     seen = []
 
     def fake_aligned_dataset(input_path, workdir, size=112, **kwargs):
-        seen.append(size)
+        seen.append((size, kwargs.get("margin")))
         raise FqtoolError("stopped after the crop size was chosen")
 
     monkeypatch.setattr("fqtool.align.datasets.aligned_dataset", fake_aligned_dataset)
     folder, _ = photo
-    result = runner.invoke(
-        app, ["score", str(folder), "-w", str(weights), "--align", "--device", "cpu", "-q"]
-    )
+    args = ["score", str(folder), "-w", str(weights), "--align", "--device", "cpu", "-q"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 2 and "stopped after" in result.stderr
-    assert seen == [160]
+    result = runner.invoke(app, [*args, "--preprocess", "facenet"])  # FaceNet's convention: loose crops
+    assert result.exit_code == 2 and "stopped after" in result.stderr
+    assert seen == [(160, None), (160, 32.0)]

@@ -16,7 +16,8 @@ def _warn_missed(missed: list[str], total: int, what: str) -> None:
                           f"{names}", highlight=False, soft_wrap=True)
 
 
-def aligned_input(input: Path, size: tuple, detector: Path | None, workers: int, quiet: bool):
+def aligned_input(input: Path, size: tuple, detector: Path | None, workers: int, quiet: bool,
+                  margin: float | None = None):
     """``score --align``: detect and align into a temporary folder, removed when the dataset is."""
     import tempfile
 
@@ -26,7 +27,7 @@ def aligned_input(input: Path, size: tuple, detector: Path | None, workers: int,
     workdir = tempfile.TemporaryDirectory(prefix="fqtool-align-")
     with progress_bar("align", None, quiet=quiet) as advance:
         dataset, aligned = aligned_dataset(input, workdir.name, crop_size_for(size), detector=detector,
-                                           workers=max(1, workers), on_progress=advance)
+                                           workers=max(1, workers), on_progress=advance, margin=margin)
     dataset.workdir = workdir  # TemporaryDirectory deletes the folder once the dataset is gone
     _warn_missed(aligned.no_face + [s for s, _ in aligned.unreadable], aligned.images, "not scored")
     if not len(dataset):
@@ -53,7 +54,8 @@ def warn_if_not_aligned(dataset, size: tuple) -> None:
     )
 
 
-def align_pair_images(images, size: tuple, detector: Path | None, name: str, quiet: bool):
+def align_pair_images(images, size: tuple, detector: Path | None, name: str, quiet: bool,
+                      margin: float | None = None):
     """``verify --align``: the pair images' largest faces aligned, as a uint8 N×3×H×W tensor."""
     import torch
 
@@ -61,7 +63,7 @@ def align_pair_images(images, size: tuple, detector: Path | None, name: str, qui
     from fqtool.data.decode import decode_image, resize_if_needed
 
     side = crop_size_for(size)
-    aligner = Aligner(AlignOptions(size=side, detector=str(detector) if detector else None))
+    aligner = Aligner(AlignOptions(size=side, detector=str(detector) if detector else None, margin=margin))
     with progress_bar(f"align {name}", len(images), quiet=quiet) as advance:
         crops, missed = align_images(images, side, aligner, on_progress=advance)
     _warn_missed([f"#{i}" for i in missed], len(images), f"{name}: used whole, resized")

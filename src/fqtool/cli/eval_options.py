@@ -64,7 +64,7 @@ def features_and_images(
     from fqtool.eval.targets import decode_target
 
     if opts.align:
-        name, images, issame = _aligned_target(target, model.size, opts)
+        name, images, issame = _aligned_target(target, model.size, opts, model.preprocess.margin)
     else:
         name, images, issame = decode_target(target, model.size, opts.data_dir, opts.workers)
     total = len(images) * (2 if flip else 1)
@@ -75,7 +75,7 @@ def features_and_images(
     return features, images
 
 
-def _aligned_target(target: str, size, opts: EmbedOptions):
+def _aligned_target(target: str, size, opts: EmbedOptions, margin: float | None = None):
     """``--align``: the pairs' images detected and aligned instead of resized."""
     import numpy as np
 
@@ -84,5 +84,5 @@ def _aligned_target(target: str, size, opts: EmbedOptions):
 
     name = target_name(target, resolve_target(target, opts.data_dir))
     vset = load_target(target, opts.data_dir)
-    images = align_pair_images(vset.images, tuple(size), opts.detector, name, opts.quiet)
+    images = align_pair_images(vset.images, tuple(size), opts.detector, name, opts.quiet, margin)
     return name, images, np.asarray(vset.issame)

@@ -29,7 +29,9 @@ def describe_preprocess(preprocess) -> str:
     else:
         formula = f"(x-{list(preprocess.mean)}*255)/({list(preprocess.std)}*255)"
     size = "" if tuple(preprocess.size) == (112, 112) else f" {preprocess.size[0]}x{preprocess.size[1]}"
-    return f"{preprocess.color} {formula}{size}"
+    margin = getattr(preprocess, "margin", None)
+    crop = f", loose crops +{margin:g}px" if margin is not None else ""
+    return f"{preprocess.color} {formula}{size}{crop}"
 
 
 def _params(name: str) -> tuple[str, str]:

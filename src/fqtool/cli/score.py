@@ -187,7 +187,7 @@ def command(
     model = load_model(weights_path, quality_weights=quality_weights, device=device, arch=arch,
                        preprocess=preprocess)
     if align:  # the crops live in a temporary folder that goes with the dataset
-        dataset = aligned_input(input, model.size, detector, workers, quiet)
+        dataset = aligned_input(input, model.size, detector, workers, quiet, margin=model.preprocess.margin)
     else:
         dataset = model.open(input)
         warn_if_not_aligned(dataset, model.size)

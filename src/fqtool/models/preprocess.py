@@ -23,7 +23,8 @@ class Preprocess:
     """``x = (pixels / 255 - mean) / std`` in the network's channel order, at ``size`` (H, W).
 
     ``layout`` is the graph input's memory order (``nchw``, or ``nhwc`` for TensorFlow-style ONNX graphs);
-    torch models are always NCHW.
+    torch models are always NCHW. ``margin`` is the crop convention: ``None`` for five-point aligned crops,
+    else loose crops of the detector box plus that many pixels (MTCNN/FaceNet), which ``--align`` then cuts.
     """
 
     size: tuple[int, int] = (112, 112)
@@ -31,6 +32,7 @@ class Preprocess:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     layout: str = "nchw"
+    margin: float | None = None
 
     def __post_init__(self) -> None:
         if self.color not in ("RGB", "BGR"):
@@ -46,6 +48,8 @@ class Preprocess:
                 raise ValueError(f"preprocess {name} must be three finite numbers, not {list(values)}")
         if not all(v > 0 for v in self.std):
             raise ValueError(f"preprocess std must be positive, not {list(self.std)}")
+        if self.margin is not None and not (_is_number(self.margin) and 0 <= self.margin <= 4096):
+            raise ValueError(f"preprocess margin must be 0 to 4096 pixels, not {self.margin!r}")
 
     def pixel_stats(self, dtype: torch.dtype = torch.float32, device=None) -> tuple[torch.Tensor, ...]:
         """Mean and std in pixel units (0..255), shaped 1×3×1×1 in the network's channel order."""
@@ -74,6 +78,8 @@ class Preprocess:
         data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         if data["layout"] == "nchw":
             data.pop("layout")  # as written before layouts existed
+        if data["margin"] is None:
+            data.pop("margin")
         return data
 
     @classmethod
@@ -84,6 +90,7 @@ class Preprocess:
             mean=tuple(data.get("mean", (0.5, 0.5, 0.5))),
             std=tuple(data.get("std", (0.5, 0.5, 0.5))),
             layout=data.get("layout", "nchw"),
+            margin=data.get("margin"),
         )
 
 
@@ -106,8 +113,9 @@ ARCFACE = Preprocess(color="RGB", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 MAGFACE = Preprocess(color="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 #: EQFace (deepcam-cn/FaceQuality): RGB, (x - 127.5) / 128.
 EQFACE = Preprocess(color="RGB", mean=(0.5, 0.5, 0.5), std=(128 / 255,) * 3)
-#: FaceNet-style models (MTCNN crops at 160, "prewhiten"-free fixed standardisation): RGB, (x - 127.5) / 128.
-FACENET = _pixels(127.5, 128.0, "RGB", 160)
+#: FaceNet-style models: RGB, (x - 127.5) / 128 at 160 (facenet-pytorch's fixed standardisation), on MTCNN
+#: loose crops with a 32-pixel margin (davidsandberg/facenet's LFW alignment: --image_size 160 --margin 32).
+FACENET = replace(_pixels(127.5, 128.0, "RGB", 160), margin=32.0)
 
 #: The input each family's weights were trained on: the one table importers, ``--preprocess``,
 #: ``models`` and docs read. The first five are checkpoint families fqtool detects from keys; the rest
@@ -126,7 +134,8 @@ PRESET_ALIASES: dict[str, str] = {"arcface": "arcface_torch", "insightface": "ar
 SPEC_HELP = (
     "a preset (" + ", ".join([*FAMILY_PREPROCESS, *PRESET_ALIASES]) + ") or "
     "size=160,mean=127.5,std=128,colour=rgb (pixel units; mean/std one value or three; colour rgb|bgr; "
-    "layout nchw|nhwc), optionally after a preset: facenet,colour=bgr"
+    "layout nchw|nhwc; margin=32 for loose crops, margin=none for aligned), optionally after a preset: "
+    "facenet,colour=bgr"
 )
 
 
@@ -181,7 +190,7 @@ def _spec_values(items: list[str], text: str) -> dict[str, list[str]]:
     return values
 
 
-_SPEC_KEYS = ("size", "mean", "std", "colour", "layout")
+_SPEC_KEYS = ("size", "mean", "std", "colour", "layout", "margin")
 
 
 def _numbers(key: str, raw: list[str], text: str, counts: tuple[int, ...]) -> list[float]:
@@ -219,4 +228,15 @@ def _spec_fields(values: dict[str, list[str]], text: str) -> dict:
         if layout not in LAYOUTS:
             raise FqtoolError(f"--preprocess {text!r}: layout must be nchw or nhwc, not {layout!r}")
         fields["layout"] = layout
+    if "margin" in values:
+        fields["margin"] = _margin(values["margin"], text)
     return fields
+
+
+def _margin(raw: list[str], text: str) -> float | None:
+    if ",".join(raw).lower() in ("none", ""):
+        return None
+    margin = _numbers("margin", raw, text, (1,))[0]
+    if not 0 <= margin <= 4096:
+        raise FqtoolError(f"--preprocess {text!r}: margin must be 0 to 4096 pixels")
+    return margin
