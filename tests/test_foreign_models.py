@@ -275,6 +275,14 @@ def test_a_model_trained_on_synthetic_data_says_so_on_other_images(tmp_path: Pat
     photos = check_scores(*args, trained_on_synthetic=True, input_path=tmp_path / "photos")
     assert sum("synthetic faces" in w for w in photos.warnings) == 1
     assert check_scores(*args, trained_on_synthetic=True, input_path=data / "images").warnings == []
+    unpacked = tmp_path / "unpacked"  # the demo's route: synth -> .rec -> convert-rec -> make-list
+    unpacked.mkdir()
+    (unpacked / "source.json").write_text(json.dumps({"rec": str(data / "train.rec")}))
+    demo = save_checkpoint(
+        model, tmp_path / "d.safetensors", training_config={"data": str(unpacked / "l.txt")}
+    )
+    assert fqtool.load_model(demo, device="cpu").network.info.trained_on_synthetic
+    assert check_scores(*args, trained_on_synthetic=True, input_path=unpacked / "images").warnings == []
     plain = save_checkpoint(model, tmp_path / "p.safetensors", training_config={"data": str(tmp_path / "x")})
     assert not fqtool.load_model(plain, device="cpu").network.info.trained_on_synthetic
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fqtool.models.checkpoint import SYNTH_MANIFEST
+from fqtool.models.checkpoint import is_synthetic_data
 from fqtool.models.face_model import QualityCalibration
 
 #: Quality whose spread (max − min) is below this fraction of its typical size counts as constant.
@@ -67,17 +67,8 @@ def saturated_warning(quality_100: np.ndarray, calibration: QualityCalibration) 
             "(docs/quality-calibration.md)")
 
 
-def looks_synthetic(path: str | Path | None) -> bool:
-    """``path`` is (inside) data written by ``fqtool synth``: a ``synth.json`` in it or a parent."""
-    if path is None:
-        return False
-    path = Path(path).expanduser().absolute()
-    folders = [path] + list(path.parents)[:3]
-    return any((folder / SYNTH_MANIFEST).is_file() for folder in folders)
-
-
 def synthetic_warning(trained_on_synthetic: bool, input_path: str | Path | None) -> str | None:
-    if not trained_on_synthetic or looks_synthetic(input_path):
+    if not trained_on_synthetic or is_synthetic_data(input_path):
         return None
     return ("this model was trained on synthetic faces (fqtool synth): its quality ranks real photos "
             "poorly; use it to try fqtool, not to judge real images")

@@ -84,15 +84,32 @@ def checkpoint_metadata(
 SYNTH_MANIFEST = "synth.json"
 
 
-def _synthetic_data(training_config: dict | None) -> bool:
-    """The training data (``training_config["data"]``) come from ``fqtool synth``: a ``synth.json`` sits in
-    the data folder or one of its three parents."""
-    data = (training_config or {}).get("data")
-    if not data or not isinstance(data, str):
+#: What ``fqtool convert-rec`` writes into its output: the ``.rec`` it came from.
+CONVERTED_FROM = "source.json"
+
+
+def is_synthetic_data(path: str | Path | None) -> bool:
+    """``path`` is (inside) data made by ``fqtool synth``: a ``synth.json`` in it or one of its three
+    parents, or a ``convert-rec`` output (``source.json``) of such a ``.rec`` (the demo's route)."""
+    if not path or not isinstance(path, str | Path):
         return False
-    path = Path(data).expanduser()
-    folders = [path] + list(path.parents)[:3]
-    return any((folder / SYNTH_MANIFEST).is_file() for folder in folders)
+    path = Path(path).expanduser().absolute()
+    for folder in [path, *list(path.parents)[:3]]:
+        if (folder / SYNTH_MANIFEST).is_file():
+            return True
+        converted = folder / CONVERTED_FROM
+        if converted.is_file():
+            try:
+                rec = json.loads(converted.read_text(encoding="utf-8")).get("rec")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(rec, str) and (Path(rec).parent / SYNTH_MANIFEST).is_file():
+                return True
+    return False
+
+
+def _synthetic_data(training_config: dict | None) -> bool:
+    return is_synthetic_data((training_config or {}).get("data"))
 
 
 def non_finite_weights(model: FaceModel) -> list[str]:
