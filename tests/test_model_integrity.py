@@ -105,3 +105,21 @@ def test_weights_option_on_convert_weights_and_export(weights: Path, tmp_path: P
     _one_line_exit_2(result, "two inputs given")
     result = runner.invoke(app, ["export", "-o", str(tmp_path / "m.onnx")])
     _one_line_exit_2(result, "--weights")
+
+
+def test_preprocess_on_convert_weights_and_export_is_recorded(weights: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from fqtool.models.preprocess import MAGFACE
+
+    out = tmp_path / "bgr.safetensors"
+    result = runner.invoke(app, ["convert-weights", "-w", str(weights), str(out), "--preprocess", "magface"])
+    assert result.exit_code == 0, result.output
+    assert load_model(out).preprocess == MAGFACE
+    onnx_path = tmp_path / "bgr.onnx"
+    result = runner.invoke(
+        app, ["export", "-w", str(weights), "--preprocess", "magface", "-o", str(onnx_path), "--no-check"]
+    )
+    assert result.exit_code == 0, result.output
+    props = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    assert json.loads(props.custom_metadata_map["preprocessing"])["color"] == "BGR"

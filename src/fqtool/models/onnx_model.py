@@ -114,7 +114,7 @@ class OnnxFaceModel:
         if "fqtool_version" in self.metadata:
             self._read_metadata()
             if preprocess is not None:
-                self.info.preprocess = preprocess
+                self._override(preprocess)
         else:
             self._assume_defaults(preprocess)
         self.quality_method = self.graph_quality_method
@@ -151,6 +151,15 @@ class OnnxFaceModel:
                               self.path)
         self.graph_quality_method = method if self.quality_name else "norm"
         self.embedding_size = self._recorded_width(meta.get("embedding_size"))
+
+    def _override(self, given: Preprocess) -> None:
+        """``--preprocess`` on an fqtool graph; one with built-in normalisation cannot take another."""
+        own = self.info.preprocess
+        built_in = (own.color, own.mean, own.std, own.size)
+        if self.input_layout == LAYOUT_NHWC and (given.color, given.mean, given.std, given.size) != built_in:
+            raise FqtoolError("has its preprocessing built into the graph (exported with "
+                              "--include-preprocessing); --preprocess cannot change it", self.path)
+        self.info.preprocess = given
 
     def _recorded_width(self, recorded: str | None) -> int:
         """The metadata's ``embedding_size``, checked against the graph's output where that is fixed."""
