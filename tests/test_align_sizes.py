@@ -79,12 +79,48 @@ def test_align_cli_size_160_and_margin(photo, tmp_path: Path) -> None:
     assert result.exit_code == 2
 
 
-def test_score_align_aligns_once_at_the_model_size(photo, tmp_path: Path, monkeypatch) -> None:
-    assert crop_size_for((160, 160)) == 160 and crop_size_for((112, 96)) == 112
+@pytest.fixture(scope="module")
+def weights_160(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = create_model("iresnet_tiny", input_size=160).eval()
     model.info.preprocess = dataclasses.replace(model.info.preprocess, size=(160, 160))
-    weights = save_checkpoint(model, tmp_path / "m160.safetensors")
+    return save_checkpoint(model, tmp_path_factory.mktemp("m160") / "m160.safetensors")
+
+
+def test_the_resize_warning_tells_crops_for_another_model_from_photos(
+    weights_160: Path, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    for name, shape in (("crops", (112, 112, 3)), ("photos", (300, 400, 3))):
+        folder = tmp_path / name
+        folder.mkdir()
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / "a.png")
+        result = runner.invoke(
+            app,
+            [
+                "score",
+                str(folder),
+                "-w",
+                str(weights_160),
+                "--device",
+                "cpu",
+                "--workers",
+                "0",
+                "-q",
+                "-o",
+                str(tmp_path / f"{name}.csv"),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        crops = "look like aligned crops for another model" in result.stderr
+        photos = "resized without face alignment" in result.stderr
+        assert (crops, photos) == ((True, False) if name == "crops" else (False, True))
+        assert "fqtool align --size 160" in result.stderr or name == "photos"
+
+
+def test_score_align_aligns_once_at_the_model_size(photo, weights_160: Path, monkeypatch) -> None:
+    assert crop_size_for((160, 160)) == 160 and crop_size_for((112, 96)) == 112
+    weights = weights_160
     seen = []
 
     def fake_aligned_dataset(input_path, workdir, size=112, **kwargs):
