@@ -310,3 +310,49 @@ def test_stamp_records_calibration_and_keeps_metadata_valid(foreign: Path, tmp_p
     assert json.loads(props["preprocessing"])["size"] == [160, 160]
     result = runner.invoke(app, ["convert-weights", str(foreign), str(tmp_path / "x.onnx")])
     assert result.exit_code == 2 and "--preprocess" in result.stderr and not (tmp_path / "x.onnx").exists()
+
+
+class _Nhwc(nn.Module):
+    """A TensorFlow-style graph: float NHWC input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = _Net()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.permute(0, 3, 1, 2))
+
+
+def test_an_nhwc_float_graph_and_the_api_calibrate(faces, tmp_path: Path) -> None:
+    _, images = faces
+    torch.manual_seed(0)
+    net = _Nhwc().eval()
+    path = tmp_path / "nhwc.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.randn(2, 160, 160, 3),),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "n"}},
+            opset_version=17,
+        )
+    x = (images.astype(np.float32) - 127.5) / 128.0
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x})[0]
+    model = fqtool.load_model(path, device="cpu", preprocess="facenet,layout=nhwc")
+    assert model.network.input_layout == "nhwc-float"
+    assert np.abs(model.embed(list(images)) - expected).max() <= 1e-5
+    fit = model.calibrate(list(images), percentiles=(5, 95))
+    quality = np.linalg.norm(expected.astype(np.float64), axis=1)
+    assert fit.calibration.low == pytest.approx(np.percentile(quality, 5), rel=1e-5)
+    assert model.network.info.calibration is fit.calibration  # used from now on
+    with pytest.raises(FqtoolError, match="does not fit this iresnet_tiny, whose input is 112x112"):
+        torch.manual_seed(0)
+        fqtool.load_model(
+            save_checkpoint(create_model("iresnet_tiny"), tmp_path / "t.safetensors"),
+            device="cpu",
+            preprocess="facenet",
+        )

@@ -82,8 +82,17 @@ def load_model(
     else:
         model = importers.import_checkpoint(path, quality_weights=quality_path, arch=arch, family=family)
     if declared is not None:
-        model.info.preprocess = declared
+        _declare(model, declared, path)
     return model.to(torch_device).eval()
+
+
+def _declare(model: FaceModel, declared: Preprocess, path: Path) -> None:
+    """``--preprocess`` on a torch model: colour and normalisation are free, the size is the network's."""
+    size = tuple(model.info.preprocess.size)
+    if tuple(declared.size) != size:
+        raise FqtoolError(f"--preprocess size {declared.size[0]}x{declared.size[1]} does not fit this "
+                          f"{model.info.arch}, whose input is {size[0]}x{size[1]}", path)
+    model.info.preprocess = declared
 
 
 def resolve_weights(weights: str | Path | None) -> Path:
