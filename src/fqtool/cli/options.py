@@ -39,7 +39,8 @@ PreprocessSpec = Annotated[
         metavar="SPEC",
         help="The model's input, overriding what the file says: a preset (arcface/insightface, magface, "
         "eqface, crfiqa, facenet; see `fqtool models --families`) or size=160,mean=127.5,std=128,colour=rgb "
-        "(pixel units; mean/std one or three values; colour rgb|bgr; layout nchw|nhwc for ONNX).",
+        "(pixel units; mean/std one or three values; colour rgb|bgr; layout nchw|nhwc for ONNX; margin=32 "
+        "for models trained on loose MTCNN crops).",
         show_default=False,
     ),
 ]
