@@ -275,6 +275,10 @@ def test_a_model_trained_on_synthetic_data_says_so_on_other_images(tmp_path: Pat
     photos = check_scores(*args, trained_on_synthetic=True, input_path=tmp_path / "photos")
     assert sum("synthetic faces" in w for w in photos.warnings) == 1
     assert check_scores(*args, trained_on_synthetic=True, input_path=data / "images").warnings == []
+    exported = tmp_path / "m.onnx"
+    result = runner.invoke(app, ["export", str(path), "-o", str(exported), "--no-check"])
+    assert result.exit_code == 0, result.output
+    assert fqtool.load_model(exported, device="cpu").network.info.trained_on_synthetic  # the ONNX says it too
     unpacked = tmp_path / "unpacked"  # the demo's route: synth -> .rec -> convert-rec -> make-list
     unpacked.mkdir()
     (unpacked / "source.json").write_text(json.dumps({"rec": str(data / "train.rec")}))

@@ -251,6 +251,7 @@ def build_metadata(
         "embedding_size": str(model.embedding_size),
         "precision": "fp16" if fp16 else "fp32",
         "source_sha256": source_hash or "",
+        "trained_on_synthetic": "true" if info.trained_on_synthetic else "false",
     }
     metadata.update(extra or {})
     return metadata

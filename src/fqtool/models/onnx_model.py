@@ -140,6 +140,7 @@ class OnnxFaceModel:
             preprocess=preprocess,
             family=meta.get("family", "fqtool"),
             calibration=calibration,
+            trained_on_synthetic=meta.get("trained_on_synthetic") == "true",
         )
         self.input_layout = meta.get("input_layout", LAYOUT_NCHW)
         self.embedding_name = "embedding" if "embedding" in self._outputs else self._outputs[0]
