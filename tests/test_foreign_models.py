@@ -20,7 +20,7 @@ from fqtool.errors import FqtoolError
 from fqtool.eval.sanity import check_scores
 from fqtool.eval.scoring import DEFAULT_CALIBRATION
 from fqtool.models import create_model
-from fqtool.models.checkpoint import save_checkpoint
+from fqtool.models.checkpoint import read_checkpoint_metadata, save_checkpoint
 from fqtool.models.onnx_model import OnnxMetadataWarning
 from fqtool.models.preprocess import FACENET, parse_preprocess
 
@@ -171,7 +171,9 @@ def test_calibrate_maps_p1_p99_to_0_100_for_onnx_and_safetensors(
 ) -> None:
     folder, images = faces
     torch.manual_seed(0)
-    weights = save_checkpoint(create_model("iresnet_tiny").eval(), tmp_path / "tiny.safetensors")
+    weights = save_checkpoint(
+        create_model("iresnet_tiny").eval(), tmp_path / "tiny.safetensors", training_config={"lr": 0.1}
+    )
     for source, extra, out in (
         (weights, [], tmp_path / "cal.safetensors"),
         (foreign, ["--preprocess", SPEC], tmp_path / "cal.onnx"),
@@ -186,6 +188,8 @@ def test_calibrate_maps_p1_p99_to_0_100_for_onnx_and_safetensors(
         after = fqtool.load_model(out, device="cpu")
         cal = after.network.info.calibration
         assert cal.low == pytest.approx(low, rel=1e-5) and cal.high == pytest.approx(high, rel=1e-5)
+        if out.suffix == ".safetensors":  # the copy keeps the source's training record
+            assert read_checkpoint_metadata(out)["training_config"] == {"lr": 0.1}
         scored = after.score(list(images)).quality_100
         assert scored.min() == 0.0 and scored.max() == 100.0
         assert 0 < np.mean(scored == 0) <= 0.05 and 0 < np.mean(scored == 100) <= 0.05

@@ -114,5 +114,5 @@ def write_calibrated(
         stamp_onnx(source, output, preprocess=preprocess, calibration=fit.calibration,
                    quality_method=fit.method)
     else:
-        stamp_checkpoint(model, output, calibration=fit.calibration, quality_method=fit.method)
+        stamp_checkpoint(model, output, calibration=fit.calibration, quality_method=fit.method, source=source)
     return Path(output)

@@ -108,13 +108,18 @@ def stamp_onnx(
 
 
 def stamp_checkpoint(model: FaceModel, output: Path, *, calibration: QualityCalibration | None = None,
-                     quality_method: str | None = None) -> Path:
-    """Save a torch model as an fqtool ``.safetensors`` with ``calibration`` for ``quality_method``."""
-    from fqtool.models.checkpoint import ensure_finite, save_checkpoint
+                     quality_method: str | None = None, source: Path | None = None) -> Path:
+    """Save a torch model as an fqtool ``.safetensors`` with ``calibration`` for ``quality_method``; the
+    training config and extras of an fqtool ``source`` checkpoint are kept."""
+    from fqtool.models.checkpoint import ensure_finite, read_checkpoint_metadata, save_checkpoint
 
     ensure_finite(model, output)
     if quality_method is not None:
         model.set_quality_method(quality_method)
     if calibration is not None:
         model.info.calibration = calibration
-    return save_checkpoint(model, output)
+    kept: dict = {}
+    if source is not None and sniff_format(Path(source)) == "safetensors":
+        meta = read_checkpoint_metadata(source) or {}
+        kept = {"training_config": meta.get("training_config"), "extra": meta.get("extra")}
+    return save_checkpoint(model, output, **kept)
