@@ -181,10 +181,7 @@ class QualityModel:
         dataset = open_input(source, size=self.size)
         found = first_off_size(dataset, self.size)
         if found is not None:
-            size = self.size
-            note = (f"images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: they are "
-                    "resized without face alignment; for photos use --align (or `fqtool align` first)")
-            dataset.notes = [note, *getattr(dataset, "notes", [])]
+            dataset.notes = [_not_aligned_note(found, self.size), *getattr(dataset, "notes", [])]
         return dataset
 
     def aligned(self, source: str | Path, *, detector: str | Path | None = None, workers: int = 1,
@@ -198,7 +195,8 @@ class QualityModel:
 
         workdir = tempfile.TemporaryDirectory(prefix="fqtool-align-")
         dataset, run = aligned_dataset(source, workdir.name, crop_size_for(self.size), detector=detector,
-                                       workers=max(1, workers), on_progress=on_progress)
+                                       workers=max(1, workers), on_progress=on_progress,
+                                       margin=self.preprocess.margin)
         dataset.workdir = workdir  # TemporaryDirectory deletes the folder once the dataset is gone
         note = missed_faces_note(run.no_face + [s for s, _ in run.unreadable], run.images, "not scored")
         dataset.notes = [note] if note else []
@@ -241,6 +239,38 @@ class QualityModel:
             method=method, keep_embeddings=keep_embeddings, on_progress=on_progress, **method_options,
         )
 
+    def calibrate(self, images: Any, *, percentiles: tuple[float, float] = (1.0, 99.0), method: str = "auto",
+                  output: str | Path | None = None, batch_size: int = 64, workers: int = 0,
+                  on_progress: Callable[[int], None] | None = None):
+        """Fit the 0-100 scale to ``images`` (a representative set: p1 → 0, p99 → 100 by default) and use it
+        from now on; with ``output``, also write it into a copy of the weights (``.safetensors``/``.onnx``).
+        Returns the :class:`~fqtool.eval.calibrate.CalibrationFit`."""
+        from fqtool.eval.calibrate import (
+            apply_calibration,
+            check_writable,
+            fit_model_calibration,
+            write_calibrated,
+        )
+
+        if output is not None:
+            if self.weights is None:
+                raise FqtoolError("this model was not opened from a file; there are no weights to copy")
+            check_writable(self.network, self.weights, Path(output))
+        if _is_collection(images):
+            dataset = self.open(images)
+        elif hasattr(images, "name") and hasattr(images, "__getitem__"):
+            dataset = images
+        else:
+            batch = read_images(images, self.size)
+            dataset = _InMemory(batch, _names(images, len(batch)))
+        fit = fit_model_calibration(self.network, dataset, low_pct=percentiles[0], high_pct=percentiles[1],
+                                    method=method, batch_size=batch_size, workers=workers, device=self.device,
+                                    on_progress=on_progress)
+        if output is not None:
+            write_calibrated(self.network, self.weights, Path(output), fit)
+        apply_calibration(self.network, fit)
+        return fit
+
     def set_quality_method(self, method: str) -> None:
         """Make ``auto`` mean ``norm``, ``head`` or ``crfiqa`` from now on (``head``: whichever head the
         model has)."""
@@ -265,6 +295,16 @@ class QualityModel:
         )
 
 
+def _not_aligned_note(found: tuple[int, int], size: tuple[int, int]) -> str:
+    """The warning for a folder whose images are not the model's size: crops for another model, or photos."""
+    if found[0] == found[1] and found[0] <= 256:  # square and small: crops aligned for another input size
+        advice = (f"they look like aligned crops for another model and are resized; re-align the photos "
+                  f"at this model's size (`fqtool align --size {size[0]}` or --align), or check --preprocess")
+    else:
+        advice = "they are resized without face alignment; for photos use --align (or `fqtool align` first)"
+    return f"images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: {advice}"
+
+
 def _is_collection(images: Any) -> bool:
     """A path that names many images: a folder, a list file or a ``.rec`` (not a single image file)."""
     if not isinstance(images, str | Path):
@@ -281,10 +321,15 @@ def load_model(
     device: str | torch.device = "auto",
     *,
     arch: str | None = None,
+    preprocess: Any = None,
 ) -> QualityModel:
     """Open any weights fqtool reads (fqtool ``.safetensors``, MagFace / arcface_torch / EQFace / CR-FIQA
     ``.pth``, exported ``.onnx``); ``weights=None`` reads ``$FQTOOL_WEIGHTS``. ``device``: auto, cpu,
-    cuda or cuda:N. ``quality_weights`` adds EQFace's ``quality.pth`` head to an EQFace backbone."""
+    cuda or cuda:N (under torchrun a plain ``cuda``/``auto`` is this rank's GPU, ``cuda:LOCAL_RANK``).
+    ``quality_weights`` adds EQFace's ``quality.pth`` head to an EQFace backbone.
+    ``preprocess``: the model's input when the file does not say it (or says it wrong), as a
+    :class:`~fqtool.models.preprocess.Preprocess` or a ``--preprocess`` SPEC (``"facenet"``,
+    ``"size=160,mean=127.5,std=128,colour=bgr"``)."""
     from fqtool.eval.ijb_embed import dist_env, local_device
 
     path = resolve_weights(weights)
@@ -292,7 +337,8 @@ def load_model(
     _, world, local_rank = dist_env()
     torch_device = local_device(torch_device, local_rank, world)  # under torchrun: this rank's GPU
     onnx_device = str(device) if path.suffix.lower() == ".onnx" else torch_device
-    network = _open_network(path, quality_weights=quality_weights, arch=arch, device=onnx_device)
+    network = _open_network(path, quality_weights=quality_weights, arch=arch, device=onnx_device,
+                            preprocess=preprocess)
     return QualityModel(network, device=torch_device, weights=path)
 
 
@@ -313,9 +359,10 @@ def _align_pairs(detector):
     """``verify --align``: the benchmark's aligner, built from the align core."""
     from fqtool.align.datasets import align_pair_images, missed_faces_note
 
-    def align_images(images, size, name, progress):
+    def align_images(images, size, name, progress, margin=None):
         with progress(f"align {name}", len(images)) as advance:
-            tensor, missed = align_pair_images(images, size, detector=detector, on_progress=advance)
+            tensor, missed = align_pair_images(images, size, detector=detector, on_progress=advance,
+                                               margin=margin)
         names = [f"#{i}" for i in missed]
         return tensor, missed_faces_note(names, len(images), f"{name}: used whole, resized")
 

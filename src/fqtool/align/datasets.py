@@ -33,21 +33,25 @@ def aligned_dataset(
     detector: str | Path | None = None,
     workers: int = 2,
     on_progress: Callable[[int], None] | None = None,
+    margin: float | None = None,
 ) -> tuple[AlignedCrops, AlignResult]:
-    """Align ``input_path`` into ``workdir`` (largest face per image); the crops as a dataset + the run."""
-    options = AlignOptions(size=size, workers=max(1, workers), detector=str(detector) if detector else None)
+    """Align ``input_path`` into ``workdir`` (largest face per image); the crops as a dataset + the run.
+    ``margin``: loose crops (box + margin) instead of aligned ones, for models trained on those."""
+    options = AlignOptions(size=size, workers=max(1, workers), detector=str(detector) if detector else None,
+                           margin=margin)
     result = align_input(input_path, workdir, options, on_progress=on_progress)
     return AlignedCrops(input_path, workdir, result, size), result
 
 
 def align_pair_images(
     images, size: tuple[int, int], *, detector: str | Path | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None, margin: float | None = None,
 ):
     """``verify --align``: each pair image's largest face aligned → ``(uint8 N×3×H×W tensor, missed)``.
 
     An image with no face (or unreadable) is used whole and resized, exactly as without ``--align``
-    (black when it cannot be decoded), so the pairs stay complete; ``missed`` lists those indices."""
+    (black when it cannot be decoded), so the pairs stay complete; ``missed`` lists those indices.
+    ``margin``: loose crops (box + margin), for models trained on those."""
     import torch
 
     from fqtool.align.pipeline import Aligner, align_images, crop_size_for
@@ -55,7 +59,7 @@ def align_pair_images(
     from fqtool.errors import BadInputError
 
     side = crop_size_for(size)
-    aligner = Aligner(AlignOptions(size=side, detector=str(detector) if detector else None))
+    aligner = Aligner(AlignOptions(size=side, detector=str(detector) if detector else None, margin=margin))
     crops, missed = align_images(images, side, aligner, on_progress=on_progress)
     tensor = resize_if_needed(torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous(), tuple(size))
     for i in missed:

@@ -21,6 +21,7 @@ from fqtool.cli.eval_options import (
 )
 from fqtool.cli.options import (
     Device,
+    PreprocessSpec,
     QualityWeights,
     Quiet,
     SerfiqDropout,
@@ -40,6 +41,7 @@ def command(
     ] = None,
     weights: Weights = None,
     quality_weights: QualityWeights = None,
+    preprocess: PreprocessSpec = None,
     features: Annotated[
         Path | None,
         typer.Option("--features", help="Use saved features (.npz) instead of a model.", show_default=False),
@@ -148,7 +150,7 @@ def command(
     from fqtool.eval.serfiq import SerfiqOptions
 
     result = erc_curve(
-        model_loader(weights, quality_weights, device) if features is None else features, target,
+        model_loader(weights, quality_weights, device, preprocess) if features is None else features, target,
         methods=list(method or []), scores=list(scores or []), model_quality=model_quality,
         quality_models=list(quality_model or []), serfiq=SerfiqOptions(serfiq_passes, serfiq_dropout, seed),
         mode=mode, fmrs=fmr, starting_fnmr=starting_fnmr, pair_quality=pair_quality, metric=metric,

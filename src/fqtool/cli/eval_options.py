@@ -52,11 +52,14 @@ def warn_all(notes: list[str]) -> None:
         warn(note)
 
 
-def model_loader(weights: Path | None, quality_weights: Path | None, device: str):
-    """Open ``--weights`` on ``--device`` only once the inputs are checked (the Python API's model)."""
+def model_loader(
+    weights: Path | None, quality_weights: Path | None, device: str, preprocess: str | None = None
+):
+    """Open ``--weights`` on ``--device`` only once the inputs are checked (the Python API's model);
+    ``--preprocess`` overrides the file's preprocessing."""
     from fqtool.api import load_model
 
-    return lambda: load_model(weights, quality_weights=quality_weights, device=device)
+    return lambda: load_model(weights, quality_weights=quality_weights, device=device, preprocess=preprocess)
 
 
 def rich_table(data: TableData) -> Table:

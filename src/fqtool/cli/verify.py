@@ -24,6 +24,7 @@ from fqtool.cli.options import (
     AlignFlag,
     DetectorFile,
     Device,
+    PreprocessSpec,
     QualityWeights,
     Quiet,
     Weights,
@@ -43,6 +44,7 @@ def command(
     ] = None,
     weights: Weights = None,
     quality_weights: QualityWeights = None,
+    preprocess: PreprocessSpec = None,
     data_dir: DataDir = None,
     flip: Annotated[
         bool | None,
@@ -123,7 +125,7 @@ def command(
     outputs = tuple(o for o, v in (("--csv", csv_path), ("--plot", plot)) if v)
     check_verify(benchmarks, options, outputs)
     report = verify(
-        model_loader(weights, quality_weights, device) if targets else list(features or []),
+        model_loader(weights, quality_weights, device, preprocess) if targets else list(features or []),
         targets, protocols=options.protocols, flip=flip, folds=folds, norm_score=norm_score,
         detector_score=detector_score, align=align, detector=detector, data_dir=data_dir,
         batch_size=batch_size, workers=workers, save_features=save_features_to, progress=progress_for(quiet),

@@ -23,9 +23,9 @@ from fqtool.eval.results import ErcResult, VerifyReport
 #: ``progress(label, total)`` → a context manager yielding ``advance(n)`` (the CLI's progress bar).
 Progress = Callable[[str, int | None], contextlib.AbstractContextManager[Callable[[int], None]]]
 
-#: How a benchmark aligns pair images for ``--align``: ``(images, size, name, progress)`` →
+#: How a benchmark aligns pair images for ``--align``: ``(images, size, name, progress, margin)`` →
 #: ``(uint8 N×3×H×W tensor, warning or None)``; built by the API from the align core.
-AlignImages = Callable[[Any, tuple, str, Progress], tuple[Any, str | None]]
+AlignImages = Callable[[Any, tuple, str, Progress, Any], tuple[Any, str | None]]
 
 
 def no_progress(label: str, total: int | None) -> contextlib.AbstractContextManager[Callable[[int], None]]:

@@ -95,7 +95,8 @@ class PairSet:
             return decode_target(self.target, model.size, settings.data_dir, workers)
         name = target_name(self.target, resolve_target(self.target, settings.data_dir))
         vset = load_target(self.target, settings.data_dir)
-        images, note = settings.align(vset.images, tuple(model.size), name, settings.progress)
+        images, note = settings.align(vset.images, tuple(model.size), name, settings.progress,
+                                      model.preprocess.margin)
         if note:
             self.notes.append(note)
         return name, images, np.asarray(vset.issame)
