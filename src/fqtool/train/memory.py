@@ -17,6 +17,7 @@ Four parts, per process:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -103,16 +104,21 @@ def measure_activation_bytes(model: nn.Module, precision: str = "fp32", size: tu
     return max(0, round((kept(large) - kept(small)) / (large - small)))
 
 
-def activation_bytes(arch: str, precision: str, size: tuple[int, int] = (112, 112), **model_kwargs) -> int:
-    """Activation bytes per image: the table's value, else measured on a fresh CPU copy of ``arch``."""
+@functools.lru_cache(maxsize=32)
+def activation_bytes(arch: str, precision: str, size: tuple[int, int] = (112, 112)) -> int:
+    """Activation bytes per image: the table's value, else measured on a fresh CPU copy of ``arch`` (the
+    global RNG is left as it was)."""
+    import torch
+
     from fqtool.models import create_model, get_spec
 
     name = get_spec(arch).name
     key = (name, _table_precision(precision))
-    if tuple(size) == (112, 112) and key in ACTIVATION_BYTES and not model_kwargs:
+    if tuple(size) == (112, 112) and key in ACTIVATION_BYTES:
         return ACTIVATION_BYTES[key]
-    backbone = create_model(name, **model_kwargs).backbone.train()
-    return measure_activation_bytes(backbone, precision, tuple(size))
+    with torch.random.fork_rng(devices=[]):
+        backbone = create_model(name).backbone.train()
+        return measure_activation_bytes(backbone, precision, tuple(size))
 
 
 def estimate_memory(*, per_gpu: int, world_size: int, activation_per_image: int, trunk_params: int,
@@ -161,3 +167,14 @@ def fit_warning(estimate: MemoryEstimate, budget: int | None, *, per_gpu: int, w
         advice += f", or --batch-size {fits * world_size})" if world_size > 1 else ")"
     return (f"memory: {what} with {per_gpu} images per process needs {estimate.describe()}, more than "
             f"{USABLE_FRACTION:.0%} of the GPU's {total:.1f} GiB; {advice}")
+
+
+def training_estimate(*, arch: str, recipe: str, precision: str, per_gpu: int, world_size: int,
+                      trainable: nn.Module, head: nn.Module, size: tuple[int, int]) -> MemoryEstimate:
+    """The estimate for a training task: its backbone's activations (none when the backbone is frozen,
+    as in train-quality), its head shard and its trainable weights."""
+    trunk = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
+    per_image = 0 if recipe == "quality" else activation_bytes(arch, precision, size)
+    return estimate_memory(per_gpu=per_gpu, world_size=world_size, activation_per_image=per_image,
+                           trunk_params=trunk, local_classes=int(head.num_local),
+                           embedding_size=int(head.embedding_size), sample_rate=float(head.sample_rate))
