@@ -17,27 +17,7 @@ import json
 import torch
 
 from fqtool.models import create_model
-from fqtool.train.memory import GIB, estimate_memory, measure_activation_bytes
-
-
-def head_bytes_per_logit(kind: str = "arcface", batch: int = 16, classes: int = 256) -> float:
-    """fp32 bytes the margin head keeps for backward per (sample × class), by saved-tensor hooks."""
-    from fqtool.losses import build_head
-
-    head = build_head(kind, num_classes=classes, embedding_size=64)
-    params = {p.untyped_storage().data_ptr() for p in head.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in params:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    emb = torch.randn(batch, 64, requires_grad=True)
-    labels = torch.randint(0, classes, (batch,))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        head(emb, labels).loss.backward()
-    return sum(v for v in seen.values() if v >= batch * classes) / (batch * classes)
+from fqtool.train.memory import GIB, estimate_memory, measure_activation_bytes, measure_head_bytes_per_logit
 
 
 def main() -> None:
@@ -51,7 +31,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     for kind in ("arcface", "magface"):
-        print(json.dumps({"head": kind, "bytes_per_logit_kept": head_bytes_per_logit(kind)}))
+        print(json.dumps({"head": kind, "bytes_per_logit_kept": measure_head_bytes_per_logit(kind)}))
     rows = []
     for arch in args.arch or ["iresnet18", "iresnet50", "iresnet100"]:
         model = create_model(arch).backbone.train()

@@ -104,6 +104,29 @@ def measure_activation_bytes(model: nn.Module, precision: str = "fp32", size: tu
     return max(0, round((kept(large) - kept(small)) / (large - small)))
 
 
+def measure_head_bytes_per_logit(kind: str = "arcface", batch: int = 16, classes: int = 256) -> float:
+    """Bytes the ``kind`` margin head keeps for backward per (sample × class), by saved-tensor hooks on
+    the CPU (one process: call it outside a process group); only tensors of at least B×C bytes count."""
+    import torch
+
+    from fqtool.losses import build_head
+
+    head = build_head(kind, num_classes=classes, embedding_size=64)
+    params = {p.untyped_storage().data_ptr() for p in head.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in params:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    emb = torch.randn(batch, 64, requires_grad=True)
+    labels = torch.randint(0, classes, (batch,))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        head(emb, labels).loss.backward()
+    return sum(v for v in seen.values() if v >= batch * classes) / (batch * classes)
+
+
 @functools.lru_cache(maxsize=32)
 def activation_bytes(arch: str, precision: str, size: tuple[int, int] = (112, 112)) -> int:
     """Activation bytes per image: the table's value, else measured on a fresh CPU copy of ``arch`` (the
