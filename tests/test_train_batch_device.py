@@ -34,6 +34,7 @@ def test_the_recipes_batch_is_global_and_split_over_the_processes() -> None:
     assert (split.global_batch, split.per_gpu) == (512, 256)
     assert split.describe("GPUs") == "global 512 = 2 GPUs × 256"
     assert batch_split(cfg, 1).describe("GPUs") == "global 512 = 1 GPU × 512"
+    assert batch_split(cfg, 1).describe() == "global 512 = 1 process × 512"
     assert batch_split(cfg, 8).per_gpu == 64  # 8 GPUs train at 512, not 4096
     scaled = resolve_config("magface", data="d", lr_batch=256)
     assert effective_lr(scaled, 1) == effective_lr(scaled, 4) == pytest.approx(0.2)  # global batch / 256

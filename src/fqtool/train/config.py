@@ -228,7 +228,7 @@ class BatchSplit:
     def describe(self, unit: str = "processes") -> str:
         """``global 512 = 2 GPUs × 256``."""
         if self.world_size == 1:
-            unit = unit.removesuffix("es").removesuffix("s")
+            unit = {"processes": "process", "GPUs": "GPU"}.get(unit, unit)
         return f"global {self.global_batch} = {self.world_size} {unit} × {self.per_gpu}"
 
 

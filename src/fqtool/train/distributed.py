@@ -65,10 +65,11 @@ def rank_device(requested: torch.device, local_rank: int) -> tuple[torch.device,
 
 
 def setup(device_name: str = "auto", timeout_min: float = 30.0) -> DistEnv:
-    """Initialise the process group when launched by torchrun; otherwise return a single-process env.
-    Either way a CUDA device is made the process's current device."""
+    """Initialise the process group when launched by torchrun (``--nproc-per-node 1`` included: the same
+    NCCL/Gloo code paths as N processes); otherwise return a single-process env. Either way a CUDA device
+    is made the process's current device."""
     world = _env_int("WORLD_SIZE")
-    if world is None or world <= 1:
+    if world is None or (world <= 1 and "MASTER_ADDR" not in os.environ):  # not started by torchrun
         return DistEnv(device=resolve_device(device_name))
     local_rank = _env_int("LOCAL_RANK") or 0
     device, note = rank_device(parse_device(device_name), local_rank)
