@@ -114,7 +114,8 @@ def test_fp16_non_finite_steps_then_a_good_step(device, tiny_rec, tmp_path, monk
     pytest.param("cuda", "bf16", marks=pytest.mark.cuda),
     pytest.param("cuda", "fp16", marks=pytest.mark.cuda),
 ])
-def test_one_step_in_each_precision_is_close_to_fp32_on_the_cpu(device, precision, tiny_rec, tmp_path) -> None:
+def test_one_step_in_each_precision_is_close_to_fp32_on_the_cpu(device, precision, tiny_rec,
+                                                                tmp_path) -> None:
     def one_step(dev: str, prec: str, out: Path) -> tuple[float, torch.Tensor]:
         with _trainer(tiny_rec, out, dev, precision=prec) as trainer:
             start = _params(trainer)
@@ -199,8 +200,8 @@ def test_cli_under_torchrun_saves_stops_and_resumes_with_the_rng(device, synthet
 
 
 # ------------------------------------------------------------------------------ a 93k-class head
-@pytest.mark.parametrize(("device", "classes", "batch"), [("cpu", 2000, 64),
-                                                          pytest.param("cuda", 93431, 512, marks=pytest.mark.cuda)])
+@pytest.mark.parametrize(("device", "classes", "batch"), [
+    ("cpu", 2000, 64), pytest.param("cuda", 93431, 512, marks=pytest.mark.cuda)])
 def test_a_large_head_in_bf16_autocast_matches_fp32(device, classes, batch) -> None:
     from fqtool.losses import build_head
     from fqtool.runtime import autocast
