@@ -176,7 +176,7 @@ def test_cli_under_torchrun_saves_stops_and_resumes_with_the_rng(device, synthet
     common = [*_torchrun(), "--standalone", "--nproc-per-node", "1", "-m", "fqtool", "train-magface",
               "--data", str(synthetic_dataset), "--arch", "iresnet_tiny", "--batch-size", "16", "--workers",
               "0", "--device", device, "--sample-rate", "0.5", "--save-every", "1", "--val-every", "0",
-              "--quiet", "--calibration-images", "16"]
+              "--quiet"]
 
     def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
         proc = subprocess.run([*common, "-o", str(out), *extra], env=env, capture_output=True, text=True,
