@@ -34,6 +34,12 @@ ACTIVATION_BYTES: dict[tuple[str, str], int] = {
     ("iresnet18", "fp32"): 46_115_840, ("iresnet18", "bf16"): 23_110_144,
     ("iresnet50", "fp32"): 70_802_432, ("iresnet50", "bf16"): 35_453_440,
     ("iresnet100", "fp32"): 111_746_048, ("iresnet100", "bf16"): 55_925_248,
+    ("iresnet_tiny", "fp32"): 4_767_744, ("iresnet_tiny", "bf16"): 2_390_656,
+    ("iresnet34", "fp32"): 61_168_640, ("iresnet34", "bf16"): 30_636_544,
+    ("iresnet152", "fp32"): 106_929_152, ("iresnet152", "bf16"): 53_516_800,
+    ("iresnet200", "fp32"): 195_439_616, ("iresnet200", "bf16"): 97_772_032,
+    ("mobilefacenet", "fp32"): 45_216_768, ("mobilefacenet", "bf16"): 22_609_408,
+    ("mobilefacenet_large", "fp32"): 113_556_480, ("mobilefacenet_large", "bf16"): 56_779_264,
 }
 
 #: Bytes per (sample × local class) logit: the fp32 B×C tensors the margin head keeps for backward
