@@ -72,6 +72,17 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def _step_until_applied(trainer: Trainer, images, labels, start: torch.Tensor, tries: int = 12) -> dict:
+    """Train steps until one changes the weights: an fp16 GradScaler starts at 65,536 and skips the steps
+    whose scaled gradients overflow (each halves the scale); skipped steps leave the parameters and the
+    momentum as they were, so the applied step is one step from ``start``."""
+    for _ in range(tries):
+        values, _ = trainer.train_step(images, labels)
+        if not torch.equal(_params(trainer), start):
+            return values
+    raise AssertionError(f"no step was applied in {tries} tries")
+
+
 # ------------------------------------------------------------------------------ fp16: skip, then go on
 @pytest.mark.parametrize("device", [CPU, CUDA])
 def test_fp16_non_finite_steps_then_a_good_step(device, tiny_rec, tmp_path, monkeypatch) -> None:
@@ -103,8 +114,8 @@ def test_fp16_non_finite_steps_then_a_good_step(device, tiny_rec, tmp_path, monk
         assert torch.equal(_params(trainer), start)
         values, _ = trainer.train_step(images, labels)  # the good step (crashed: unscale_() called twice)
         assert trainer.scaler.get_scale() < scale  # the NaN step backed the scale off
-        assert math.isfinite(float(values["loss/total"])) and not torch.equal(_params(trainer), start)
-        assert trainer.bad_steps == 0
+        assert math.isfinite(float(values["loss/total"])) and trainer.bad_steps == 0
+        _step_until_applied(trainer, images, labels, start)
 
 
 # ------------------------------------------------------------------------------ precisions agree
@@ -119,7 +130,7 @@ def test_one_step_in_each_precision_is_close_to_fp32_on_the_cpu(device, precisio
     def one_step(dev: str, prec: str, out: Path) -> tuple[float, torch.Tensor]:
         with _trainer(tiny_rec, out, dev, precision=prec) as trainer:
             start = _params(trainer)
-            values, _ = trainer.train_step(*_batch(trainer, 8))
+            values = _step_until_applied(trainer, *_batch(trainer, 8), start)
             return float(values["loss/total"]), _params(trainer) - start
 
     ref_loss, ref_update = one_step("cpu", "fp32", tmp_path / "ref")
@@ -312,4 +323,5 @@ def test_serfiq_on_the_device_is_deterministic(device, tiny_rec, tmp_path) -> No
     np.testing.assert_array_equal(first, again)  # per-image seeds: the batch size changes nothing
     on_cpu = serfiq_scores(load_face_model(weights, device="cpu"), images, batch_size=8, device="cpu",
                            precision="fp32")
-    np.testing.assert_allclose(first, on_cpu, rtol=5e-2)  # other masks on another device's generator
+    # other masks from another device's generator: ≈ 0.6 % apart at most (two seeds on the CPU)
+    np.testing.assert_allclose(first, on_cpu, rtol=2e-2)
