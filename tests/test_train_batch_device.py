@@ -175,7 +175,7 @@ def test_an_explicit_gpu_becomes_the_current_device(fake_cuda) -> None:
     """``--device cuda:1`` without torchrun: pin-memory threads and RNG states follow (set_device)."""
     assert runtime.resolve_device("cuda:1") == torch.device("cuda", 1)
     assert fake_cuda == [1]
-    assert runtime.resolve_device("cuda") == torch.device("cuda", 1)  # "cuda" = the current device
+    assert runtime.resolve_device("cuda") == torch.device("cuda") and fake_cuda == [1]  # the current one
     assert D.setup("cuda:0").device == torch.device("cuda", 0) and fake_cuda[-1] == 0
     with pytest.raises(FqtoolError, match=r"'cuda:2': this machine has 2 visible GPU\(s\)"):
         runtime.resolve_device("cuda:2")

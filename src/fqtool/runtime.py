@@ -36,11 +36,12 @@ def parse_device(name: str = "auto") -> torch.device:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """:func:`parse_device`, and a CUDA device becomes this process's current device (with its index), so
-    pin-memory threads, RNG states, cuDNN workspaces and ``"cuda"`` tensors all land on the GPU asked for
-    instead of GPU 0."""
+    """:func:`parse_device`, and an explicit ``cuda:N`` becomes this process's current device, so
+    pin-memory threads, RNG states, cuDNN workspaces and ``"cuda"`` tensors all land on GPU N instead of
+    GPU 0. ``auto``/``cuda`` mean the current device already and touch nothing (no CUDA context is made
+    before a caller such as torchrun's set-up picks its GPU)."""
     device = parse_device(name)
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:
         device = use_cuda_device(device)
     return device
 
