@@ -137,7 +137,7 @@ class Trainer:
         self.base_lr = effective_lr(cfg, env.world_size)
         self.optimizer = self._make_optimizer()
         self.scaler = grad_scaler(self.precision)
-        self.memory_notes = self._estimate_memory()
+        self.memory_notes = M.training_notes(cfg, self.task, self.batch, self.precision, env.device)
         self.sampler = GlobalBatchSampler(len(self.dataset), self.batch.per_gpu, rank=env.rank,
                                           world_size=env.world_size, seed=cfg.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch
@@ -163,18 +163,6 @@ class Trainer:
             self.log.warn(note)
 
     # ------------------------------------------------------------------ set-up helpers
-    def _estimate_memory(self) -> list[str]:
-        """``[estimate line, warning (if it will not fit the GPU)]``, computed before the first step."""
-        cfg, env = self.cfg, self.env
-        estimate = M.training_estimate(
-            arch=cfg.arch, recipe=cfg.recipe, precision=self.precision, per_gpu=self.batch.per_gpu,
-            world_size=env.world_size, trainable=self.task.trainable, head=self.task.head,
-            size=tuple(self.task.model.preprocess.size))
-        what = f"{cfg.arch} {self.precision}"
-        warning = M.fit_warning(estimate, M.device_budget(env.device), per_gpu=self.batch.per_gpu,
-                                world_size=env.world_size, what=what)
-        return [f"memory per process {estimate.describe()}"] + ([warning] if warning else [])
-
     def _reopen_for_model(self):
         size = tuple(self.task.model.preprocess.size)
         return self.dataset if size == (112, 112) else open_training_data(self.cfg.data, size=size)

@@ -207,3 +207,15 @@ def training_estimate(*, arch: str, recipe: str, precision: str, per_gpu: int, w
     return estimate_memory(per_gpu=per_gpu, world_size=world_size, activation_per_image=per_image,
                            trunk_params=trunk, local_classes=int(head.num_local),
                            embedding_size=int(head.embedding_size), sample_rate=float(head.sample_rate))
+
+
+def training_notes(cfg, task, split, precision: str, device: torch.device) -> list[str]:
+    """``[estimate line, warning (only if it will not fit the GPU)]`` for a run's set-up, before its first
+    step (``cfg``: its TrainConfig, ``task``: its recipe Task, ``split``: its BatchSplit)."""
+    estimate = training_estimate(
+        arch=cfg.arch, recipe=cfg.recipe, precision=precision, per_gpu=split.per_gpu,
+        world_size=split.world_size, trainable=task.trainable, head=task.head,
+        size=tuple(task.model.preprocess.size))
+    warning = fit_warning(estimate, device_budget(device), per_gpu=split.per_gpu, world_size=split.world_size,
+                          what=f"{cfg.arch} {precision}")
+    return [f"memory per process {estimate.describe()}"] + ([warning] if warning else [])
