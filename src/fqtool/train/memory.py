@@ -1,16 +1,16 @@
 """How much GPU memory one training step needs, estimated before the first step.
 
-Four parts, per process:
+Three parts, per process:
 
 * **activations**: what autograd keeps for backward, per image, for the backbone. Measured with
   saved-tensor hooks (:func:`measure_activation_bytes`: one forward + loss at two tiny batch sizes, the
-  difference is the per-image part), tabulated in :data:`ACTIVATION_BYTES` for the common iResNets at
-  112×112 and measured on the CPU on the spot for any other architecture;
+  difference is the per-image part), tabulated in :data:`ACTIVATION_BYTES` for every registered
+  architecture at 112×112 (default style) and measured on the CPU on the spot for other sizes or archs;
 * **head**: the (global batch × local classes) fp32 tensors of the classifier: the ones it keeps for
   backward plus the logits' gradient and one temporary (:data:`HEAD_BYTES_PER_LOGIT`);
 * **weights**: the backbone's and the class centres' fp32 weights, gradients and SGD momentum (+ DDP's
   gradient buckets for the backbone);
-* nothing for the cuDNN workspace and the allocator's fragmentation: the check leaves 10 % of the GPU free.
+and nothing for the cuDNN workspace and the allocator's fragmentation: the check leaves 10 % of the GPU free.
 
 ``torch.compile`` fuses BatchNorm + PReLU and usually keeps less; channels_last keeps the same bytes.
 """
