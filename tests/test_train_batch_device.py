@@ -130,9 +130,9 @@ def test_the_warning_names_the_batch_that_fits() -> None:
     assert line is not None and "\n" not in line and "iresnet50 fp32 with 512 images per process" in line
     fits = M.fitting_batch(estimate, a10)
     assert f"about {fits} images per process fit (--batch-per-gpu {fits})" in line
-    at = {b: M.estimate_memory(per_gpu=b, world_size=1, activation_per_image=estimate.per_image - 93_431 * M.HEAD_BYTES_PER_LOGIT,
-                               trunk_params=43_590_848, local_classes=93_431, embedding_size=512).total
-          for b in (fits, fits + 8)}
+    act = M.ACTIVATION_BYTES[("iresnet50", "fp32")]
+    at = {b: M.estimate_memory(per_gpu=b, world_size=1, activation_per_image=act, trunk_params=43_590_848,
+                               local_classes=93_431, embedding_size=512).total for b in (fits, fits + 8)}
     assert at[fits] <= a10 < at[fits + 8] and fits % 8 == 0
     assert M.fit_warning(estimate, 10 * a10, per_gpu=512, world_size=1, what="x") is None
     two = M.fit_warning(estimate, a10, per_gpu=512, world_size=2, what="x")
