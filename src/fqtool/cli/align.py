@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, warn
 from fqtool.cli.options import DetectorFile, Quiet
 from fqtool.cli.progress import progress_bar
 
@@ -27,8 +27,7 @@ class CropFormat(StrEnum):
 def _report(result) -> None:
     if result.unreadable:
         shown = ", ".join(s for s, _ in result.unreadable[:5]) + (", …" if len(result.unreadable) > 5 else "")
-        err_console.print(f"[yellow]warning:[/] {len(result.unreadable)} files could not be read "
-                          f"(listed in unreadable.txt): {shown}", highlight=False, soft_wrap=True)
+        warn(f"{len(result.unreadable)} files could not be read (listed in unreadable.txt): {shown}")
     resumed = f" ({result.resumed} kept from an interrupted run)" if result.resumed else ""
     console.print(
         f"aligned {len(result.faces)} faces from {result.images} images{resumed} with {result.detector}; "

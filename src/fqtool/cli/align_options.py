@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fqtool.cli.console import err_console
+from fqtool.cli.console import warn
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import BadInputError, FqtoolError
 
@@ -12,8 +12,7 @@ from fqtool.errors import BadInputError, FqtoolError
 def _warn_missed(missed: list[str], total: int, what: str) -> None:
     if missed:
         names = ", ".join(missed[:5]) + (", …" if len(missed) > 5 else "")
-        err_console.print(f"[yellow]warning:[/] no face found in {len(missed)} of {total} images ({what}): "
-                          f"{names}", highlight=False, soft_wrap=True)
+        warn(f"no face found in {len(missed)} of {total} images ({what}): {names}")
 
 
 def aligned_input(input: Path, size: tuple, detector: Path | None, workers: int, quiet: bool):
@@ -40,11 +39,8 @@ def warn_if_not_aligned(dataset, size: tuple) -> None:
 
     found = first_off_size(dataset, size)
     if found is not None:
-        err_console.print(
-            f"[yellow]warning:[/] images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: "
-            "they are resized without face alignment; for photos use --align (or `fqtool align` first)",
-            highlight=False, soft_wrap=True,
-        )
+        warn(f"images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: they are resized "
+             "without face alignment; for photos use --align (or `fqtool align` first)")
 
 
 def align_pair_images(images, size: tuple, detector: Path | None, name: str, quiet: bool):

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, err_console, warn
 from fqtool.cli.eval_options import DataDir, EmbedOptions, features_and_images, load_model_for_eval
 from fqtool.cli.ijb_eval import ijb_features_for_target, ijb_source
 from fqtool.cli.options import (
@@ -323,7 +323,7 @@ def command(
         pauc_limit=pauc_limit,
     )
     for note in report.warnings:
-        err_console.print(f"warning: {note}", highlight=False, soft_wrap=True)
+        warn(note)
     written = _write_outputs(report, output or Path(f"{fs.name}-{mode}"), fs.name)
     if json_out:
         typer.echo(json.dumps({"set": fs.name, "mode": mode, "summary": report.summary()}, indent=2))
@@ -391,7 +391,7 @@ class IjbErcRun:
             pauc_limit=pauc_limit,
         )
         for note in report.warnings:
-            err_console.print(f"warning: {note}", highlight=False, soft_wrap=True)
+            warn(note)
         written = _write_outputs(report, output or Path(f"{fs.name}-erc"), fs.name)
         if json_out:
             typer.echo(json.dumps({"set": fs.name, "mode": "erc", "summary": report.summary()}, indent=2))

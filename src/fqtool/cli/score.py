@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.align_options import aligned_input, warn_if_not_aligned
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, warn
 from fqtool.cli.options import (
     AlignFlag,
     Arch,
@@ -55,21 +55,15 @@ def _report_unreadable(bad: list[str], total: int, show: int = 5) -> None:
     if not bad:
         return
     names = ", ".join(bad[:show]) + (", …" if len(bad) > show else "")
-    err_console.print(
-        f"[yellow]warning:[/] {len(bad)} of {total} images could not be read and were skipped: {names}",
-        highlight=False, soft_wrap=True,
-    )
+    warn(f"{len(bad)} of {total} images could not be read and were skipped: {names}")
 
 
 def _report_not_finite(result, weights: Path) -> None:
     """A model with NaN weights gives NaN quality: say so instead of writing a silent CSV of NaN."""
     bad = ~np.isfinite(np.asarray(result.quality, dtype=np.float64))
     if bad.any():
-        err_console.print(
-            f"[yellow]warning:[/] {weights}: {int(bad.sum())} of {len(bad)} images got a NaN or infinite "
-            f"quality (first: {result.names[int(np.argmax(bad))]}); the model's weights are probably broken",
-            highlight=False, soft_wrap=True,
-        )
+        warn(f"{weights}: {int(bad.sum())} of {len(bad)} images got a NaN or infinite quality (first: "
+             f"{result.names[int(np.argmax(bad))]}); the model's weights are probably broken")
 
 
 def _table(result, rows: np.ndarray, title: str) -> Table:
@@ -176,7 +170,7 @@ def command(
         dataset = model.open(input)
         warn_if_not_aligned(dataset, model.size)
     for note in getattr(dataset, "notes", []):
-        err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        warn(note)
     with progress_bar("score", len(dataset), quiet=quiet) as advance:
         result = model.score(
             dataset, batch_size=batch_size, workers=workers, method=method.value,

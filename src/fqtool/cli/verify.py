@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, err_console, warn
 from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
 from fqtool.cli.ijb_eval import IjbRun, ijb_table, report_ijb, split_features, split_targets
 from fqtool.cli.options import (
@@ -242,7 +242,7 @@ def command(
             flip=use_flip,
         )
         for note in res.warnings:
-            err_console.print(f"warning: {fs.name}: {note}", highlight=False, soft_wrap=True)
+            warn(f"{fs.name}: {note}")
         results.append(res)
     if ijb_results and not json_out:
         console.print(ijb_table(ijb_results))

@@ -26,7 +26,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from fqtool import __version__
+from fqtool._version import __version__
 from fqtool.errors import FqtoolError, OutputError
 from fqtool.export import parity
 from fqtool.fsutil import FILE_MODE, atomic_path

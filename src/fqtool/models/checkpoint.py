@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from fqtool import __version__
+from fqtool._version import __version__
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.fsutil import atomic_write_bytes
 from fqtool.models._state import (
