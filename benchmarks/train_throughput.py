@@ -109,7 +109,7 @@ def _time_model(trainer, images, labels, device, warmup: int, steps: int) -> flo
 def _estimate(trainer):
     from fqtool.train.memory import training_estimate
 
-    return training_estimate(arch=trainer.cfg.arch, recipe="magface", precision=trainer.precision,
+    return training_estimate(arch=trainer.cfg.arch, precision=trainer.precision,
                              per_gpu=trainer.batch.per_gpu, world_size=1, trainable=trainer.task.trainable,
                              head=trainer.task.head, size=tuple(trainer.task.model.preprocess.size))
 

@@ -198,12 +198,12 @@ def fit_warning(estimate: MemoryEstimate, budget: int | None, *, per_gpu: int, w
             f"{USABLE_FRACTION:.0%} of the GPU's {total:.1f} GiB; {advice}")
 
 
-def training_estimate(*, arch: str, recipe: str, precision: str, per_gpu: int, world_size: int,
-                      trainable: nn.Module, head: nn.Module, size: tuple[int, int]) -> MemoryEstimate:
+def training_estimate(*, arch: str, precision: str, per_gpu: int, world_size: int, trainable: nn.Module,
+                      head: nn.Module, size: tuple[int, int], backbone_trained: bool = True) -> MemoryEstimate:
     """The estimate for a training task: its backbone's activations (none when the backbone is frozen,
-    as in train-quality), its head shard and its trainable weights."""
+    as in train-quality: it runs without autograd), its head shard and its trainable weights."""
     trunk = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
-    per_image = 0 if recipe == "quality" else activation_bytes(arch, precision, size)
+    per_image = activation_bytes(arch, precision, size) if backbone_trained else 0
     return estimate_memory(per_gpu=per_gpu, world_size=world_size, activation_per_image=per_image,
                            trunk_params=trunk, local_classes=int(head.num_local),
                            embedding_size=int(head.embedding_size), sample_rate=float(head.sample_rate))
@@ -213,9 +213,9 @@ def training_notes(cfg, task, split, precision: str, device: torch.device) -> li
     """``[estimate line, warning (only if it will not fit the GPU)]`` for a run's set-up, before its first
     step (``cfg``: its TrainConfig, ``task``: its recipe Task, ``split``: its BatchSplit)."""
     estimate = training_estimate(
-        arch=cfg.arch, recipe=cfg.recipe, precision=precision, per_gpu=split.per_gpu,
-        world_size=split.world_size, trainable=task.trainable, head=task.head,
-        size=tuple(task.model.preprocess.size))
+        arch=cfg.arch, precision=precision, per_gpu=split.per_gpu, world_size=split.world_size,
+        trainable=task.trainable, head=task.head, size=tuple(task.model.preprocess.size),
+        backbone_trained=any(p.requires_grad for p in task.model.backbone.parameters()))
     warning = fit_warning(estimate, device_budget(device), per_gpu=split.per_gpu, world_size=split.world_size,
                           what=f"{cfg.arch} {precision}")
     return [f"memory per process {estimate.describe()}"] + ([warning] if warning else [])
