@@ -199,7 +199,8 @@ def fit_warning(estimate: MemoryEstimate, budget: int | None, *, per_gpu: int, w
 
 
 def training_estimate(*, arch: str, precision: str, per_gpu: int, world_size: int, trainable: nn.Module,
-                      head: nn.Module, size: tuple[int, int], backbone_trained: bool = True) -> MemoryEstimate:
+                      head: nn.Module, size: tuple[int, int],
+                      backbone_trained: bool = True) -> MemoryEstimate:
     """The estimate for a training task: its backbone's activations (none when the backbone is frozen,
     as in train-quality: it runs without autograd), its head shard and its trainable weights."""
     trunk = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
