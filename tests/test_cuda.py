@@ -184,10 +184,12 @@ def test_cli_under_torchrun_saves_stops_and_resumes_with_the_rng(device, synthet
     ``--sample-rate 0.5`` draws the sampled centres from the device's generator every step, so a
     resume that did not restore it would end elsewhere."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    settings = tmp_path / "settings.toml"
+    settings.write_text("calibration_images = 16\n")  # a setting without a flag
     common = [*_torchrun(), "--standalone", "--nproc-per-node", "1", "-m", "fqtool", "train-magface",
               "--data", str(synthetic_dataset), "--arch", "iresnet_tiny", "--batch-size", "16", "--workers",
               "0", "--device", device, "--sample-rate", "0.5", "--save-every", "1", "--val-every", "0",
-              "--quiet"]
+              "--quiet", "--config", str(settings)]
 
     def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
         proc = subprocess.run([*common, "-o", str(out), *extra], env=env, capture_output=True, text=True,
