@@ -92,7 +92,7 @@ def _run_script(script: str, argv: list[str], in_process: bool, timeout: float) 
 
 
 # ------------------------------------------------------------------------------------------ the rows
-def test_tier(device: str, dry_run: bool, tmp: Path, timeout: float) -> Row:
+def cuda_tier(device: str, dry_run: bool, tmp: Path, timeout: float) -> Row:
     row = Row("cuda tier: pytest -m cuda" + (" (collect only)" if dry_run else ""))
     if dry_run:
         import pytest
@@ -166,7 +166,7 @@ def plan(device: str, dry_run: bool, data: Path, sizes: Sizes) -> list[tuple[str
     in_process = dry_run
     timeout = 300.0
     return [
-        ("tests", lambda: test_tier(device, dry_run, data.parent, 330.0)),
+        ("tests", lambda: cuda_tier(device, dry_run, data.parent, 330.0)),
         ("train", lambda: train_row(f"train {arch50} {precision[1]} channels_last", [
             *common, "--arch", arch50, *precision, "--channels-last"], target=None, in_process=in_process,
             timeout=timeout)),
