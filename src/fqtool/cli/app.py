@@ -11,6 +11,7 @@ import importlib
 import inspect
 import sys
 import traceback
+import warnings
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -18,8 +19,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from fqtool._version import __version__
-from fqtool.cli.console import err_console
-from fqtool.errors import FqtoolError
+from fqtool.cli.console import err_console, warn
+from fqtool.errors import FqtoolError, FqtoolWarning
 from fqtool.train.recipe_spec import RECIPES
 
 #: The module of the ``train-*`` commands: one per recipe of ``fqtool.train.recipe_spec.RECIPES``.
@@ -39,6 +40,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("erc-curve", "fqtool.cli.erc_curve"),
     ("export", "fqtool.cli.export"),
     ("convert-weights", "fqtool.cli.convert_weights"),
+    ("calibrate", "fqtool.cli.calibrate"),
     ("models", "fqtool.cli.models"),
 ]
 
@@ -56,6 +58,14 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code) from None
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """fqtool's own warnings are one line in its style; others keep Python's format."""
+    if issubclass(category, FqtoolWarning):
+        warn(str(message))
+    else:
+        warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
+
+
 class _ErrorBoundary(TyperGroup):
     """Turns :class:`FqtoolError` (and a full or read-only disk) into one line on stderr and exit 2.
 
@@ -64,7 +74,9 @@ class _ErrorBoundary(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except FqtoolError as exc:
             _fail(str(exc), exc.exit_code)
         except OSError as exc:

@@ -16,6 +16,7 @@ from fqtool.cli.ijb_eval import ijb_features_for_target, ijb_source
 from fqtool.cli.options import (
     BatchSize,
     Device,
+    PreprocessSpec,
     QualityWeights,
     Quiet,
     SerfiqDropout,
@@ -174,6 +175,7 @@ def command(
     ] = None,
     weights: Weights = None,
     quality_weights: QualityWeights = None,
+    preprocess: PreprocessSpec = None,
     features: Annotated[
         Path | None,
         typer.Option("--features", help="Use saved features (.npz) instead of a model.", show_default=False),
@@ -285,6 +287,7 @@ def command(
     from fqtool.eval.serfiq import SerfiqOptions
 
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
+    opts.preprocess = preprocess
     ijb = ijb_source(target, features, data_dir)
     if ijb is not None:
         if mode != "erc" or pair_quality != "min" or metric != "angular":

@@ -78,6 +78,29 @@ Weights = Annotated[
         show_default=False,
     ),
 ]
+#: The weights a conversion reads (export, convert-weights, calibrate): no $FQTOOL_WEIGHTS fallback there,
+#: so that an environment variable never turns into a command's input by surprise.
+ModelFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        "-w",
+        help="Model weights to read (the positional argument is an alias).",
+        show_default=False,
+    ),
+]
+PreprocessSpec = Annotated[
+    str | None,
+    typer.Option(
+        "--preprocess",
+        metavar="SPEC",
+        help="The model's input, overriding what the file says: a preset (arcface/insightface, magface, "
+        "eqface, crfiqa, facenet; see `fqtool models --families`) or size=160,mean=127.5,std=128,colour=rgb "
+        "(pixel units; mean/std one or three values; colour rgb|bgr; layout nchw|nhwc for ONNX; margin=32 "
+        "for models trained on loose MTCNN crops).",
+        show_default=False,
+    ),
+]
 QualityWeights = Annotated[
     Path | None,
     typer.Option(

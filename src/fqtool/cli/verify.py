@@ -19,6 +19,7 @@ from fqtool.cli.options import (
     BatchSize,
     DetectorFile,
     Device,
+    PreprocessSpec,
     QualityWeights,
     Quiet,
     Weights,
@@ -124,6 +125,7 @@ def command(
     ] = None,
     weights: Weights = None,
     quality_weights: QualityWeights = None,
+    preprocess: PreprocessSpec = None,
     data_dir: DataDir = None,
     flip: Annotated[
         bool | None,
@@ -197,6 +199,7 @@ def command(
     protocols = list(dict.fromkeys(protocol or ["insightface"]))
     check_output_file(csv_path, "--csv")
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
+    opts.preprocess = preprocess
     opts.align, opts.detector = align, detector
     ijb_targets, bin_targets = split_targets(list(targets or []), data_dir)
     ijb_files, bin_files = split_features(list(features or []))
