@@ -335,7 +335,10 @@ def load_model(
     path = resolve_weights(weights)
     torch_device = device if isinstance(device, torch.device) else resolve_device(str(device))
     _, world, local_rank = dist_env()
-    torch_device = local_device(torch_device, local_rank, world)  # under torchrun: this rank's GPU
+    if local_device(torch_device, local_rank, world) != torch_device:  # under torchrun: this rank's GPU
+        from fqtool.runtime import use_cuda_device
+
+        torch_device = use_cuda_device(local_device(torch_device, local_rank, world))
     onnx_device = str(device) if path.suffix.lower() == ".onnx" else torch_device
     network = _open_network(path, quality_weights=quality_weights, arch=arch, device=onnx_device,
                             preprocess=preprocess)
