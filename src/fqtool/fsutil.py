@@ -108,6 +108,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         handle.write(text)
 
 
+def source_identity(path: str | Path, head: int = 1 << 16) -> str:
+    """What a resumable step remembers of an input file: size, modification time and a hash of its first
+    ``head`` bytes; another file (or the same name replaced in place) gives another identity."""
+    st = os.stat(path)
+    with open(path, "rb") as handle:
+        digest = hashlib.sha256(handle.read(head)).hexdigest()[:16]
+    return f"{st.st_size}:{st.st_mtime_ns}:{digest}"
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks (checkpoints can be GBs)."""
     digest = hashlib.sha256()

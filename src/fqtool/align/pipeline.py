@@ -29,7 +29,7 @@ from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, read_landmarks
 from fqtool.data.decode import IMAGE_EXTENSIONS
 from fqtool.data.warp import TEMPLATE_112, norm_crop, template, umeyama, warp_affine_fast
 from fqtool.errors import BadInputError, FqtoolError
-from fqtool.fsutil import atomic_open, atomic_path, ensure_dir
+from fqtool.fsutil import atomic_open, atomic_path, ensure_dir, source_identity
 
 __all__ = [
     "CSV_COLUMNS",
@@ -129,6 +129,9 @@ class ImageOutcome:
     faces: list[AlignedFace] = field(default_factory=list)
     status: str = "ok"  # ok | no_face | unreadable
     reason: str = ""
+    #: The source file's identity when it was read (fsutil.source_identity): a resumed run redoes an image
+    #: whose file changed or is another input's with the same name.
+    identity: str = ""
 
 
 @dataclass
@@ -375,7 +378,7 @@ class _Journal:
         self.key = options.journal_key()
         self.handle = None
 
-    def load(self, output: Path) -> dict[str, ImageOutcome]:
+    def load(self, output: Path, root: Path) -> dict[str, ImageOutcome]:
         done: dict[str, ImageOutcome] = {}
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
@@ -390,10 +393,10 @@ class _Journal:
             try:
                 entry = json.loads(line)
                 outcome = ImageOutcome(entry["source"], [AlignedFace.from_row(r) for r in entry["faces"]],
-                                       entry["status"], entry.get("reason", ""))
+                                       entry["status"], entry.get("reason", ""), str(entry["id"]))
             except (ValueError, KeyError, TypeError, IndexError):
                 continue  # a line cut short by the interruption: that image is redone
-            if all((output / f.out).is_file() for f in outcome.faces):
+            if _unchanged(root, outcome) and all((output / f.out).is_file() for f in outcome.faces):
                 done[outcome.source] = outcome
         return done
 
@@ -404,8 +407,8 @@ class _Journal:
             self.add(outcome)
 
     def add(self, outcome: ImageOutcome) -> None:
-        entry = {"source": outcome.source, "status": outcome.status, "reason": outcome.reason,
-                 "faces": [f.row() for f in outcome.faces]}
+        entry = {"source": outcome.source, "id": outcome.identity, "status": outcome.status,
+                 "reason": outcome.reason, "faces": [f.row() for f in outcome.faces]}
         self.handle.write(json.dumps(entry) + "\n")
         self.handle.flush()
 
@@ -415,6 +418,18 @@ class _Journal:
         if finished:
             with contextlib.suppress(OSError):
                 self.path.unlink()
+
+
+def _identity(path: Path) -> str:
+    try:
+        return source_identity(path)
+    except OSError:
+        return ""
+
+
+def _unchanged(root: Path, outcome: ImageOutcome) -> bool:
+    """The journalled image is the same file as now (not another input's, not replaced in place)."""
+    return bool(outcome.identity) and outcome.identity == _identity(root / outcome.source)
 
 
 def write_faces_csv(path: Path, faces: Iterable[AlignedFace]) -> None:
@@ -439,19 +454,21 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 def _process(aligner: Aligner, root: Path, output: Path, source: str, stem: str) -> ImageOutcome:
     options = aligner.options
+    identity = _identity(root / source)
     try:
         image = read_rgb(root / source)
     except BadInputError as exc:
-        return ImageOutcome(source, status="unreadable", reason=str(exc).removeprefix(f"{root / source}: "))
+        return ImageOutcome(source, status="unreadable", reason=str(exc).removeprefix(f"{root / source}: "),
+                            identity=identity)
     found, crops = aligner.crops(image, source)
     if not crops:
-        return ImageOutcome(source, status="no_face")
+        return ImageOutcome(source, status="no_face", identity=identity)
     faces = []
     for k, crop in enumerate(crops):
         out = _crop_name(stem, k, options.faces, options.fmt)
         _write_crop(output / out, encode_crop(crop, options.fmt))
         faces.append(AlignedFace(source, k, out, float(found.scores[k]), found.boxes[k], found.landmarks[k]))
-    return ImageOutcome(source, faces)
+    return ImageOutcome(source, faces, identity=identity)
 
 
 def _ordered(executor: ThreadPoolExecutor | None, fn: Callable, items: list, ahead: int) -> Iterator:
@@ -494,7 +511,7 @@ def align_input(
         aligner = Aligner(options, given=given)
     ensure_dir(output)
     journal = _Journal(output, options)
-    done = journal.load(output)
+    done = journal.load(output, root)
     todo = [s for s in sources if s not in done]
     if on_progress is not None and len(done):
         on_progress(len(sources) - len(todo))

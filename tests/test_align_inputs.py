@@ -1,0 +1,77 @@
+"""``align`` inputs that used to give silent wrong results: resuming another input's journal, colliding
+crop names, 16-bit photos, special files in the folder (issue 25 items 3, 4, 5, 10)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _photos import Placement, correlation, load_face, make_photo
+from fqtool.align import pipeline
+from fqtool.align.pipeline import AlignOptions, align_input
+
+ADAM, ELIJAH = 6, 10
+SIZE = (240, 320)
+
+
+def _photo(face: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    photo, (truth,) = make_photo([Placement(face, 60, 30, 1.3, 10)], size=SIZE, seed=seed)
+    return photo, truth
+
+
+def _landmarks(path: Path, rows: dict[str, np.ndarray]) -> Path:
+    path.write_text("".join(f"{n} " + " ".join(f"{v:.3f}" for v in t.ravel()) + "\n" for n, t in rows.items()))
+    return path
+
+
+def _interrupt_after_first(monkeypatch) -> None:
+    real = pipeline._process
+    calls = []
+
+    def stop_on_second(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(pipeline, "_process", stop_on_second)
+
+
+def test_resume_redoes_images_of_another_input_or_replaced_in_place(tmp_path: Path, monkeypatch) -> None:
+    adam, truth = _photo(ADAM, 0)
+    elijah, _ = _photo(ELIJAH, 0)  # same placement: the same landmarks fit both
+    for folder, photo in (("setA", adam), ("setB", elijah)):
+        (tmp_path / folder).mkdir()
+        for name in ("p0.png", "p1.png"):
+            Image.fromarray(photo).save(tmp_path / folder / name)
+    options = AlignOptions(landmarks=str(_landmarks(tmp_path / "lmk.txt", {"p0.png": truth, "p1.png": truth})))
+    out = tmp_path / "out"
+    _interrupt_after_first(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        align_input(tmp_path / "setA", out, options)
+    monkeypatch.undo()
+    result = align_input(tmp_path / "setB", out, options)  # same names, other photos
+    assert result.resumed == 0
+    crop = np.asarray(Image.open(out / "p0.png"))
+    assert correlation(crop, load_face(ELIJAH)) > correlation(crop, load_face(ADAM))
+    # a photo replaced in place (same name, other content) is redone too
+    _interrupt_after_first(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        align_input(tmp_path / "setB", out / "again", options)
+    monkeypatch.undo()
+    Image.fromarray(adam).save(tmp_path / "setB" / "p0.png")
+    result = align_input(tmp_path / "setB", out / "again", options)
+    assert result.resumed == 0
+    crop = np.asarray(Image.open(out / "again" / "p0.png"))
+    assert correlation(crop, load_face(ADAM)) > correlation(crop, load_face(ELIJAH))
+    # the same unchanged input still resumes
+    _interrupt_after_first(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        align_input(tmp_path / "setA", out / "third", options)
+    monkeypatch.undo()
+    assert align_input(tmp_path / "setA", out / "third", options).resumed == 1
