@@ -75,3 +75,28 @@ def test_resume_redoes_images_of_another_input_or_replaced_in_place(tmp_path: Pa
         align_input(tmp_path / "setA", out / "third", options)
     monkeypatch.undo()
     assert align_input(tmp_path / "setA", out / "third", options).resumed == 1
+
+
+def test_crop_names_are_unique_also_where_case_does_not_count() -> None:
+    sources = ["a.jpg", "a.png", "a_jpg.png", "A.jpg", "A.JPG", "d/x.jpg", "D/x.jpg", "a_jpg~2.png"]
+    names = pipeline.out_names(sources, "png")
+    assert len({n.casefold() for n in names.values()}) == len(sources)
+    assert names["a.png"] == "a_png" and names["d/x.jpg"].startswith("d/x")
+    for policy in ("largest", "all"):
+        crops = [pipeline._crop_name(names[s], k, policy, "png") for s in sources for k in range(12)]
+        assert len({c.casefold() for c in crops}) == len(crops) or policy == "largest"
+
+
+def test_colliding_sources_get_their_own_crops_and_rows(tmp_path: Path) -> None:
+    photo, truth = _photo(ADAM, 1)
+    names = ["a.jpg", "a.png", "a_jpg.png", "A.JPG"]
+    for i, name in enumerate(names):
+        Image.fromarray(np.roll(photo, 3 * i, axis=2) if i else photo).save(tmp_path / name, quality=95)
+    out = tmp_path / "out"
+    lmk = _landmarks(tmp_path / "lmk.txt", dict.fromkeys(names, truth))
+    align_input(tmp_path, out, AlignOptions(landmarks=str(lmk)))
+    with open(out / "faces.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["source"] for r in rows) == sorted(names)
+    outs = [r["out"] for r in rows]
+    assert len({o.casefold() for o in outs}) == 4 and all((out / o).is_file() for o in outs)

@@ -338,16 +338,38 @@ def _safe_stem(source: str) -> str:
 
 
 def out_names(sources: Sequence[str], fmt: str) -> dict[str, str]:
-    """Crop name stem per source: the source's path without its suffix, unless two sources would then
-    collide (``a.jpg`` and ``a.png``), in which case the suffix is kept in the stem (``a_jpg``)."""
+    """Crop name stem per source, unique by construction, also where case does not count.
+
+    The source's path without its suffix; sources whose stems collide (``a.jpg`` and ``a.png``) keep the
+    suffix in the stem (``a_jpg``); a stem still taken after that (``a_jpg.png``, ``A.jpg`` next to
+    ``A.JPG``) gets ``~2``, ``~3``… Crop names are the stem, or the stem plus ``_<face>``, so unique stems
+    give unique crop names."""
     stems = {s: _safe_stem(s) for s in sources}
     counts: dict[str, int] = {}
     for stem in stems.values():
-        counts[stem] = counts.get(stem, 0) + 1
-    out = {}
+        counts[stem.casefold()] = counts.get(stem.casefold(), 0) + 1
+    wanted = {}
     for source, stem in stems.items():
-        if counts[stem] > 1:
+        if counts[stem.casefold()] > 1:
             stem = stem + "_" + os.path.splitext(source)[1].lstrip(".").lower()
+        wanted[source] = stem
+    return _uniquified(wanted)
+
+
+def _uniquified(wanted: dict[str, str]) -> dict[str, str]:
+    """Each value made unique (compared case-folded): the first keeps its name, the others get ``~k``."""
+    taken = {stem.casefold() for stem in wanted.values()}
+    used: set[str] = set()
+    out = {}
+    for source in sorted(wanted):
+        stem = wanted[source]
+        if stem.casefold() in used:
+            k = 2
+            while f"{stem}~{k}".casefold() in taken:
+                k += 1
+            stem = f"{stem}~{k}"
+            taken.add(stem.casefold())
+        used.add(stem.casefold())
         out[source] = stem
     return out
 
@@ -378,7 +400,7 @@ class _Journal:
         self.key = options.journal_key()
         self.handle = None
 
-    def load(self, output: Path, root: Path) -> dict[str, ImageOutcome]:
+    def load(self, output: Path, root: Path, stems: dict[str, str]) -> dict[str, ImageOutcome]:
         done: dict[str, ImageOutcome] = {}
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
@@ -396,9 +418,14 @@ class _Journal:
                                        entry["status"], entry.get("reason", ""), str(entry["id"]))
             except (ValueError, KeyError, TypeError, IndexError):
                 continue  # a line cut short by the interruption: that image is redone
-            if _unchanged(root, outcome) and all((output / f.out).is_file() for f in outcome.faces):
+            if _unchanged(root, outcome) and all(self._current(output, stems, f) for f in outcome.faces):
                 done[outcome.source] = outcome
         return done
+
+    def _current(self, output: Path, stems: dict[str, str], face: AlignedFace) -> bool:
+        """The crop exists under the name this run gives it (names depend on the other inputs)."""
+        name = _crop_name(stems.get(face.source, ""), face.face, self.key["faces"], self.key["fmt"])
+        return face.out == name and (output / face.out).is_file()
 
     def open(self, keep: Iterable[ImageOutcome]) -> None:
         self.handle = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -511,11 +538,11 @@ def align_input(
         aligner = Aligner(options, given=given)
     ensure_dir(output)
     journal = _Journal(output, options)
-    done = journal.load(output, root)
+    stems = out_names(sources, options.fmt)
+    done = journal.load(output, root, stems)
     todo = [s for s in sources if s not in done]
     if on_progress is not None and len(done):
         on_progress(len(sources) - len(todo))
-    stems = out_names(sources, options.fmt)
     outcomes = dict(done)
     began = time.perf_counter()
     workers = max(1, int(options.workers))
