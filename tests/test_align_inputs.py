@@ -100,3 +100,71 @@ def test_colliding_sources_get_their_own_crops_and_rows(tmp_path: Path) -> None:
     assert sorted(r["source"] for r in rows) == sorted(names)
     outs = [r["out"] for r in rows]
     assert len({o.casefold() for o in outs}) == 4 and all((out / o).is_file() for o in outs)
+
+
+def test_16_bit_photos_align_like_their_8_bit_copy(tmp_path: Path) -> None:
+    photo, truth = _photo(ADAM, 2)
+    grey = np.asarray(Image.fromarray(photo).convert("L"))
+    (tmp_path / "in").mkdir()
+    Image.fromarray(grey).save(tmp_path / "in" / "g8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "in" / "g16.png")  # mode I;16
+    lmk = _landmarks(tmp_path / "lmk.txt", {"g8.png": truth, "g16.png": truth})
+    align_input(tmp_path / "in", tmp_path / "out", AlignOptions(landmarks=str(lmk)))
+    eight = np.asarray(Image.open(tmp_path / "out" / "g8.png")).astype(int)
+    sixteen = np.asarray(Image.open(tmp_path / "out" / "g16.png")).astype(int)
+    assert sixteen.mean() < 250 and np.abs(eight - sixteen).max() <= 1
+
+
+def test_one_decoder_reads_a_photo_the_same_with_and_without_align(tmp_path: Path) -> None:
+    from fqtool.data.decode import decode_image
+
+    photo, _ = _photo(ADAM, 3)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for fmt in ("jpg", "png"):
+        path = tmp_path / f"sideways.{fmt}"
+        Image.fromarray(photo).transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
+        data = path.read_bytes()
+        plain = decode_image(data).permute(1, 2, 0).numpy()
+        assert plain.shape == photo.shape  # upright: EXIF applied without --align too
+        assert np.array_equal(plain, pipeline.decode_rgb(data))
+        assert np.abs(plain.astype(int) - photo).mean() < 4
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (os.mkfifo)")
+def test_a_fifo_named_like_an_image_is_skipped_not_read(tmp_path: Path) -> None:
+    from fqtool.data.decode import read_image_file
+    from fqtool.data.lists import scan_folder
+    from fqtool.data.walk import walk_images
+    from fqtool.errors import BadInputError
+
+    photo, truth = _photo(ADAM, 4)
+    (tmp_path / "in" / "id").mkdir(parents=True)
+    Image.fromarray(photo).save(tmp_path / "in" / "id" / "a.png")
+    os.mkfifo(tmp_path / "in" / "id" / "pipe.jpg")
+    os.mkfifo(tmp_path / "in" / "pipe.jpg")
+    skipped: list[str] = []
+    assert walk_images(tmp_path / "in", skipped=skipped) == ["id/a.png"]
+    assert sorted(skipped) == ["id/pipe.jpg", "pipe.jpg"]
+    assert scan_folder(tmp_path / "in").paths == ["id/a.png"]
+    with pytest.raises(BadInputError, match="not a regular file"):
+        read_image_file(tmp_path / "in" / "pipe.jpg")  # returns at once instead of blocking
+    with pytest.raises(BadInputError, match="not a regular file"):
+        read_image_file("/dev/zero")
+    lmk = _landmarks(tmp_path / "lmk.txt", {"id/a.png": truth})
+    result = align_input(tmp_path / "in", tmp_path / "out", AlignOptions(landmarks=str(lmk)))
+    assert [f.source for f in result.faces] == ["id/a.png"]
+
+
+def test_align_refuses_pixel_bombs_before_decoding(tmp_path: Path) -> None:
+    import io
+    import resource
+
+    (tmp_path / "in").mkdir()
+    buffer = io.BytesIO()
+    Image.new("L", (9000, 9000)).save(buffer, "PNG")  # 81 MP, a few kB on disk
+    (tmp_path / "in" / "bomb.png").write_bytes(buffer.getvalue())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(Exception, match="too large"):
+        pipeline.read_rgb(tmp_path / "in" / "bomb.png")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # kB: nothing decoded

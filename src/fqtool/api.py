@@ -38,13 +38,13 @@ __all__ = ["QualityModel", "load_model", "read_images", "verify"]
 
 
 def _from_file(path: Path) -> torch.Tensor:
-    from fqtool.data.decode import decode_image
+    from fqtool.data.decode import decode_image, read_image_file
 
     if not path.exists():
         raise FqtoolError("no such file", path)
     if not path.is_file():
         raise FqtoolError("is not an image file (give folders, list files and .rec to model.score)", path)
-    return decode_image(path.read_bytes(), str(path))
+    return decode_image(read_image_file(path), str(path))
 
 
 def _from_array(array: np.ndarray, what: str) -> torch.Tensor:

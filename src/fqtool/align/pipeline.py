@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from fqtool.align.detectors import Detections, FaceDetector, load_detector
 from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, read_landmarks
-from fqtool.data.decode import IMAGE_EXTENSIONS
+from fqtool.data.decode import IMAGE_EXTENSIONS, decode_rgb_array, read_image_file, resize_if_needed
+from fqtool.data.walk import walk_images
 from fqtool.data.warp import TEMPLATE_112, norm_crop, template, umeyama, warp_affine_fast
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.fsutil import atomic_open, atomic_path, ensure_dir, source_identity
@@ -157,42 +158,17 @@ class AlignResult:
 
 
 def decode_rgb(data: bytes, source: str | Path | None = None) -> np.ndarray:
-    """Encoded bytes → H×W×3 RGB uint8, upright (EXIF orientation applied); CMYK/grey/palette converted."""
-    try:
-        with Image.open(io.BytesIO(data)) as pil:
-            pil.load()
-            upright = ImageOps.exif_transpose(pil)
-            rgb = upright.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        kind = "not an image" if isinstance(exc, UnidentifiedImageError) else f"unreadable image ({exc})"
-        raise BadInputError(kind, source) from None
-    return np.asarray(rgb)
+    """Encoded bytes → H×W×3 RGB uint8 through fqtool's one decoder (EXIF orientation applied, 16-bit
+    and CMYK/grey/palette converted, pixel cap)."""
+    return decode_rgb_array(data, str(source) if source is not None else "")
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise BadInputError(f"cannot read image ({exc.strerror or exc})", path) from None
-    if not data:
-        raise BadInputError("empty file", path)
-    return decode_rgb(data, path)
-
-
-def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
+    return decode_rgb(read_image_file(path), path)
 
 
 def _scan(folder: Path, skip: Path | None) -> list[str]:
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and (skip is None or (here / d).resolve() != skip))
-        rel = os.path.relpath(dirpath, folder)
-        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        found.extend(prefix + f for f in filenames if _is_image(f))
-    return sorted(found)
+    return walk_images(folder, skip_dir=skip)
 
 
 def list_inputs(input_path: str | Path, skip: str | Path | None = None) -> tuple[Path, list[str]]:
@@ -598,10 +574,18 @@ def align_images(
             out[i] = crops[0]
         else:
             missed.append(i)
-            out[i] = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+            out[i] = _resized(image, size)
         if on_progress is not None:
             on_progress(1)
     return out, missed
+
+
+def _resized(image: np.ndarray, size: int) -> np.ndarray:
+    """A whole image squashed to size×size by the resize every other path uses."""
+    import torch
+
+    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    return resize_if_needed(chw, (size, size)).permute(1, 2, 0).numpy()
 
 
 def crop_size_for(model_size: Sequence[int]) -> int:

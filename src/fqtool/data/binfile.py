@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fqtool.data.decode import decode_image, image_extension, resize_if_needed
+from fqtool.data.decode import decode_image, image_extension, read_image_file, resize_if_needed
 from fqtool.errors import BadInputError, FormatError, UnsafePickleError
 from fqtool.fsutil import atomic_write_bytes, atomic_write_text, ensure_dir
 
@@ -294,10 +294,7 @@ def load_verification_folder(folder: str | Path) -> VerificationSet:
         if len(fields) != 3 or fields[2] not in ("0", "1"):
             raise FormatError(f"line {n} is not '<image a> <image b> <0|1>'", pairs)
         for rel in fields[:2]:
-            try:
-                images.append((folder / rel).read_bytes())
-            except OSError as exc:
-                raise BadInputError(f"cannot read image ({exc.strerror or exc})", folder / rel) from None
+            images.append(read_image_file(folder / rel))
         same.append(fields[2] == "1")
     if not same:
         raise BadInputError("pairs.txt lists no pairs", pairs)

@@ -122,12 +122,9 @@ class FileImageDataset(FaceImageDataset):
         return p
 
     def _load(self, i: int) -> bytes:
-        path = self.path(i)
-        try:
-            with open(path, "rb") as fh:
-                return fh.read()
-        except OSError as exc:
-            raise BadInputError(f"cannot read image ({exc.strerror or exc})", path) from None
+        from fqtool.data.decode import read_image_file
+
+        return read_image_file(self.path(i))
 
     def describe(self, i: int) -> str:
         return self.path(i)

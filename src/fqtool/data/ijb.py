@@ -251,13 +251,13 @@ class IjbAlignedFaces:
     def __getitem__(self, item: int):
         import torch
 
-        from fqtool.data.decode import decode_image
+        from fqtool.data.decode import decode_image, read_image_file
         from fqtool.data.warp import norm_crop
 
         index = int(self.indices[item])
         path = self.folder / str(self.names[index])
         try:
-            image = decode_image(path.read_bytes(), str(path))
+            image = decode_image(read_image_file(path), str(path))
             aligned = norm_crop(image.permute(1, 2, 0).numpy(), self.landmarks[index], self.size)
             return index, torch.from_numpy(aligned).permute(2, 0, 1).contiguous(), ""
         except (OSError, FqtoolError, ValueError, np.linalg.LinAlgError) as exc:

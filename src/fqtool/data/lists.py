@@ -14,14 +14,13 @@ Also read: MagFace training lists ``<path> 0 <label> 0`` (label = third column) 
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fqtool.data.decode import IMAGE_EXTENSIONS
+from fqtool.data.walk import is_hidden, is_image_name, walk_images
 from fqtool.errors import BadInputError, FormatError
 from fqtool.fsutil import atomic_open
 
@@ -187,42 +186,12 @@ def read_classes(path: str | Path) -> dict[int, str]:
 
 
 def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return is_image_name(name)
 
 
 def _images_under(folder: str, prefix: str, skipped: list[str]) -> list[str]:
-    """Image files below ``folder`` (recursively), as sorted paths ``prefix + relative path``.
-
-    Symbolic links to files are followed, links to folders are not (as ``os.walk``); a link that loops
-    or points nowhere, and a folder that cannot be read, are appended to ``skipped`` instead.
-    """
-    found: list[str] = []
-    stack = [(folder, prefix)]
-    while stack:
-        path, rel = stack.pop()
-        try:
-            entries = list(os.scandir(path))
-        except OSError:
-            skipped.append(rel.rstrip("/") or ".")
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            name = rel + entry.name
-            if entry.is_symlink():
-                try:
-                    target = os.stat(entry.path)
-                except OSError:  # a loop (ELOOP) or a dangling link
-                    skipped.append(name)
-                    continue
-                if stat.S_ISREG(target.st_mode) and _is_image(entry.name):
-                    found.append(name)
-            elif entry.is_dir(follow_symlinks=False):
-                stack.append((entry.path, name + "/"))
-            elif _is_image(entry.name):
-                found.append(name)
-    found.sort()
-    return found
+    """Image files below ``folder`` as sorted ``prefix + relative path`` (the one walker's rule)."""
+    return walk_images(folder, prefix, skipped)
 
 
 @dataclass
@@ -247,7 +216,7 @@ class FolderScan:
                        f"(labels come from sub-folders): {_shorten(self.loose)}")
         if self.skipped:
             out.append(f"{root}: skipped {len(self.skipped)} symbolic links that loop or point nowhere, "
-                       f"or unreadable folders: {_shorten(self.skipped)}")
+                       f"special files (pipes, devices) or unreadable folders: {_shorten(self.skipped)}")
         return out
 
 
@@ -273,7 +242,7 @@ def scan_folder(root: str | Path, *, include_loose: bool = False) -> FolderScan:
     labels: list[int] = []
     top_images: list[str] = []
     for entry in entries:
-        if entry.name.startswith("."):
+        if is_hidden(entry.name):
             continue
         try:
             is_dir, is_file = entry.is_dir(), entry.is_file()
@@ -398,11 +367,11 @@ def _check_images(
     """Decode every image with a few threads (decoders release the GIL); returns (keep mask, bad)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from fqtool.data.decode import decode_image
+    from fqtool.data.decode import decode_image, read_image_file
 
     def ok(rel: str) -> bool:
         try:
-            decode_image((root / rel).read_bytes(), rel)
+            decode_image(read_image_file(root / rel), rel)
         except (BadInputError, OSError):
             return False
         return True

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fqtool.data.binfile import VerificationSet, save_bin, write_verification_folder
-from fqtool.data.decode import image_extension
+from fqtool.data.decode import image_extension, read_image_file
 from fqtool.data.lists import scan_image_folder
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.fsutil import atomic_write_text
@@ -131,10 +131,7 @@ def _read_images(root: Path, paths: list[str], used: list[int]) -> dict[int, byt
     data = {}
     for i in sorted(set(used)):
         file = root / paths[i]
-        try:
-            raw = file.read_bytes()
-        except OSError as exc:
-            raise BadInputError(f"cannot read image ({exc.strerror or exc})", file) from None
+        raw = read_image_file(file)
         if not image_extension(raw):
             raise BadInputError("not a JPEG/PNG/BMP/WebP image", file)
         data[i] = raw
