@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fqtool.data.walk import is_hidden, is_image_name, walk_images
+from fqtool.data.walk import is_hidden, is_image_name, name_problem, walk_images
 from fqtool.errors import BadInputError, FormatError
 from fqtool.fsutil import atomic_open
 
@@ -29,6 +29,7 @@ __all__ = [
     "ImageList",
     "FolderScan",
     "MakeListResult",
+    "check_names",
     "classes_file_for",
     "default_list_name",
     "format_list",
@@ -65,14 +66,48 @@ def _check_fmt(fmt: str) -> None:
 
 
 def format_list(paths: Sequence[str], labels: Sequence[int] | np.ndarray, fmt: str = "space") -> str:
-    """The text of a list file (one line per image)."""
+    """The text of a list file (one line per image); every line is checked to read back as written.
+
+    A name that would read back wrong in ``fmt`` (a line break, spaces where the format splits on them,
+    a ``;`` or a tab in the first line, leading ``#``…) is a :class:`FormatError` naming it."""
     _check_fmt(fmt)
     labels = np.asarray(labels, dtype=np.int64).tolist()
     if fmt == "space":
-        return "".join(f"{p} {lab}\n" for p, lab in zip(paths, labels, strict=True))
-    if fmt == "semicolon":
-        return "".join(f"{p};{lab}\n" for p, lab in zip(paths, labels, strict=True))
-    return "".join(f"{i}\t{lab:f}\t{p}\n" for i, (p, lab) in enumerate(zip(paths, labels, strict=True)))
+        lines = [f"{p} {lab}" for p, lab in zip(paths, labels, strict=True)]
+    elif fmt == "semicolon":
+        lines = [f"{p};{lab}" for p, lab in zip(paths, labels, strict=True)]
+    else:
+        lines = [f"{i}\t{lab:f}\t{p}" for i, (p, lab) in enumerate(zip(paths, labels, strict=True))]
+    _check_round_trip(lines, paths, labels, fmt)
+    return "".join(line + "\n" for line in lines)
+
+
+def _check_round_trip(lines: list[str], paths: Sequence[str], labels: list[int], fmt: str) -> None:
+    """Each written line, read as :func:`read_list` reads it, gives back its path and label."""
+    for i, (line, path, label) in enumerate(zip(lines, paths, labels, strict=True)):
+        why = name_problem(path)
+        why = why and why.removeprefix("contains ").removeprefix("is ")
+        if why is None and (not line.strip() or line.lstrip().startswith("#")):
+            why = "the line would read as a comment"
+        if why is None and i == 0 and _detect(line) != fmt:
+            why = f"the first line would read as the {_detect(line)} format"
+        if why is None:
+            try:
+                if _parse_line(line, fmt) != (path, label):
+                    why = "it would not read back as written"
+            except (ValueError, IndexError):
+                why = "it would not read back as written"
+        if why is not None:
+            hint = "rename it" + ("" if fmt == "lst" else " or use another --format")
+            raise FormatError(f"image name {path!r} cannot be written in a {fmt} list ({why}); {hint}")
+
+
+def check_names(names: Sequence[str], what: str = "image name") -> None:
+    """Names bound for a text file (a CSV, ``classes.tsv``, ``sources.txt``) must be one UTF-8 line."""
+    for name in names:
+        why = name_problem(name)
+        if why is not None:
+            raise FormatError(f"{what} {name!r} {why}; rename it")
 
 
 def write_list(
@@ -158,7 +193,8 @@ def read_list(path: str | Path) -> ImageList:
 
 def write_classes(path: str | Path, classes: Sequence[str] | Mapping[int, str]) -> None:
     """Write ``classes.tsv``: ``<label>\\t<folder>`` per class (a list: label = position)."""
-    items = sorted(classes.items()) if isinstance(classes, Mapping) else enumerate(classes)
+    items = sorted(classes.items()) if isinstance(classes, Mapping) else list(enumerate(classes))
+    check_names([name for _, name in items], "folder name")
     with atomic_open(path, "w", encoding="utf-8", newline="\n") as fh:
         fh.write("".join(f"{label}\t{name}\n" for label, name in items))
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from fqtool.data.binfile import VerificationSet, save_bin, write_verification_folder
 from fqtool.data.decode import image_extension, read_image_file
-from fqtool.data.lists import scan_image_folder
+from fqtool.data.lists import check_names, scan_image_folder
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.fsutil import atomic_write_text
 
@@ -152,6 +152,8 @@ def make_pairs(root: str | Path, output: str | Path, *, genuine: int = 3000, imp
         raise FqtoolError("output folder exists and is not empty (give a new folder or a .bin)", output)
     pairs = draw_pairs(labels, genuine, impostor, seed, root)
     order = [i for a, b, _ in pairs for i in (a, b)]
+    if not as_bin:
+        check_names([paths[i] for i in sorted(set(order))])  # sources.txt: one name per line
     data = _read_images(root, paths, order)
     images = [data[i] for i in order]
     issame = np.array([same for _, _, same in pairs], dtype=bool)

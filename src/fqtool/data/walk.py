@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fqtool.data.decode import IMAGE_EXTENSIONS
 
-__all__ = ["is_hidden", "is_image_name", "walk_images"]
+__all__ = ["is_hidden", "is_image_name", "name_problem", "walk_images"]
 
 
 def is_hidden(name: str) -> bool:
@@ -73,3 +73,16 @@ def _kind(entry: os.DirEntry) -> str:
     if stat.S_ISDIR(mode):
         return "dir"
     return "file" if stat.S_ISREG(mode) else "special"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be written as one line of a UTF-8 text file (lists, CSVs), or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if len(name.splitlines()) > 1 or name.endswith(("\n", "\r")):
+        return "contains a line break"
+    if any(ord(c) < 32 and c != "\t" for c in name):
+        return "contains a control character"
+    return None
