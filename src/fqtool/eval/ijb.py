@@ -34,7 +34,6 @@ from fqtool.eval.erc import (
     area_under,
     erc_curve,
     erc_ideal,
-    load_quality_csv,
 )
 from fqtool.eval.verification import far_key, l2_normalize
 from fqtool.fsutil import atomic_path
@@ -212,33 +211,9 @@ def _validate(f: IjbFeatures, path: Path) -> None:
 def load_ijb_quality_csv(path: str | Path, images: np.ndarray) -> np.ndarray:
     """Per-image quality for an IJB set from a CSV with ``quality`` and ``index`` (0-based row of the image
     lists) or ``path`` (matched by file name, e.g. ``fqtool score`` over ``loose_crop/``)."""
-    import csv
+    from fqtool.eval.score_files import read_ijb_quality_csv  # h6: one reader policy (issue 25.7)
 
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FqtoolError(f"cannot read scores ({exc})", path) from None
-    if "path" not in header or "index" in header:
-        return load_quality_csv(path, len(images))
-    row_of = {Path(str(name)).name: row for row, name in enumerate(images)}
-    values = np.full(len(images), np.nan)
-    with open(path, newline="", encoding="utf-8") as handle:
-        for line, row in enumerate(csv.DictReader(handle), start=2):
-            name = Path((row.get("path") or "").strip()).name
-            if name not in row_of:
-                raise FqtoolError(f"line {line}: image {name!r} is not in the IJB image list", path)
-            try:
-                values[row_of[name]] = float(row["quality"])
-            except (TypeError, ValueError, KeyError):
-                raise FqtoolError(f"line {line}: quality is not a number", path) from None
-    missing = np.flatnonzero(np.isnan(values))
-    if len(missing):
-        raise FqtoolError(
-            f"{len(missing)} of {len(images)} images have no quality (e.g. {images[missing[0]]})", path
-        )
-    return values
+    return read_ijb_quality_csv(path, images)
 
 
 # --------------------------------------------------------------------------- pooling
