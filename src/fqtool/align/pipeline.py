@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from fqtool.align.detectors import Detections, FaceDetector, load_detector
-from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, read_landmarks
+from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, landmarks_problem, read_landmarks
 from fqtool.data.decode import IMAGE_EXTENSIONS, decode_rgb_array, read_image_file, resize_if_needed
 from fqtool.data.walk import walk_images
 from fqtool.data.warp import TEMPLATE_112, norm_crop, template, umeyama, warp_affine_fast
@@ -271,6 +271,7 @@ class Aligner:
 
     def crops(self, image: np.ndarray, name: str = "") -> tuple[Detections, list[np.ndarray]]:
         found = self.faces(image, name)
+        found = found.take([k for k, lm in enumerate(found.landmarks) if landmarks_problem(lm) is None])
         if self.options.refine and self.given is None and len(found):
             found.landmarks = np.stack([self.refined(image, lm) for lm in found.landmarks])
         return found, [norm_crop(image, lm, self.options.size) for lm in found.landmarks]
