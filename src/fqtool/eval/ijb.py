@@ -123,17 +123,9 @@ def _meta_of(raw, path: Path) -> dict:
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of an ``.npz``; a ``.npy``, a damaged or a foreign file is a one-line FormatError."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise FormatError(f"not a features .npz ({exc})", path) from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise FormatError("is one array (.npy), not a features .npz written by --save-features", path)
-    try:
-        with loaded as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise FormatError(f"not a features .npz ({exc})", path) from None
+    from fqtool.eval.feature_checks import read_npz  # h6: bounded, checked reading (25.11)
+
+    return read_npz(path)
 
 
 def is_ijb_features(path: str | Path) -> bool:
@@ -194,6 +186,9 @@ def load_ijb_features(path: str | Path) -> IjbFeatures:
 
 
 def _validate(f: IjbFeatures, path: Path) -> None:
+    from fqtool.eval.feature_checks import validate_ijb_features  # h6: one validation place (25.2)
+
+    validate_ijb_features(f, path)
     n = len(f.embeddings)
     if f.embeddings.ndim != 2:
         raise FormatError(f"embeddings must be 2-D, got shape {f.embeddings.shape}", path)
@@ -414,6 +409,9 @@ def evaluate_ijb(f: IjbFeatures, pooling: Pooling, *, model: str = "", fars=IJB_
     labels = np.asarray(f.pair_label).astype(bool)
     genuine, impostor = int(labels.sum()), int((~labels).sum())
     warnings = []
+    from fqtool.eval.feature_checks import finite_warning  # h6: the .bin path's NaN warning (25.2)
+
+    warnings += [w for w in (finite_warning(f.embeddings),) if w]
     if genuine == 0 or impostor == 0:
         raise FqtoolError(f"{f.name}: TAR@FAR needs genuine and impostor pairs ({genuine} / {impostor})")
     fpr, tpr, _ = roc_curve(labels, scores)
