@@ -25,7 +25,9 @@ def _photo(face: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _landmarks(path: Path, rows: dict[str, np.ndarray]) -> Path:
-    path.write_text("".join(f"{n} " + " ".join(f"{v:.3f}" for v in t.ravel()) + "\n" for n, t in rows.items()))
+    path.write_text(
+        "".join(f"{n} " + " ".join(f"{v:.3f}" for v in t.ravel()) + "\n" for n, t in rows.items())
+    )
     return path
 
 
@@ -49,7 +51,9 @@ def test_resume_redoes_images_of_another_input_or_replaced_in_place(tmp_path: Pa
         (tmp_path / folder).mkdir()
         for name in ("p0.png", "p1.png"):
             Image.fromarray(photo).save(tmp_path / folder / name)
-    options = AlignOptions(landmarks=str(_landmarks(tmp_path / "lmk.txt", {"p0.png": truth, "p1.png": truth})))
+    options = AlignOptions(
+        landmarks=str(_landmarks(tmp_path / "lmk.txt", {"p0.png": truth, "p1.png": truth}))
+    )
     out = tmp_path / "out"
     _interrupt_after_first(monkeypatch)
     with pytest.raises(KeyboardInterrupt):

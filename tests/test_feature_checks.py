@@ -64,32 +64,53 @@ def test_parts_of_another_model_with_the_same_file_name_are_refused(meta, tmp_pa
 def _ijb(meta, **changes) -> IjbFeatures:
     rng = np.random.default_rng(0)
     n = len(meta.images)
-    base = IjbFeatures(name="IJBB", images=meta.images, embeddings=rng.normal(size=(n, 8)).astype(np.float32),
-                       quality=rng.uniform(size=n).astype(np.float32), detector_scores=meta.detector_scores,
-                       templates=meta.templates, medias=meta.medias, pair_t1=meta.pair_t1, pair_t2=meta.pair_t2,
-                       pair_label=meta.pair_label, meta={})
+    base = IjbFeatures(
+        name="IJBB",
+        images=meta.images,
+        embeddings=rng.normal(size=(n, 8)).astype(np.float32),
+        quality=rng.uniform(size=n).astype(np.float32),
+        detector_scores=meta.detector_scores,
+        templates=meta.templates,
+        medias=meta.medias,
+        pair_t1=meta.pair_t1,
+        pair_t2=meta.pair_t2,
+        pair_label=meta.pair_label,
+        meta={},
+    )
     return replace(base, **changes)
 
 
 def _raw_ijb_file(path: Path, f: IjbFeatures, **override) -> Path:
     """An IJB features file written as it is (no conversion on the way), with some arrays replaced."""
-    arrays = {"name": np.array(f.name), "images": np.asarray(f.images).astype(str), "embeddings": f.embeddings,
-              "quality": f.quality, "detector_scores": f.detector_scores, "templates": f.templates,
-              "medias": f.medias, "pair_t1": f.pair_t1, "pair_t2": f.pair_t2, "pair_label": f.pair_label,
-              "meta": np.array('{"kind": "ijb", "format_version": 1}')}
+    arrays = {
+        "name": np.array(f.name),
+        "images": np.asarray(f.images).astype(str),
+        "embeddings": f.embeddings,
+        "quality": f.quality,
+        "detector_scores": f.detector_scores,
+        "templates": f.templates,
+        "medias": f.medias,
+        "pair_t1": f.pair_t1,
+        "pair_t2": f.pair_t2,
+        "pair_label": f.pair_label,
+        "meta": np.array('{"kind": "ijb", "format_version": 1}'),
+    }
     arrays.update(override)
     np.savez(path, **arrays)
     return path
 
 
-@pytest.mark.parametrize(("what", "needle"), [
-    ("nan", "rows are NaN or infinite"),
-    ("label5", "pair_label holds 5"),
-    ("strings", "embeddings holds text"),
-    ("complex", "quality holds complex numbers"),
-    ("quality2d", "quality must be 1-D"),
-    ("template_floats", "templates holds"),
-])
+@pytest.mark.parametrize(
+    ("what", "needle"),
+    [
+        ("nan", "rows are NaN or infinite"),
+        ("label5", "pair_label holds 5"),
+        ("strings", "embeddings holds text"),
+        ("complex", "quality holds complex numbers"),
+        ("quality2d", "quality must be 1-D"),
+        ("template_floats", "templates holds"),
+    ],
+)
 def test_ijb_features_are_validated_like_bin_features(meta, tmp_path: Path, what: str, needle: str) -> None:
     f = _ijb(meta)
     n = len(f.embeddings)
@@ -115,18 +136,25 @@ def test_nan_embeddings_of_a_fresh_ijb_run_are_warned_about(meta) -> None:
     assert any("NaN or infinite" in w for w in result.warnings)
 
 
-@pytest.mark.parametrize(("what", "needle"), [
-    ("quality2d", "quality values must be 1-D"),
-    ("complex", "embeddings holds complex numbers"),
-    ("issame5", "issame holds 5"),
-])
+@pytest.mark.parametrize(
+    ("what", "needle"),
+    [
+        ("quality2d", "quality values must be 1-D"),
+        ("complex", "embeddings holds complex numbers"),
+        ("issame5", "issame holds 5"),
+    ],
+)
 def test_bin_features_use_the_same_checks(tmp_path: Path, what: str, needle: str) -> None:
     rng = np.random.default_rng(0)
     emb, quality, issame = rng.normal(size=(8, 4)), rng.uniform(size=8), np.array([1, 0, 1, 0])
     arrays = {"embeddings": emb, "quality": quality, "issame": issame, "name": np.array("s")}
-    arrays.update({"quality2d": {"quality": np.stack([quality, quality], 1)},
-                   "complex": {"embeddings": emb.astype(np.complex128)},
-                   "issame5": {"issame": np.array([1, 5, 0, 0])}}[what])
+    arrays.update(
+        {
+            "quality2d": {"quality": np.stack([quality, quality], 1)},
+            "complex": {"embeddings": emb.astype(np.complex128)},
+            "issame5": {"issame": np.array([1, 5, 0, 0])},
+        }[what]
+    )
     np.savez(tmp_path / "b.npz", **arrays)
     with pytest.raises(FormatError, match=needle):
         load_features(tmp_path / "b.npz")

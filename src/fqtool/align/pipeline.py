@@ -27,6 +27,7 @@ from PIL import Image
 from fqtool.align.detectors import Detections, FaceDetector, load_detector
 from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, landmarks_problem, read_landmarks
 from fqtool.data.decode import IMAGE_EXTENSIONS, decode_rgb_array, read_image_file, resize_if_needed
+from fqtool.data.lists import check_names
 from fqtool.data.walk import walk_images
 from fqtool.data.warp import TEMPLATE_112, norm_crop, template, umeyama, warp_affine_fast
 from fqtool.errors import BadInputError, FqtoolError
@@ -510,6 +511,7 @@ def align_input(
     if not sources:
         raise BadInputError("no images found (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")",
                             input_path)
+    check_names(sources)  # faces.csv and no_face.txt name every source: refused now, not after the crops
     if aligner is None:
         given = read_landmarks(options.landmarks, set(sources)) if options.landmarks else None
         aligner = Aligner(options, given=given)

@@ -1,0 +1,75 @@
+"""Legal but unusual names and values end in one line, never a traceback (issue 25 item 11)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from _ijb_fixture import write_ijb_release
+from fqtool.cli.app import app
+from fqtool.data.binfile import load_verification_folder
+from fqtool.data.ijb import load_ijb, meta_files
+from fqtool.errors import BadInputError
+from fqtool.fsutil import atomic_write_text
+
+runner = CliRunner()
+
+
+def _one_line_exit_2(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("name", ["a" * 251 + ".txt", "é" * 120 + ".png", "€" * 81 + ".jpg"])
+def test_atomic_writes_of_names_up_to_255_bytes(tmp_path: Path, name: str) -> None:
+    assert len(os.fsencode(name)) <= 255
+    atomic_write_text(tmp_path / name, "x")
+    assert (tmp_path / name).read_text() == "x" and os.listdir(tmp_path) == [name]
+
+
+def test_align_keeps_a_244_character_name(tmp_path: Path) -> None:
+    name = "p" * 240 + ".png"
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "in" / name)
+    (tmp_path / "l.txt").write_text(f"{name} 20 25 44 25 32 35 22 45 42 45\n")
+    result = runner.invoke(app, ["align", str(tmp_path / "in"), str(tmp_path / "out"), "-q",
+                                 "--landmarks", str(tmp_path / "l.txt")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / name).is_file()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs byte file names")
+def test_align_refuses_a_non_utf8_name_before_writing_crops(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "in" / "good.png")
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(os.fsencode(tmp_path / "in") + b"/bad\xff.png")
+    result = runner.invoke(app, ["align", str(tmp_path / "in"), str(tmp_path / "out"), "-q"])
+    assert "not valid UTF-8" in _one_line_exit_2(result)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("file", ["tid_mid", "pairs"])
+def test_an_ijb_id_beyond_int64_is_one_line(tmp_path: Path, file: str) -> None:
+    root = write_ijb_release(tmp_path / "IJB_release", "IJBB", templates_per_id=2, impostors=10, seed=1)
+    path = meta_files(root, "IJBB")[file]
+    lines = path.read_text().splitlines()
+    fields = lines[0].split()
+    fields[1 if file == "tid_mid" else 0] = "1" + "0" * 22
+    path.write_text("\n".join([" ".join(fields), *lines[1:]]) + "\n")
+    with pytest.raises(BadInputError, match="line 1: template id 10{22} is out of range"):
+        load_ijb(root)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_dev_zero_in_pairs_txt_is_refused_at_once(tmp_path: Path, make_image) -> None:
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "a.jpg").write_bytes(make_image())
+    (tmp_path / "set" / "pairs.txt").write_text("a.jpg /dev/zero 1\n")
+    with pytest.raises(BadInputError, match="not a regular file"):
+        load_verification_folder(tmp_path / "set")
