@@ -67,3 +67,23 @@ def test_a_bin_of_repeated_references_cannot_claim_gigabytes(tmp_path: Path, mak
     shared = tmp_path / "pairs.bin"  # pairs sharing their images, as make-pairs writes them, still load
     shared.write_bytes(pickle.dumps(([image, make_image((9, 9, 9))] * 8, [True] * 8), protocol=4))
     assert len(load_bin(shared).images) == 16
+
+
+def test_options_that_allocate_are_bounded_before_allocating(tmp_path: Path) -> None:
+    from fqtool.align.pipeline import AlignOptions
+    from fqtool.data.lists import read_list
+    from fqtool.errors import FqtoolError
+    from fqtool.eval.serfiq import check_serfiq_options
+    from fqtool.train.config import TrainConfig, validate
+
+    with pytest.raises(FqtoolError, match="--size 112000 is too large"):
+        AlignOptions(size=112000).check()
+    AlignOptions(size=224).check()
+    with pytest.raises(FqtoolError, match="--serfiq-passes 100000000 is too many"):
+        check_serfiq_options(100_000_000, 0.5)
+    check_serfiq_options(100, 0.5)
+    with pytest.raises(FqtoolError, match="--embedding-size must be"):
+        validate(TrainConfig(data="x", embedding_size=100_000_000))
+    (tmp_path / "l.txt").write_text("a.jpg 0\nb.jpg 1000000000\n")
+    with pytest.raises(FormatError, match="line 2: label 1000000000 is beyond"):
+        read_list(tmp_path / "l.txt")

@@ -58,6 +58,8 @@ JOURNAL = ".align-journal.jsonl"
 #: Refinement pass: the face at 1.5× the 112 template with 84 px of context each side (a 336 px canvas).
 REFINE_SCALE = 1.5
 REFINE_MARGIN = 84.0
+#: Largest crop side (pixels): 16× the 112 template is far beyond any recognition network's input.
+MAX_CROP_SIZE = 1792
 #: Images smaller than this (either side) cannot hold a detectable face; they go to no_face.txt.
 MIN_IMAGE_SIDE = 8
 
@@ -80,6 +82,8 @@ class AlignOptions:
     refine: bool = True
 
     def check(self) -> None:
+        if self.size > MAX_CROP_SIZE:  # a crop of 112000² would take 37 GB per image
+            raise FqtoolError(f"--size {self.size} is too large (at most {MAX_CROP_SIZE} pixels)")
         template(self.size)  # refuses sizes the template cannot be scaled to
         if self.faces not in FACE_POLICIES:
             raise FqtoolError(f"--faces {self.faces!r}: use {', '.join(FACE_POLICIES)}")

@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 LIST_FORMATS = ("space", "semicolon", "lst")
+#: Largest class label accepted in a list (16.7 M classes; WebFace260M has 4 M identities).
+MAX_LABEL = (1 << 24) - 1
 
 
 @dataclass
@@ -144,6 +146,8 @@ def _label(text: str) -> int:
         value = int(number)
     if value < -1:
         raise _LabelError(f"negative label {value} (only -1, unlabelled, is allowed)")
+    if value > MAX_LABEL:  # a label of 1e9 would make training allocate a billion-class head
+        raise _LabelError(f"label {value} is beyond {MAX_LABEL} (more classes than any data set has)")
     return value
 
 

@@ -300,7 +300,7 @@ _RANGES: dict[str, _Range] = {
     "focal_gamma": _NON_NEGATIVE, "sample_rate": _Range(0.0, 1.0, open_low=True), "l_a": _POSITIVE,
     "u_a": _POSITIVE, "l_m": _MARGIN, "u_m": _MARGIN, "lambda_g": _NON_NEGATIVE, "m1": _POSITIVE,
     "m2": _MARGIN, "m3": _MARGIN, "alpha": _NON_NEGATIVE, "beta": _NON_NEGATIVE,
-    "quality_std_warn": _NON_NEGATIVE, "embedding_size": _AT_LEAST_ONE, "workers": _NON_NEGATIVE,
+    "quality_std_warn": _NON_NEGATIVE, "embedding_size": _Range(1.0, 65536.0), "workers": _NON_NEGATIVE,
     "save_every": _NON_NEGATIVE, "val_every": _NON_NEGATIVE, "log_every": _AT_LEAST_ONE,
     "max_steps": _NON_NEGATIVE, "max_bad_steps": _AT_LEAST_ONE, "calibration_images": _NON_NEGATIVE,
 }
