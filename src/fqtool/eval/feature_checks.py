@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -61,8 +62,10 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
             raise FormatError("is one array (.npy), not a features .npz written by --save-features",
                               path) from None
         raise FormatError("not a features .npz (not a zip archive)", path) from None
-    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError) as exc:
-        raise FormatError(f"not a features .npz ({str(exc).splitlines()[0][:160]})", path) from None
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zlib.error, KeyError,
+            SyntaxError, TypeError, OverflowError, MemoryError) as exc:  # what numpy/zipfile raise on damage
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise FormatError(f"not a features .npz ({text})", path) from None
 
 
 def _check_declared(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], size: int, path: Path) -> None:
