@@ -163,7 +163,8 @@ def _fuzz_cases(tmp_path: Path, rng: random.Random):
         source = bin_file if k % 2 else ijb_file
         path = tmp_path / f"m{k:02d}.npz"
         path.write_bytes(_mutate(source.read_bytes(), rng, keep=4))
-        yield f"features {path.name}", (lambda p=path, k=k: (load_features if k % 2 else load_ijb_features)(p))
+        loader = load_features if k % 2 else load_ijb_features
+        yield f"features {path.name}", (lambda p=path, load=loader: load(p))
     for k in range(60):
         lines = ["".join(rng.choice(odd + ["a", "b", "0", "1", " 3"]) for _ in range(rng.randint(1, 6)))
                  for _ in range(rng.randint(1, 4))]
