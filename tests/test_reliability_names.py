@@ -73,3 +73,20 @@ def test_dev_zero_in_pairs_txt_is_refused_at_once(tmp_path: Path, make_image) ->
     (tmp_path / "set" / "pairs.txt").write_text("a.jpg /dev/zero 1\n")
     with pytest.raises(BadInputError, match="not a regular file"):
         load_verification_folder(tmp_path / "set")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs byte file names")
+def test_score_refuses_a_non_utf8_name_in_one_line(tmp_path: Path) -> None:
+    import torch
+
+    from fqtool.models import create_model
+    from fqtool.models.checkpoint import save_checkpoint
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((112, 112, 3), np.uint8)).save(tmp_path / "in" / "good.png")
+    Image.fromarray(np.zeros((112, 112, 3), np.uint8)).save(os.fsencode(tmp_path / "in") + b"/bad\xff.png")
+    torch.manual_seed(0)
+    weights = save_checkpoint(create_model("iresnet_tiny"), tmp_path / "t.safetensors")
+    result = runner.invoke(app, ["score", str(tmp_path / "in"), "-w", str(weights), "-o",
+                                 str(tmp_path / "s.csv"), "-q"])
+    assert "not valid UTF-8" in _one_line_exit_2(result) and str(tmp_path / "in") in result.stderr

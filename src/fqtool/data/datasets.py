@@ -80,11 +80,20 @@ class FaceImageDataset(Dataset):
         return f"{type(self).__name__}({self.source.name!r}, images={len(self)}, classes={self.num_classes})"
 
 
+def _utf8(name: str) -> bytes:
+    """A name as UTF-8; a file name that is not UTF-8 (the OS gave it as surrogates) is one line naming it
+    (score's CSV and every list are UTF-8 text, so such a name could not be written anyway)."""
+    try:
+        return name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInputError(f"image name {name!r} is not valid UTF-8; rename it") from None
+
+
 class _Strings:
     """Many strings in one UTF-8 blob plus offsets (no per-string Python objects)."""
 
     def __init__(self, items: list[str]) -> None:
-        encoded = [s.encode("utf-8") for s in items]
+        encoded = [_utf8(s) for s in items]
         self.blob = b"".join(encoded)
         self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(e) for e in encoded], out=self.offsets[1:])
@@ -106,7 +115,10 @@ class FileImageDataset(FaceImageDataset):
             num_classes = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
         super().__init__(source, labels, num_classes, **kwargs)
         self.root = str(Path(root))
-        self._paths = _Strings(paths)
+        try:
+            self._paths = _Strings(paths)
+        except BadInputError as exc:
+            raise BadInputError(str(exc), source) from None
         self._root_abs = os.path.abspath(self.root)
 
     def path(self, i: int) -> str:
