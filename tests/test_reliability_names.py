@@ -90,3 +90,28 @@ def test_score_refuses_a_non_utf8_name_in_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["score", str(tmp_path / "in"), "-w", str(weights), "-o",
                                  str(tmp_path / "s.csv"), "-q"])
     assert "not valid UTF-8" in _one_line_exit_2(result) and str(tmp_path / "in") in result.stderr
+
+
+def test_dataloader_workers_without_shared_memory_end_in_one_line() -> None:
+    """``score`` under ``ulimit -f`` (checked by hand: exit 2 and this line); here the loader's error."""
+    from fqtool.data.datasets import guarded_batches
+    from fqtool.errors import FqtoolError
+
+    def failing():
+        yield 1
+        raise RuntimeError("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback:\n"
+                           "RuntimeError: unable to resize file </torch_1_2_0> to the right size: "
+                           "File too large (27)")
+
+    batches = guarded_batches(failing())
+    assert next(batches) == 1
+    with pytest.raises(FqtoolError, match=r"cannot share memory \(RuntimeError: unable to resize file .* "
+                                          r"use --workers 0"):
+        next(batches)
+
+    def other():
+        raise RuntimeError("a real bug")
+        yield
+
+    with pytest.raises(RuntimeError, match="a real bug"):
+        list(guarded_batches(other()))

@@ -18,7 +18,7 @@ from fqtool.data.decode import decode_image, resize_if_needed
 from fqtool.data.lists import classes_file_for, read_classes, read_list, scan_folder
 from fqtool.data.rec_layout import image_layout
 from fqtool.data.recordio import RecordIOReader, unpack_record
-from fqtool.errors import BadInputError, FormatError
+from fqtool.errors import BadInputError, FormatError, FqtoolError
 
 __all__ = ["FaceImageDataset", "FileImageDataset", "RecordImageDataset", "open_dataset"]
 
@@ -78,6 +78,25 @@ class FaceImageDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.source.name!r}, images={len(self)}, classes={self.num_classes})"
+
+
+_SHARED_MEMORY_FAILURES = ("unable to resize file", "File too large", "No space left on device",
+                           "shared memory", "/dev/shm", "unable to write to file", "unable to mmap")
+
+
+def guarded_batches(loader):  # noqa: ANN001, ANN201 - a torch DataLoader and its batches
+    """Iterate ``loader``; DataLoader workers that cannot share memory (``ulimit -f``, a full or small
+    ``/dev/shm``) end in one line with the fix instead of torch's traceback."""
+    try:
+        yield from loader
+    except RuntimeError as exc:
+        text = str(exc)
+        if not any(marker in text for marker in _SHARED_MEMORY_FAILURES):
+            raise
+        first = next(line for line in text.splitlines() if any(m in line for m in _SHARED_MEMORY_FAILURES))
+        first = first.strip()[:160]
+        raise FqtoolError(f"the data-loading workers cannot share memory ({first}); use --workers 0, or "
+                          "raise the file-size limit (ulimit -f) / free space in /dev/shm") from None
 
 
 def _utf8(name: str) -> bytes:
