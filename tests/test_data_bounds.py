@@ -87,3 +87,14 @@ def test_options_that_allocate_are_bounded_before_allocating(tmp_path: Path) -> 
     (tmp_path / "l.txt").write_text("a.jpg 0\nb.jpg 1000000000\n")
     with pytest.raises(FormatError, match="line 2: label 1000000000 is beyond"):
         read_list(tmp_path / "l.txt")
+
+
+def test_a_huge_list_of_one_image_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from fqtool.data import lists
+
+    monkeypatch.setattr(lists, "REPEAT_CHECK_ENTRIES", 2000)  # the real threshold is 100,000 entries
+    (tmp_path / "one.txt").write_text("a.jpg 0\n" * 5000)
+    with pytest.raises(FormatError, match="5,000 of its 5,000 entries are the same image 'a.jpg'"):
+        lists.read_list(tmp_path / "one.txt")
+    (tmp_path / "many.txt").write_text("".join(f"{i % 2500}.jpg {i % 7}\n" for i in range(5000)))
+    assert len(lists.read_list(tmp_path / "many.txt").paths) == 5000  # each image twice: fine

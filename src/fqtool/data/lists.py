@@ -191,8 +191,30 @@ def read_list(path: str | Path) -> ImageList:
             msg = f"line {n} does not match the {kind} list format: {line[:80]!r}"
             raise FormatError(msg, path) from None
         paths.append(p)
+    _check_repeats(paths, path)
     fmt = kind if kind in LIST_FORMATS else "space"
     return ImageList(paths, labels, fmt, path.parent)
+
+
+#: A list longer than this whose entries are mostly one image is refused (a 10 M-line list of one image
+#: would make score or training decode that image ten million times); oversampling lists repeat a few.
+REPEAT_CHECK_ENTRIES = 100_000
+MAX_SAME_IMAGE = 1000
+
+
+def _check_repeats(paths: list[str], path: Path) -> None:
+    if len(paths) <= REPEAT_CHECK_ENTRIES:
+        return
+    from collections import Counter
+
+    sample = paths[:: max(1, len(paths) // 10_000)]
+    name, seen = Counter(sample).most_common(1)[0]
+    if 2 * seen <= len(sample):
+        return
+    count = sum(1 for p in paths if p == name)
+    if count > MAX_SAME_IMAGE and 2 * count > len(paths):
+        raise FormatError(f"{count:,} of its {len(paths):,} entries are the same image {name!r}; a list "
+                          "names each image once (or a few times)", path)
 
 
 def write_classes(path: str | Path, classes: Sequence[str] | Mapping[int, str]) -> None:
