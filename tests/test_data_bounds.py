@@ -76,7 +76,7 @@ def test_options_that_allocate_are_bounded_before_allocating(tmp_path: Path) -> 
     from fqtool.eval.serfiq import check_serfiq_options
     from fqtool.train.config import TrainConfig, validate
 
-    with pytest.raises(FqtoolError, match="--size 112000 is too large"):
+    with pytest.raises(FqtoolError, match="--size 112000: use a crop side between 16 and"):
         AlignOptions(size=112000).check()
     AlignOptions(size=224).check()
     with pytest.raises(FqtoolError, match="--serfiq-passes 100000000 is too many"):

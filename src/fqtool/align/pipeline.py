@@ -29,7 +29,15 @@ from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, landmarks_proble
 from fqtool.data.decode import IMAGE_EXTENSIONS, decode_rgb_array, read_image_file, resize_if_needed
 from fqtool.data.lists import check_names
 from fqtool.data.walk import walk_images
-from fqtool.data.warp import TEMPLATE_112, norm_crop, template, umeyama, warp_affine_fast
+from fqtool.data.warp import (
+    MAX_SIZE,
+    TEMPLATE_112,
+    loose_crop,
+    norm_crop,
+    template,
+    umeyama,
+    warp_affine_fast,
+)
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.fsutil import atomic_open, atomic_path, ensure_dir, source_identity
 
@@ -58,8 +66,6 @@ JOURNAL = ".align-journal.jsonl"
 #: Refinement pass: the face at 1.5× the 112 template with 84 px of context each side (a 336 px canvas).
 REFINE_SCALE = 1.5
 REFINE_MARGIN = 84.0
-#: Largest crop side (pixels): 16× the 112 template is far beyond any recognition network's input.
-MAX_CROP_SIZE = 1792
 #: Images smaller than this (either side) cannot hold a detectable face; they go to no_face.txt.
 MIN_IMAGE_SIDE = 8
 
@@ -80,11 +86,13 @@ class AlignOptions:
     detector: str | None = None
     landmarks: str | None = None
     refine: bool = True
+    #: Loose crops (box + this many pixels, not rotated) instead of the five-point template (``None``).
+    margin: float | None = None
 
     def check(self) -> None:
-        if self.size > MAX_CROP_SIZE:  # a crop of 112000² would take 37 GB per image
-            raise FqtoolError(f"--size {self.size} is too large (at most {MAX_CROP_SIZE} pixels)")
-        template(self.size)  # refuses sizes the template cannot be scaled to
+        template(self.size)  # refuses sizes no crop should have (at most MAX_SIZE: no 112000² crops)
+        if self.margin is not None and not (0.0 <= self.margin <= 4 * MAX_SIZE):
+            raise FqtoolError(f"--margin {self.margin:g}: use 0 to {4 * MAX_SIZE} pixels")
         if self.faces not in FACE_POLICIES:
             raise FqtoolError(f"--faces {self.faces!r}: use {', '.join(FACE_POLICIES)}")
         if self.fmt not in FORMATS:
@@ -103,6 +111,8 @@ class AlignOptions:
         key.pop("workers")
         if key["upscale"] == 1.0:
             key.pop("upscale")  # runs journalled before --upscale existed still resume
+        if key["margin"] is None:
+            key.pop("margin")  # the same for --margin
         return key
 
 
@@ -277,9 +287,12 @@ class Aligner:
     def crops(self, image: np.ndarray, name: str = "") -> tuple[Detections, list[np.ndarray]]:
         found = self.faces(image, name)
         found = found.take([k for k, lm in enumerate(found.landmarks) if landmarks_problem(lm) is None])
+        size, margin = self.options.size, self.options.margin
+        if margin is not None:  # loose crops need only the box
+            return found, [loose_crop(image, box, margin, size) for box in found.boxes]
         if self.options.refine and self.given is None and len(found):
             found.landmarks = np.stack([self.refined(image, lm) for lm in found.landmarks])
-        return found, [norm_crop(image, lm, self.options.size) for lm in found.landmarks]
+        return found, [norm_crop(image, lm, size) for lm in found.landmarks]
 
     def refined(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """Landmarks detected again on the face brought upright at 1.5× template size with context around.
@@ -596,9 +609,10 @@ def _resized(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def crop_size_for(model_size: Sequence[int]) -> int:
-    """The crop size to align to for a model input (H, W): its side when square and a template size."""
+    """The crop size to align to for a model input (H, W): its side when square (the template scaled to
+    it, so a 160×160 model gets 160×160 crops, not 112 ones stretched), else 112 (then resized)."""
     height, width = (int(v) for v in model_size)
-    if height == width and (height % 112 == 0 or height % 128 == 0):
+    if height == width and 16 <= height <= MAX_SIZE:
         return height
     return 112
 
