@@ -38,8 +38,10 @@ def test_align_keeps_a_244_character_name(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "in" / name)
     (tmp_path / "l.txt").write_text(f"{name} 20 25 44 25 32 35 22 45 42 45\n")
-    result = runner.invoke(app, ["align", str(tmp_path / "in"), str(tmp_path / "out"), "-q",
-                                 "--landmarks", str(tmp_path / "l.txt")])
+    result = runner.invoke(
+        app,
+        ["align", str(tmp_path / "in"), str(tmp_path / "out"), "-q", "--landmarks", str(tmp_path / "l.txt")],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / name).is_file()
 
@@ -87,8 +89,9 @@ def test_score_refuses_a_non_utf8_name_in_one_line(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((112, 112, 3), np.uint8)).save(os.fsencode(tmp_path / "in") + b"/bad\xff.png")
     torch.manual_seed(0)
     weights = save_checkpoint(create_model("iresnet_tiny"), tmp_path / "t.safetensors")
-    result = runner.invoke(app, ["score", str(tmp_path / "in"), "-w", str(weights), "-o",
-                                 str(tmp_path / "s.csv"), "-q"])
+    result = runner.invoke(
+        app, ["score", str(tmp_path / "in"), "-w", str(weights), "-o", str(tmp_path / "s.csv"), "-q"]
+    )
     assert "not valid UTF-8" in _one_line_exit_2(result) and str(tmp_path / "in") in result.stderr
 
 
@@ -99,14 +102,19 @@ def test_dataloader_workers_without_shared_memory_end_in_one_line() -> None:
 
     def failing():
         yield 1
-        raise RuntimeError("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback:\n"
-                           "RuntimeError: unable to resize file </torch_1_2_0> to the right size: "
-                           "File too large (27)")
+        raise RuntimeError(
+            "Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback:\n"
+            "RuntimeError: unable to resize file </torch_1_2_0> to the right size: "
+            "File too large (27)"
+        )
 
     batches = guarded_batches(failing())
     assert next(batches) == 1
-    with pytest.raises(FqtoolError, match=r"cannot share memory \(RuntimeError: unable to resize file .* "
-                                          r"use --workers 0"):
+    with pytest.raises(
+        FqtoolError,
+        match=r"cannot share memory \(RuntimeError: unable to resize file .* "
+        r"use --workers 0",
+    ):
         next(batches)
 
     def other():
@@ -115,3 +123,42 @@ def test_dataloader_workers_without_shared_memory_end_in_one_line() -> None:
 
     with pytest.raises(RuntimeError, match="a real bug"):
         list(guarded_batches(other()))
+
+
+def _recognizer(path: Path, batch, out_shape=None) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(
+        np.random.default_rng(0).normal(size=(3 * 112 * 112, 8)).astype(np.float32), "W"
+    )
+    shape = numpy_helper.from_array(np.array([0, -1], np.int64), "s")
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["y"])]
+    if out_shape is not None:
+        nodes[-1].output[0] = "m"
+        const = numpy_helper.from_array(np.array(out_shape, np.int64), "o")
+        nodes.append(helper.make_node("Reshape", ["m", "o"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "r",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 112, 112])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight, shape] + ([const] if out_shape is not None else []),
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_foreign_onnx_recognizers_with_fixed_batch_or_odd_outputs(tmp_path: Path) -> None:
+    import fqtool
+    from fqtool.errors import FormatError
+
+    images = [np.full((112, 112, 3), v, np.uint8) for v in (10, 90, 200)]
+    fixed = fqtool.load_model(_recognizer(tmp_path / "b1.onnx", 1), device="cpu", preprocess="arcface")
+    dynamic = fqtool.load_model(_recognizer(tmp_path / "bn.onnx", "N"), device="cpu", preprocess="arcface")
+    np.testing.assert_allclose(fixed.embed(images, batch_size=2), dynamic.embed(images), rtol=1e-5)
+    flat = fqtool.load_model(
+        _recognizer(tmp_path / "flat.onnx", "N", [-1]), device="cpu", preprocess="arcface"
+    )
+    with pytest.raises(FormatError, match="flat.onnx: output 'y' has 24 rows for 3 images"):
+        flat.embed(images)
