@@ -162,3 +162,27 @@ def test_foreign_onnx_recognizers_with_fixed_batch_or_odd_outputs(tmp_path: Path
     )
     with pytest.raises(FormatError, match="flat.onnx: output 'y' has 24 rows for 3 images"):
         flat.embed(images)
+
+
+def test_metadata_declaring_a_huge_input_is_damaged_not_allocated(tmp_path: Path) -> None:
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    import fqtool
+    from fqtool.errors import FqtoolError
+    from fqtool.models import create_model
+    from fqtool.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    good = save_checkpoint(create_model("iresnet_tiny"), tmp_path / "t.safetensors")
+    with safe_open(str(good), "pt") as handle:
+        meta = dict(handle.metadata())
+    record = json.loads(meta["fqtool"])
+    record["preprocess"]["size"] = [100000, 100000]
+    meta["fqtool"] = json.dumps(record)
+    save_file(load_file(str(good)), str(tmp_path / "big.safetensors"), metadata=meta)
+    with pytest.raises(FqtoolError, match="preprocess size \\[100000, 100000\\] is beyond 4096"):
+        fqtool.load_model(tmp_path / "big.safetensors", device="cpu")
