@@ -186,3 +186,19 @@ def test_metadata_declaring_a_huge_input_is_damaged_not_allocated(tmp_path: Path
     save_file(load_file(str(good)), str(tmp_path / "big.safetensors"), metadata=meta)
     with pytest.raises(FqtoolError, match="preprocess size \\[100000, 100000\\] is beyond 4096"):
         fqtool.load_model(tmp_path / "big.safetensors", device="cpu")
+
+
+def test_a_pth_with_a_wrong_shaped_fc_weight_is_one_line(tmp_path: Path) -> None:
+    import torch
+
+    from fqtool.cli.app import app as cli
+    from fqtool.models import create_model
+
+    state = create_model("iresnet_tiny").state_dict()
+    state["backbone.fc.weight"] = torch.zeros(7, 3)
+    torch.save({"state_dict": state}, tmp_path / "bad.pth")
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((112, 112, 3), np.uint8)).save(tmp_path / "in" / "a.png")
+    result = runner.invoke(cli, ["score", str(tmp_path / "in"), "-w", str(tmp_path / "bad.pth"), "--arch",
+                                 "iresnet_tiny", "-o", str(tmp_path / "s.csv"), "-q"])
+    assert "fc.weight has shape [7, 3]" in _one_line_exit_2(result)
