@@ -98,3 +98,21 @@ def test_a_huge_list_of_one_image_is_refused(tmp_path: Path, monkeypatch) -> Non
         lists.read_list(tmp_path / "one.txt")
     (tmp_path / "many.txt").write_text("".join(f"{i % 2500}.jpg {i % 7}\n" for i in range(5000)))
     assert len(lists.read_list(tmp_path / "many.txt").paths) == 5000  # each image twice: fine
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs named pipes")
+def test_lists_landmarks_and_scores_files_that_are_pipes_are_refused(tmp_path: Path) -> None:
+    import os
+
+    from fqtool.align.landmarks import read_landmarks
+    from fqtool.data.lists import read_list
+    from fqtool.errors import FqtoolError
+    from fqtool.eval.score_files import load_scores
+
+    os.mkfifo(tmp_path / "pipe.txt")  # opening it for reading would block for ever
+    for read in (read_list, read_landmarks, lambda p: load_scores(p, 2)):
+        with pytest.raises(FqtoolError, match="not a regular file"):
+            read(tmp_path / "pipe.txt")
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(FqtoolError, match="not a regular file"):
+            read_list("/dev/zero")

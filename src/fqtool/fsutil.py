@@ -135,6 +135,15 @@ def source_identity(path: str | Path, head: int = 1 << 16) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{digest}"
 
 
+def check_regular_file(path: str | Path) -> None:
+    """Raise ``OSError`` for a special file (FIFO, device, socket): reading ``/dev/zero`` as a list or a
+    scores file would never end, a FIFO would block. Callers turn it into their one-line message."""
+    import stat
+
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe, device or socket)")
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks (checkpoints can be GBs)."""
     digest = hashlib.sha256()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fqtool.errors import BadInputError, FormatError
+from fqtool.fsutil import check_regular_file
 
 __all__ = ["GivenFace", "LANDMARK_COLUMNS", "read_landmarks"]
 
@@ -132,6 +133,7 @@ def read_landmarks(path: str | Path, known: Collection[str] | None = None) -> di
     """Faces per image name (names as relative paths with ``/``); ``known`` = the input's image names."""
     path = Path(path)
     try:
+        check_regular_file(path)
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise BadInputError("no such landmarks file", path) from None

@@ -22,7 +22,7 @@ import numpy as np
 
 from fqtool.data.walk import is_hidden, is_image_name, name_problem, walk_images
 from fqtool.errors import BadInputError, FormatError
-from fqtool.fsutil import atomic_open
+from fqtool.fsutil import atomic_open, check_regular_file
 
 __all__ = [
     "LIST_FORMATS",
@@ -171,6 +171,7 @@ def read_list(path: str | Path) -> ImageList:
     """Read any supported list format (detected from the first line)."""
     path = Path(path)
     try:
+        check_regular_file(path)
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or exc

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from fqtool.errors import FormatError, FqtoolError
-from fqtool.fsutil import atomic_open
+from fqtool.fsutil import atomic_open, check_regular_file
 
 FORMATS = ("csv", "path-score", "feat-list", "ofiq")
 #: A feat.list line has a path and at least this many values (two numbers are a 'path score extra' line).
@@ -227,6 +227,7 @@ def load_scores(path: str | Path, num_images: int) -> np.ndarray:
     """One quality per image (``num_images`` of a verification set) from any format in :data:`FORMATS`."""
     path = Path(path)
     try:
+        check_regular_file(path)
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise FqtoolError(f"cannot read scores ({exc.strerror or exc})", path) from None
