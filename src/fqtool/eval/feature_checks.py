@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -215,7 +216,7 @@ def chunk_is_usable(arrays: Mapping[str, np.ndarray], rows: int) -> bool:
 def model_fingerprint(model: object) -> str:
     """SHA-256 of what a model computes with: its parameters and buffers (names, shapes, dtypes, bytes)
     for a torch module, the graph file for an ONNX model. Two files with one name differ; one model
-    under two names does not."""
+    under two names does not; a model with neither gets a key no later run matches."""
     network = getattr(model, "network", model)
     digest = hashlib.sha256()
     state = getattr(network, "state_dict", None)
@@ -233,7 +234,9 @@ def model_fingerprint(model: object) -> str:
         from fqtool.fsutil import sha256_file
 
         return sha256_file(source)
-    raise TypeError(f"cannot fingerprint a {type(model).__name__} (no state_dict, no ONNX file)")
+    # Nothing to hash (a custom callable): a key that never matches another process's, so its parts are
+    # never reused (safe: they are embedded again).
+    return f"unhashable:{type(model).__name__}:{os.getpid()}:{id(model)}"
 
 
 def resume_key(model: object, **options: object) -> dict:
