@@ -36,14 +36,38 @@ __all__ = ["QualityModel", "align_faces", "erc_curve", "load_model", "read_image
 # ----------------------------------------------------------------------------------------------- images
 
 
+# ----------------------------------------------------------------------------- input checks (h6, 25.13)
+
+
+def _batch_size(value: Any) -> int:
+    """A positive integer batch size, or the one-line error the CLI gives for the same input."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise FqtoolError(f"batch_size must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def _path_arg(value: Any, what: str) -> Any:
+    """A path argument: ``str``/``Path`` (or None); anything else is an FqtoolError, not a TypeError."""
+    if value is not None and not isinstance(value, str | Path):
+        raise FqtoolError(f"{what} must be a path (str or pathlib.Path), not {type(value).__name__}")
+    return value
+
+
+def _model_arg(model: Any) -> QualityModel:
+    if not isinstance(model, QualityModel):
+        raise FqtoolError(f"give a model from fqtool.load_model(...), not a {type(model).__name__} "
+                          f"({str(model)[:40]!r})")
+    return model
+
+
 def _from_file(path: Path) -> torch.Tensor:
-    from fqtool.data.decode import decode_image
+    from fqtool.data.decode import decode_image, read_image_file
 
     if not path.exists():
         raise FqtoolError("no such file", path)
     if not path.is_file():
         raise FqtoolError("is not an image file (give folders, list files and .rec to model.score)", path)
-    return decode_image(path.read_bytes(), str(path))
+    return decode_image(read_image_file(path), str(path))
 
 
 def _from_array(array: np.ndarray, what: str) -> torch.Tensor:
@@ -160,6 +184,7 @@ class QualityModel:
     def embed(self, images: Any, *, normalize: bool = False, flip: bool = False,
               batch_size: int = 64) -> np.ndarray:
         """Embeddings, ``N×D`` float32 (raw unless ``normalize``; ``flip`` adds the mirrored image's)."""
+        batch_size = _batch_size(batch_size)
         batch = read_images(images, self.size)
         out = embed_images(self.network, batch, device=self.device, batch_size=batch_size, flip=flip)
         emb = out.embeddings.astype(np.float32)
@@ -225,6 +250,7 @@ class QualityModel:
         (:meth:`aligned`, ``detector`` its weights). ``method_options`` go to
         :func:`fqtool.eval.scoring.score_dataset` (options of a quality method).
         """
+        batch_size = _batch_size(batch_size)
         if align:
             dataset = self.aligned(images, detector=detector, workers=workers)
         elif _is_collection(images):
@@ -289,6 +315,7 @@ class QualityModel:
         meta: dict | None = None,
     ) -> FeatureSet:
         """Per-image features of a decoded verification set (``2P×3×H×W`` uint8 and P ``issame``)."""
+        batch_size = _batch_size(batch_size)
         return extract_features(
             self.network, images, issame, name=name, flip=flip, device=self.device,
             batch_size=batch_size, on_batch=on_batch, meta=meta,
@@ -332,7 +359,8 @@ def load_model(
     ``"size=160,mean=127.5,std=128,colour=bgr"``)."""
     from fqtool.eval.ijb_embed import dist_env, local_device
 
-    path = resolve_weights(weights)
+    path = resolve_weights(_path_arg(weights, "weights"))
+    _path_arg(quality_weights, "quality_weights")
     torch_device = device if isinstance(device, torch.device) else resolve_device(str(device))
     _, world, local_rank = dist_env()
     if local_device(torch_device, local_rank, world) != torch_device:  # under torchrun: this rank's GPU
@@ -388,12 +416,13 @@ def _sources(model_or_features: Any, targets: Any) -> tuple[Any, list[str], list
         isinstance(p, str | Path) for p in model_or_features
     )
     if isinstance(model_or_features, str | Path) or paths:
-        if targets:
-            raise FqtoolError("give a TARGET (with --weights) or --features, not both")
+        if targets:  # a path where the model goes: features files take no targets
+            _model_arg(model_or_features)
         paths = [model_or_features] if isinstance(model_or_features, str | Path) else model_or_features
         return None, [], [Path(p) for p in paths]
     names = [targets] if isinstance(targets, str | Path) else list(targets or [])
-    return model_or_features, [str(t) for t in names], []
+    model = model_or_features if callable(model_or_features) else _model_arg(model_or_features)
+    return model, [str(t) for t in names], []
 
 
 def verify(

@@ -147,8 +147,11 @@ def command(
     On IJB-B / IJB-C (TARGET IJBC with --data-dir IJB_release, or IJB features) the pairs are template
     pairs, as CR-FIQA evaluates them."""
     from fqtool.api import erc_curve
+    from fqtool.errors import FqtoolError
     from fqtool.eval.serfiq import SerfiqOptions
 
+    if target is not None and features is not None:
+        raise FqtoolError("give a TARGET (with --weights) or --features, not both")
     result = erc_curve(
         model_loader(weights, quality_weights, device, preprocess) if features is None else features, target,
         methods=list(method or []), scores=list(scores or []), model_quality=model_quality,
