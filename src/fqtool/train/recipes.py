@@ -139,6 +139,7 @@ def feature_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Ta
     scorer.set_quality_method("head")
     _freeze(scorer)
     model = _new_model(cfg).to(device)
+    _check_head_fits(cfg, scorer, model)
     model.quality_head = copy.deepcopy(scorer.quality_head)
     model.quality_method = "head"
     _freeze(model.quality_head)
@@ -153,6 +154,16 @@ def feature_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Ta
 
     return Task(model=model, trainable=model.backbone, head=head, forward=forward,
                 frozen=[scorer, model.quality_head], quality_is_head=True)
+
+
+def _check_head_fits(cfg: TrainConfig, scorer: FaceModel, model: FaceModel) -> None:
+    """Stage 3 saves the new backbone with the stage-2 quality head: refuse, before training, a backbone
+    whose feature map the head cannot take (it would fail only when the finished run is calibrated)."""
+    takes, gives = scorer.quality_head.qualtiy[0].in_features, model.backbone.feature_dim
+    if takes != gives:
+        raise CheckpointError(
+            f"its quality head takes the {takes} features of {scorer.info.arch}, but --arch {cfg.arch} gives "
+            f"{gives}; train stage 3 with --arch {scorer.info.arch}", cfg.quality_weights)
 
 
 def stage1_head_state(cfg: TrainConfig) -> tuple[dict, Path]:
