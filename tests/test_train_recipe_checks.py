@@ -1,4 +1,5 @@
-"""EQFace stage 3 (``train-feature --quality-weights``): the stage-2 head must fit the new backbone."""
+"""Recipe checks found by the post-merge smoke run: EQFace stage 3's head must fit the new backbone, and the
+multi-GPU example configs keep their batch now that ``batch_size`` is global."""
 
 from __future__ import annotations
 
@@ -25,3 +26,22 @@ def test_stage3_refuses_an_arch_the_stage2_head_cannot_take(tmp_path) -> None:
                           quality_weights=str(stage2), arch="iresnet_tiny", device="cpu")
     task = recipes.feature_task(same, 4, torch.device("cpu"))
     assert task.model.quality_head.qualtiy[0].in_features == task.model.backbone.feature_dim == 3136
+
+
+@pytest.mark.parametrize(("example", "world_size", "global_batch", "per_gpu", "lr"), [
+    ("magface-iresnet100-ms1mv2.toml", 8, 512, 64, 0.1),  # MagFace run.sh: 512 in all
+    ("crfiqa-iresnet50-webface.toml", 4, 512, 128, 0.1),  # CR-FIQA config.py: 128 per GPU, lr 0.1 × 512/512
+    ("eqface-stage1-feature.toml", 4, 512, 128, 0.05),
+])
+def test_multi_gpu_examples_keep_their_batch(example, world_size, global_batch, per_gpu, lr) -> None:
+    """The examples were written when batch_size was per GPU; after it became global they trained the
+    8-GPU MagFace recipe with a global batch of 64 (8 per GPU) and CR-FIQA at lr 0.025."""
+    from pathlib import Path
+
+    from fqtool.train.config import batch_split, effective_lr, read_toml
+
+    path = Path(__file__).parents[1] / "examples" / example
+    cfg = resolve_config(read_toml(path)["recipe"], config_file=path)
+    split = batch_split(cfg, world_size)
+    assert (split.global_batch, split.per_gpu) == (global_batch, per_gpu)
+    assert effective_lr(cfg, world_size) == pytest.approx(lr)
