@@ -45,3 +45,17 @@ def test_multi_gpu_examples_keep_their_batch(example, world_size, global_batch, 
     split = batch_split(cfg, world_size)
     assert (split.global_batch, split.per_gpu) == (global_batch, per_gpu)
     assert effective_lr(cfg, world_size) == pytest.approx(lr)
+
+
+@pytest.mark.parametrize("command", ["train-feature", "train-quality", "train-magface", "train-crfiqa"])
+def test_training_help_shows_no_empty_default(command) -> None:
+    """``--data`` has no default (TrainConfig's ``data = ""``); the help printed ``[default: ]`` for it."""
+    from typer.testing import CliRunner
+
+    from fqtool.cli.app import app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    data_line = next(line for line in result.output.splitlines() if "--data" in line)
+    assert "Training data" in data_line and "[default:" not in data_line
+    assert "[default: ]" not in result.output

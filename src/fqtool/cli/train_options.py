@@ -51,7 +51,7 @@ def _format(value: Any) -> str:
 
 def _default_text(recipe: str, name: str, opt: Opt) -> str:
     value = recipe_default(recipe, name)
-    if value is None:
+    if value is None or value == "":  # unset (data = "" in TrainConfig): no "[default: ]"
         return f"[default: {opt.unset}]" if opt.unset else ""
     return f"[default: {_format(value)}]"
 
