@@ -258,9 +258,10 @@ def fit_calibration(quality: np.ndarray, low_pct: float = 1.0, high_pct: float =
 def default_output(input_path: str | Path) -> Path:
     """``<input name>_quality.csv`` next to the input (``faces/`` → ``faces_quality.csv``)."""
     path = Path(input_path)
-    resolved = path.resolve()
-    stem = resolved.name if path.is_dir() else resolved.stem
-    return resolved.parent / f"{stem or 'images'}_quality.csv"
+    if path.name in ("", ".", ".."):  # no name of its own: take it (and the folder) from the resolved path
+        path = path.resolve()
+    stem = path.name if path.is_dir() else path.stem  # a relative INPUT gives a relative output (as printed)
+    return path.parent / f"{stem or 'images'}_quality.csv"
 
 
 def write_csv(result: ScoreResult, path: str | Path, order: np.ndarray | None = None) -> Path:
