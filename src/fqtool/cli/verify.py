@@ -72,7 +72,7 @@ def _table(results: list[VerificationResult], fars: tuple[float, ...]) -> Table:
     res0 = results[0]
     flip = "flip" if res0.flip else "no flip"
     table = Table(title=f"Verification ({res0.protocol} protocol, {res0.folds}-fold, {flip})")
-    for column in ("target", "pairs", "accuracy %", "thr", "XNorm"):
+    for column in ("target", "pairs", "accuracy %", "AUC", "EER %", "thr", "XNorm"):
         table.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
     for far in fars:
         table.add_column(f"TAR@{far:.0e}", justify="right", no_wrap=True)
@@ -82,6 +82,8 @@ def _table(results: list[VerificationResult], fars: tuple[float, ...]) -> Table:
             res.name,
             str(res.num_pairs),
             f"{100 * res.accuracy:.2f}±{100 * res.accuracy_std:.2f}",
+            "-" if res.auc is None else f"{res.auc:.4f}",
+            "-" if res.eer is None else f"{100 * res.eer:.2f}",
             f"{res.threshold:.3f}",
             "-" if res.xnorm is None else f"{res.xnorm:.3f}",
             *["-" if t is None else f"{t:.4f}" for t in tars],
@@ -90,7 +92,8 @@ def _table(results: list[VerificationResult], fars: tuple[float, ...]) -> Table:
 
 
 def _write_csv(path: Path, results: list[VerificationResult], fars: tuple[float, ...]) -> None:
-    header = ["target", "protocol", "flip", "pairs", "accuracy", "accuracy_std", "threshold", "xnorm"]
+    header = ["target", "protocol", "flip", "pairs", "accuracy", "accuracy_std", "auc", "eer", "threshold",
+              "xnorm"]
     header += [f"tar_at_far_{far_key(f)}" for f in fars]
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -105,6 +108,8 @@ def _write_csv(path: Path, results: list[VerificationResult], fars: tuple[float,
                     r.num_pairs,
                     f"{r.accuracy:.6f}",
                     f"{r.accuracy_std:.6f}",
+                    "" if r.auc is None else f"{r.auc:.6f}",
+                    "" if r.eer is None else f"{r.eer:.6f}",
                     f"{r.threshold:.4f}",
                     "" if r.xnorm is None else f"{r.xnorm:.6f}",
                     *["" if t is None else f"{t:.6f}" for t in tars],
