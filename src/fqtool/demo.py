@@ -460,8 +460,8 @@ def impostor_note(n: dict, fmr: float) -> str:
     behind = (f"the {int(impostors * fmr)} most similar pass" if impostors * fmr >= 1
               else "fewer than 1/FMR: the threshold is the most similar impostor")
     tail = f"as few as {fewest} remain at {100 * float(n['impostor_fewest_at']):.0f} % rejected"
-    if fewest * fmr < 1:
-        tail += " (there the threshold is the most similar impostor)"
+    if fewest * fmr < 1 - 1e-9:  # erc-curve's rule, and its warning
+        tail += f" (fewer than 1/FMR = {round(1 / fmr)}: there the threshold is the most similar impostor)"
     return (f"threshold set at each reject rate on the impostor pairs that remain: {impostors} at 0 % "
             f"rejected ({behind}), {tail}; FNMR over {n['genuine']} genuine pairs")
 
