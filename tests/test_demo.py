@@ -63,8 +63,8 @@ def test_full_demo_compares_crfiqa_and_quick_skips_it(tmp_path) -> None:
 def _embedded_sets(step_args: list[str], out) -> list[tuple[str, str]]:
     """``(image set, weights)`` a step's command embeds: verify/score embed their input with ``-w``;
     erc-curve embeds its TARGET with ``-w`` and each ``--quality-model`` unless it reads ``--features``."""
-    same_set = {str(out / "data" / "val.bin"): "val", str(out / "unpacked" / "verification" / "val" / "images"): "val",
-                str(out / "unpacked" / "images"): "train"}
+    same_set = {str(out / "data" / "val.bin"): "val", str(out / "unpacked" / "images"): "train",
+                str(out / "unpacked" / "verification" / "val" / "images"): "val"}
     name, *rest = step_args
     if name not in ("verify", "score", "erc-curve") or "--features" in rest:
         return []
@@ -78,7 +78,8 @@ def _embedded_sets(step_args: list[str], out) -> list[tuple[str, str]]:
 def test_no_step_embeds_the_same_set_twice(tmp_path, size) -> None:
     """Each (image set, model) pair is embedded by one step only: erc-curve reuses verify's features,
     and CR-FIQA's verification quality comes from one score pass, not a second embedding of val.bin."""
-    embedded = [pair for step in plan_steps(tmp_path, size, 0) for pair in _embedded_sets(step.args, tmp_path)]
+    steps = plan_steps(tmp_path, size, 0)
+    embedded = [pair for step in steps for pair in _embedded_sets(step.args, tmp_path)]
     assert embedded and len(embedded) == len(set(embedded)), embedded
     val = [w for target, w in embedded if target == "val"]
     assert len(val) == (2 if size.crfiqa else 1)

@@ -30,7 +30,8 @@ def test_auc_and_eer_by_hand() -> None:
     separable = np.array([0.1, 0.2, 0.8, 0.9])
     assert roc_auc(separable, issame) == 1.0
     assert equal_error_rate(separable, issame)[0] == 0.0
-    assert roc_auc(dist, np.ones(4, bool)) is None and equal_error_rate(dist, np.zeros(4, bool)) == (None, None)
+    assert roc_auc(dist, np.ones(4, bool)) is None
+    assert equal_error_rate(dist, np.zeros(4, bool)) == (None, None)
 
 
 def test_majority_warning_on_imbalanced_pairs() -> None:
@@ -48,7 +49,8 @@ def test_result_carries_auc_eer_and_warns() -> None:
     issame = np.zeros(pairs, bool)
     issame[:46] = True
     base = rng.normal(size=(pairs, dims))
-    other = np.where(issame[:, None], base + 2.0 * rng.normal(size=(pairs, dims)), rng.normal(size=(pairs, dims)))
+    noise, stranger = rng.normal(size=(pairs, dims)), rng.normal(size=(pairs, dims))
+    other = np.where(issame[:, None], base + 2.0 * noise, stranger)
     emb = np.empty((2 * pairs, dims))
     emb[0::2], emb[1::2] = base, other
     res = evaluate_verification(emb, issame, name="imb")

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console
+from fqtool.cli.jsonout import JsonFlag, emit_json
 
 _FAMILY_FILES = {
     "magface": "{'epoch','arch','state_dict'}: module.features.* / features.module.* / features.*",
@@ -46,13 +47,38 @@ def _params(name: str) -> tuple[str, str]:
     return f"{count / 1e6:.2f} M", str(model.embedding_size)
 
 
+def _models_doc(pattern: str, families: bool) -> dict:
+    from fqtool.models.registry import aliases_of, get_spec, list_models
+
+    rows = []
+    for name in list_models(pattern):
+        spec = get_spec(name)
+        params, emb = _params(name)
+        rows.append({"name": name, "aliases": aliases_of(name), "params": params,
+                     "embedding_size": int(emb) if emb.isdigit() else None,
+                     "input": describe_preprocess(spec.preprocess), "description": spec.description})
+    doc: dict = {"architectures": rows}
+    if families:
+        from fqtool.models.preprocess import FAMILY_PREPROCESS
+
+        doc["families"] = [
+            {"family": name, "input": describe_preprocess(p), "reads": _FAMILY_FILES.get(name, "")}
+            for name, p in FAMILY_PREPROCESS.items()
+        ]
+    return doc
+
+
 def command(
     pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'iresnet*'.")] = "*",
     families: Annotated[bool, typer.Option("--families", help="Also list the checkpoint families.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """List the registered architectures: input preprocessing, parameters, embedding size, description."""
     from fqtool.models.registry import aliases_of, get_spec, list_models
 
+    if json_out:
+        emit_json(_models_doc(pattern, families))
+        return
     table = Table(title="architectures (--arch of train-*, score, export, convert-weights; aliases are "
                   "arcface_torch's names)", title_justify="left")
     for column in ("name", "alias", "params", "emb", "input", "description"):

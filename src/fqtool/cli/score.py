@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.align_options import aligned_input, warn_if_not_aligned
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, err_console, plural
+from fqtool.cli.jsonout import JsonFlag, emit_json
 from fqtool.cli.options import (
     AlignFlag,
     Arch,
@@ -87,7 +88,7 @@ def _print_summary(result, csv_path: Path) -> None:
     s = result.summary()
     cal = result.calibration
     console.print(
-        f"scored {s['images']} images ({s['unreadable']} unreadable) in {s['seconds']:.1f} s, "
+        f"scored {plural(s['images'], 'image')} ({s['unreadable']} unreadable) in {s['seconds']:.1f} s, "
         f"{s['images_per_second']:,.0f} img/s; quality ({result.method}) mean {s['mean_quality_100']:.1f}, "
         f"median {s['median_quality_100']:.1f} on 0-100 (raw mean {s['mean_quality']:.4g}); "
         f"scale [{cal.low:g}, {cal.high:g}] from {cal.source}",
@@ -140,6 +141,7 @@ def command(
     align: AlignFlag = False,
     detector: DetectorFile = None,
     quiet: Quiet = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Score face image quality (0-100) for a folder, list file, .rec or one image; writes a CSV.
 
@@ -148,7 +150,7 @@ def command(
     --format path-score writes '<path> <quality>' lines instead (CR-FIQA's form).
 
     Unreadable images are listed on stderr and skipped. Default output: <INPUT name>_quality.csv (.txt for
-    path-score) beside INPUT.
+    path-score) in the current folder.
     """
     from fqtool.api import load_model
     from fqtool.eval.score_files import write_path_scores
@@ -194,10 +196,13 @@ def command(
         write_csv(result, csv_path, order)
     if save_embeddings is not None:
         write_embeddings(result, save_embeddings, order)
-        console.print(f"wrote {save_embeddings}", highlight=False, soft_wrap=True)
+        err_console.print(f"wrote {save_embeddings}", highlight=False, soft_wrap=True)
     if plot is not None:
         plot_histogram(result, plot, title=f"{input.name}: {len(result)} images")
-        console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+        err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+    if json_out:
+        emit_json({"output": csv_path, **result.summary()})
+        return
     ranked = result.order("desc")
     if top:
         console.print(_table(result, ranked[:top], f"best {min(top, len(result))}"))

@@ -255,11 +255,12 @@ def fit_calibration(quality: np.ndarray, low_pct: float = 1.0, high_pct: float =
 
 
 def default_output(input_path: str | Path) -> Path:
-    """``<input name>_quality.csv`` next to the input (``faces/`` → ``faces_quality.csv``)."""
+    """``<input name>_quality.csv`` in the current folder (``data/faces/`` → ``./faces_quality.csv``): not
+    beside the input, which is often a data folder the user does not want written into."""
     path = Path(input_path)
     resolved = path.resolve()
     stem = resolved.name if path.is_dir() else resolved.stem
-    return resolved.parent / f"{stem or 'images'}_quality.csv"
+    return Path.cwd() / f"{stem or 'images'}_quality.csv"
 
 
 def write_csv(result: ScoreResult, path: str | Path, order: np.ndarray | None = None) -> Path:
