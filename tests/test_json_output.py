@@ -76,7 +76,8 @@ def test_align_json(tmp_path, make_image) -> None:
     (tmp_path / "in" / "a.jpg").write_bytes(make_image(size=(112, 112)))
     template = "38.29 51.70 73.53 51.50 56.03 71.74 41.55 92.37 70.73 92.20"
     (tmp_path / "lmk.txt").write_text(f"a.jpg {template}\n")
-    doc = _json(["align", str(tmp_path / "in"), str(tmp_path / "out"), "--landmarks", str(tmp_path / "lmk.txt"),
+    doc = _json(["align", str(tmp_path / "in"), str(tmp_path / "out"), "--landmarks",
+                 str(tmp_path / "lmk.txt"),
                  "-q", "--json"])
     assert (doc["images"], doc["faces"], doc["no_face"]) == (1, 1, 0)
     assert doc["faces_csv"] == str(tmp_path / "out" / "faces.csv")
