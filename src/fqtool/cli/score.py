@@ -97,6 +97,18 @@ def _print_summary(result, csv_path: Path) -> None:
     console.print(f"wrote {csv_path}", highlight=False, soft_wrap=True)
 
 
+def _write_report(result, dataset, out_dir: Path, title: str) -> Path:
+    """The HTML page, with the images read back from the scored dataset by name."""
+    from fqtool.eval.report import write_score_report
+
+    index = {dataset.name(i): i for i in range(len(dataset))}
+
+    def load(name: str) -> bytes | None:
+        return dataset.load_bytes(index[name]) if name in index else None
+
+    return write_score_report(result, out_dir, load, title=title)
+
+
 def command(
     input: Annotated[
         Path,
@@ -134,6 +146,11 @@ def command(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write a histogram of the 0-100 quality (.png).",
                                   show_default=False)
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write DIR/index.html: one self-contained page with the "
+                                  "summary, the histogram and the 8 lowest and highest images.",
+                                  show_default=False, metavar="DIR")
     ] = None,
     batch_size: BatchSize = 256,
     workers: Workers = 4,
@@ -200,8 +217,12 @@ def command(
     if plot is not None:
         plot_histogram(result, plot, title=f"{input.name}: {len(result)} images")
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+    if report is not None:
+        title = f"{input.name}: quality of {plural(len(result), 'image')}"
+        page = _write_report(result, dataset, report, title)
+        err_console.print(f"wrote {page}", highlight=False, soft_wrap=True)
     if json_out:
-        emit_json({"output": csv_path, **result.summary()})
+        emit_json({"output": csv_path, **result.summary(), "report": page if report else None})
         return
     ranked = result.order("desc")
     if top:
