@@ -82,7 +82,7 @@ def command(
     table = Table(title="architectures (--arch of train-*, score, export, convert-weights; aliases are "
                   "arcface_torch's names)", title_justify="left")
     for column in ("name", "alias", "params", "emb", "input", "description"):
-        table.add_column(column, justify="right" if column in ("params", "emb") else "left")
+        table.add_column(column, justify="right" if column in ("params", "emb") else "left", overflow="fold")
     for name in list_models(pattern):
         spec = get_spec(name)
         params, emb = _params(name)
@@ -94,7 +94,7 @@ def command(
 
         fam = Table(title="checkpoint families (detected from keys)", title_justify="left")
         for column in ("family", "input", "reads"):
-            fam.add_column(column)
+            fam.add_column(column, overflow="fold")
         for name, preprocess in FAMILY_PREPROCESS.items():
             fam.add_row(name, describe_preprocess(preprocess), _FAMILY_FILES.get(name, ""))
         console.print(fam)

@@ -49,7 +49,8 @@ def _default_text(recipe: str, name: str, opt: Opt) -> str:
     value = recipe_default(recipe, name)
     if value is None:
         return f"[default: {opt.unset}]" if opt.unset else ""
-    return f"[default: {_format(value)}]"
+    text = _format(value)
+    return f"[default: {text}]" if text else ""  # an empty default (--data "") says nothing
 
 
 def _option(opt: Opt, help_text: str) -> Any:
