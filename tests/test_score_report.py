@@ -70,7 +70,8 @@ def test_page_is_self_contained_and_shows_the_extremes() -> None:
     low, high = parser.figures["lowest"], parser.figures["highest"]
     assert len(low) == len(high) == 8
     assert low[0].startswith("5 raw, 25 /100") and "img19.jpg" in low[0]
-    assert high[0].startswith("24 raw, 100 /100") and high[1].startswith("23 raw, 100 /100")  # raw tells apart
+    # both saturate at 100 on the 0-100 scale; the raw value tells them apart
+    assert high[0].startswith("24 raw, 100 /100") and high[1].startswith("23 raw, 100 /100")
     assert "(not readable)" in page  # img0 has no bytes: the page still renders
     assert page.count("<img") == 1 + 8 + 7
 
@@ -102,7 +103,8 @@ def test_score_report_cli_writes_the_page(scored_report) -> None:
     parser = _Page()
     parser.feed(scored_report.read_text(encoding="utf-8"))
     assert len(parser.figures["lowest"]) == len(parser.figures["highest"]) == 3
-    assert all(r.startswith("data:image/png;base64,") for r in parser.resources) and len(parser.resources) == 7
+    assert len(parser.resources) == 7
+    assert all(r.startswith("data:image/png;base64,") for r in parser.resources)
     assert (scored_report.parent / "histogram.png").read_bytes()[:4] == b"\x89PNG"
 
 
