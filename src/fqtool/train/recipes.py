@@ -193,6 +193,7 @@ def quality_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Ta
     from fqtool.models.loading import load_face_model
 
     base = load_face_model(cfg.weights, device=device)
+    cfg.arch = base.info.arch  # the run trains on this backbone: banner and config.toml say so
     backbone = _freeze(base.backbone)
     quality_head = QualityHead(backbone.feature_dim).to(device)
     info = copy.deepcopy(base.info)
