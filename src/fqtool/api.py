@@ -15,7 +15,8 @@ the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,9 +169,11 @@ class QualityModel:
             emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         return emb
 
-    def quality(self, images: Any, *, method: str = "auto", batch_size: int = 64) -> np.ndarray:
-        """Raw quality per image, float32 (the norm for ``norm``, the head's score for ``head``)."""
-        return self.score(images, method=method, batch_size=batch_size).quality
+    def quality(self, images: Any, *, method: str = "auto", batch_size: int = 64) -> np.ndarray | float:
+        """Raw quality per image, float32 (the norm for ``norm``, the head's score for ``head``); a plain
+        ``float`` for one image (a path, a PIL image or one ``H×W×C`` array)."""
+        quality = self.score(images, method=method, batch_size=batch_size).quality
+        return float(quality[0]) if _is_single_image(images) and len(quality) == 1 else quality
 
     def open(self, source: str | Path):
         """A folder (recursive), list file, ``.rec``, insightface folder or one image, as a dataset."""
@@ -185,6 +188,7 @@ class QualityModel:
         workers: int = 0,
         keep_embeddings: bool = False,
         on_progress: Callable[[int], None] | None = None,
+        progress: bool = False,
         **method_options: Any,
     ) -> ScoreResult:
         """Quality (raw and 0-100), norms and optionally embeddings, row-aligned with the images.
@@ -192,6 +196,8 @@ class QualityModel:
         ``images``: anything :func:`read_images` takes, a dataset from :meth:`open`, or a folder, list
         file or ``.rec`` path. Unreadable images of a folder/list/.rec are skipped and listed in ``bad``.
         ``method_options`` go to :func:`fqtool.eval.scoring.score_dataset` (options of a quality method).
+        ``on_progress(n)`` is called with the number of images each batch finished; ``progress=True``
+        shows a progress bar on stderr instead.
         """
         if _is_collection(images):
             dataset = self.open(images)
@@ -200,10 +206,12 @@ class QualityModel:
         else:
             batch = read_images(images, self.size)
             dataset = _InMemory(batch, _names(images, len(batch)))
-        return score_dataset(
-            self.network, dataset, batch_size=batch_size, workers=workers, device=self.device,
-            method=method, keep_embeddings=keep_embeddings, on_progress=on_progress, **method_options,
-        )
+        with _progress_bar("score", len(dataset), progress and on_progress is None) as bar:
+            return score_dataset(
+                self.network, dataset, batch_size=batch_size, workers=workers, device=self.device,
+                method=method, keep_embeddings=keep_embeddings, on_progress=on_progress or bar,
+                **method_options,
+            )
 
     def set_quality_method(self, method: str) -> None:
         """Make ``auto`` mean ``norm``, ``head`` or ``crfiqa`` from now on (``head``: whichever head the
@@ -227,6 +235,29 @@ class QualityModel:
             self.network, images, issame, name=name, flip=flip, device=self.device,
             batch_size=batch_size, on_batch=on_batch, meta=meta,
         )
+
+
+def _is_single_image(images: Any) -> bool:
+    """One image file, PIL image or ``H×W×C`` array (not a list, a batch or a folder)."""
+    if isinstance(images, str | Path):
+        return not _is_collection(images)
+    if hasattr(images, "ndim"):
+        return images.ndim == 3 and images.shape[-1] in (1, 3, 4)
+    return hasattr(images, "convert") and hasattr(images, "size")  # a PIL image
+
+
+@contextmanager
+def _progress_bar(what: str, total: int, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A transient Rich bar on stderr (``progress=True`` of the API), or nothing."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def _is_collection(images: Any) -> bool:
