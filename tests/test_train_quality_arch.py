@@ -26,3 +26,13 @@ def test_train_quality_records_the_stage1_architecture(tiny_rec, tmp_path) -> No
     assert "iresnet_tiny" in said and "iresnet50" not in said
     config = tomllib.loads((tmp_path / "stage2" / "config.toml").read_text(encoding="utf-8"))
     assert config["arch"] == "iresnet_tiny"
+
+
+def test_resume_into_another_architecture_is_one_line(tiny_rec, tmp_path) -> None:
+    _ok("train-magface", "--data", tiny_rec, "-o", tmp_path / "run", "--arch", "iresnet_tiny", *FAST)
+    result = CliRunner().invoke(app, ["train-magface", "--data", str(tiny_rec), "-o", str(tmp_path / "run"),
+                                      "--arch", "iresnet18", *FAST, "--resume", "auto"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "last.pt" in lines[0], result.stderr
+    assert "--arch iresnet_tiny" in lines[0] and "--arch iresnet18" in lines[0]

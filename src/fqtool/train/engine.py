@@ -235,8 +235,12 @@ class Trainer:
                                   f"not train-{self.cfg.recipe}", path)
         try:
             self.task.trainable.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            message = f"the saved network does not fit this run ({str(exc)[:300]})"
+        except RuntimeError as exc:  # torch's message spans many lines: one line, the cause first
+            saved = state.get("config", {}).get("arch")
+            why = (f"saved with --arch {saved}, this run has --arch {self.cfg.arch}"
+                   if saved and saved != self.cfg.arch else " ".join(str(exc).split())[:200])
+            message = (f"the saved network does not fit this run ({why}); resume with the same settings "
+                       "or start a new --output")
             raise CheckpointError(message, path) from None
         self.task.head.load_full_state_dict(state["head"])
         S.load_optimizer_state(self.optimizer, state["optimizer"], self.head_params, self.num_classes)
