@@ -87,3 +87,15 @@ def test_install_completion(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert "completion installed" in done.stdout
     assert "complete" in "".join(p.read_text() for p in (tmp_path / ".bash_completions").iterdir())
+
+
+def test_docs_erc_curve_examples_with_features_name_no_target() -> None:
+    """erc-curve refuses a TARGET together with --features (the file names its set): no doc shows one."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    bad = []
+    for page in [*docs.glob("*.md"), docs.parent / "README.md"]:
+        for line in page.read_text(encoding="utf-8").splitlines():
+            words = line.strip().strip("`").split()
+            if words[:2] == ["fqtool", "erc-curve"] and "--features" in words and not words[2].startswith("-"):
+                bad.append(f"{page.name}: {line.strip()}")
+    assert not bad, bad
