@@ -99,3 +99,18 @@ def test_docs_erc_curve_examples_with_features_name_no_target() -> None:
             if words[:2] == ["fqtool", "erc-curve"] and "--features" in words and not words[2].startswith("-"):
                 bad.append(f"{page.name}: {line.strip()}")
     assert not bad, bad
+
+
+def test_csv_and_list_with_a_bom_read_as_without(tmp_path) -> None:
+    """Spreadsheets and Windows editors write a UTF-8 BOM; it is not part of the first column's name."""
+    from fqtool.data.lists import read_list
+    from fqtool.eval.erc import load_quality_csv
+
+    scores = tmp_path / "bom.csv"
+    scores.write_bytes(b"\xef\xbb\xbfpath,quality\nimages/000000.jpg,1.0\nimages/000001.jpg,2.0\n")
+    assert list(load_quality_csv(scores, 2)) == [1.0, 2.0]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(b"")
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"\xef\xbb\xbfa/x.jpg 0\n")
+    assert read_list(listing).paths[0] == "a/x.jpg"

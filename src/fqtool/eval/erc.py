@@ -477,7 +477,7 @@ def load_quality_csv(path: str | Path, num_images: int) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # a spreadsheet's BOM is no column
             rows = list(csv.DictReader(handle))
             fields = rows[0].keys() if rows else []
     except OSError as exc:

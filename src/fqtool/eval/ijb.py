@@ -216,7 +216,7 @@ def load_ijb_quality_csv(path: str | Path, images: np.ndarray) -> np.ndarray:
 
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             header = next(csv.reader(handle), [])
     except (OSError, UnicodeDecodeError) as exc:
         raise FqtoolError(f"cannot read scores ({exc})", path) from None
@@ -224,7 +224,7 @@ def load_ijb_quality_csv(path: str | Path, images: np.ndarray) -> np.ndarray:
         return load_quality_csv(path, len(images))
     row_of = {Path(str(name)).name: row for row, name in enumerate(images)}
     values = np.full(len(images), np.nan)
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         for line, row in enumerate(csv.DictReader(handle), start=2):
             name = Path((row.get("path") or "").strip()).name
             if name not in row_of:
