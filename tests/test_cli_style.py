@@ -96,7 +96,8 @@ def test_docs_erc_curve_examples_with_features_name_no_target() -> None:
     for page in [*docs.glob("*.md"), docs.parent / "README.md"]:
         for line in page.read_text(encoding="utf-8").splitlines():
             words = line.strip().strip("`").split()
-            if words[:2] == ["fqtool", "erc-curve"] and "--features" in words and not words[2].startswith("-"):
+            command = words[:2] == ["fqtool", "erc-curve"]
+            if command and "--features" in words and not words[2].startswith("-"):
                 bad.append(f"{page.name}: {line.strip()}")
     assert not bad, bad
 
