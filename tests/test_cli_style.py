@@ -115,3 +115,12 @@ def test_csv_and_list_with_a_bom_read_as_without(tmp_path) -> None:
     listing = tmp_path / "list.txt"
     listing.write_bytes(b"\xef\xbb\xbfa/x.jpg 0\n")
     assert read_list(listing).paths[0] == "a/x.jpg"
+
+
+def test_no_weights_error_names_the_demo_and_its_time(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("FQTOOL_WEIGHTS", raising=False)
+    (tmp_path / "a.jpg").write_bytes(b"")
+    result = runner.invoke(app, ["score", str(tmp_path / "a.jpg")], env={"FQTOOL_WEIGHTS": ""})
+    assert result.exit_code == 2
+    assert "fqtool demo --quick" in result.stderr and "about 1 minute" in result.stderr
+    assert "in a minute" not in result.stderr
