@@ -28,7 +28,7 @@ from fqtool.align.detectors import Detections, FaceDetector, load_detector
 from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, read_landmarks
 from fqtool.data.decode import IMAGE_EXTENSIONS
 from fqtool.data.warp import TEMPLATE_112, norm_crop, template, umeyama, warp_affine_fast
-from fqtool.errors import BadInputError, FqtoolError
+from fqtool.errors import BadInputError, FormatError, FqtoolError
 from fqtool.fsutil import atomic_open, atomic_path, ensure_dir
 
 __all__ = [
@@ -522,8 +522,12 @@ def align_input(
         _write_lines(output / NO_FACE_TXT, no_face)
         _write_lines(output / UNREADABLE_TXT, [f"{s}\t{r}" for s, r in unreadable])
         finished = True
+    except FormatError as exc:
+        if exc.path is None and options.detector:  # the detector graph's output layout, not an image
+            raise FormatError(str(exc), options.detector) from None
+        raise
     finally:
-        journal.close(finished)
+        journal.close(finished or not outcomes)  # no image finished: nothing to resume, no journal left
     return AlignResult(faces, no_face, unreadable, len(sources), len(done),
                        time.perf_counter() - began, output, aligner.source_name)
 
