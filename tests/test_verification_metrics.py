@@ -59,3 +59,17 @@ def test_result_carries_auc_eer_and_warns() -> None:
     assert any("imbalanced pairs" in w for w in res.warnings)
     data = res.to_dict()
     assert data["auc"] == res.auc and data["eer"] == res.eer
+
+
+def test_verify_table_fits_80_columns() -> None:
+    from rich.console import Console
+
+    from fqtool.cli.verify import _table
+
+    rng = np.random.default_rng(0)
+    res = evaluate_verification(rng.normal(size=(40, 8)), np.arange(20) % 2 == 0, name="agedb_30")
+    console = Console(width=80, record=True)
+    console.print(_table([res], (1e-3, 1e-4)))
+    text = console.export_text()
+    assert "agedb_30" in text and "AUC" in text and "EER %" in text and "TAR@1e-4" in text
+    assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())

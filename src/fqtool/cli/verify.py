@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
@@ -71,11 +72,15 @@ def _collect_features(
 def _table(results: list[VerificationResult], fars: tuple[float, ...]) -> Table:
     res0 = results[0]
     flip = "flip" if res0.flip else "no flip"
-    table = Table(title=f"Verification ({res0.protocol} protocol, {res0.folds}-fold, {flip})")
+    # no vertical rules: nine columns still fit 80 terminal columns; a long target name wraps
+    table = Table(title=f"Verification ({res0.protocol} protocol, {res0.folds}-fold, {flip})",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for column in ("target", "pairs", "accuracy %", "AUC", "EER %", "thr", "XNorm"):
-        table.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
+        table.add_column(column, justify="left" if column == "target" else "right",
+                         no_wrap=column != "target", overflow="fold",
+                         min_width=8 if column == "target" else None)
     for far in fars:
-        table.add_column(f"TAR@{far:.0e}", justify="right", no_wrap=True)
+        table.add_column(f"TAR@{far:.0e}".replace("e-0", "e-"), justify="right", no_wrap=True)
     for res in results:
         tars = [res.tar_at_far.get(far_key(f)) for f in fars]
         table.add_row(
