@@ -81,3 +81,14 @@ def test_align_json(tmp_path, make_image) -> None:
                  "-q", "--json"])
     assert (doc["images"], doc["faces"], doc["no_face"]) == (1, 1, 0)
     assert doc["faces_csv"] == str(tmp_path / "out" / "faces.csv")
+
+
+def test_summaries_are_plural_aware(tmp_path, make_image) -> None:
+    from fqtool.cli.console import plural
+
+    assert (plural(1, "image"), plural(2, "image"), plural(1, "identity", "identities"),
+            plural(3, "identity", "identities")) == ("1 image", "2 images", "1 identity", "3 identities")
+    (tmp_path / "one" / "p").mkdir(parents=True)
+    (tmp_path / "one" / "p" / "a.jpg").write_bytes(make_image())
+    result = runner.invoke(app, ["make-list", str(tmp_path / "one"), "-o", str(tmp_path / "l.txt")])
+    assert result.exit_code == 0 and "listed 1 image of 1 identity;" in result.stdout
