@@ -10,7 +10,7 @@ err_console = Console(stderr=True)
 
 def plural(count: int, word: str, many: str | None = None) -> str:
     """``1 image``, ``2 images`` (``many`` for irregular plurals: ``plural(n, "identity", "identities")``)."""
-    return f"{count:,} {word if count == 1 else many or word + 's'}"
+    return f"{count} {word if count == 1 else many or word + 's'}"
 
 
 def warn(message: str) -> None:
