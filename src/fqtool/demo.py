@@ -482,7 +482,8 @@ def _guide(n: dict) -> list[str]:
         "- **Quality per degradation level**: the clean training images (green) should sit to the right and "
         "each stronger band further left; overlapping colours are images whose degradation did not hurt.",
         "- **Lowest and highest scored images**: the top row should be mostly heavily degraded faces, the "
-        "bottom row clean ones; the label under each image is its true degradation.",
+        "bottom row clean ones; under each image its raw quality, that value on the 0-100 scale (which "
+        "saturates at the ends, where the raw value still ranks) and its true degradation.",
         "- **ERC**: rejecting low-quality pairs should lower the FNMR; the ground truth (what a perfect "
         "quality measure of these degradations would do) falls well below the flat random line, and the "
         "model's quality should fall between them, the closer to the ground truth the better.",
