@@ -13,7 +13,8 @@ from fqtool.demo import Step, erc_aucs, impostor_note, run_demo
 
 
 def _announce(index: int, total: int, step: Step) -> None:
-    console.rule(f"[bold]{index}/{total} {step.name}[/]: {step.what}")
+    console.rule(f"[bold]{index}/{total} {step.name}[/]")  # the description wraps below, never clipped
+    console.print(step.what, highlight=False)
     console.print(f"$ {step.command_line}", style="cyan", highlight=False, soft_wrap=True)
 
 
