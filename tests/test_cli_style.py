@@ -122,5 +122,5 @@ def test_no_weights_error_names_the_demo_and_its_time(tmp_path, monkeypatch) -> 
     (tmp_path / "a.jpg").write_bytes(b"")
     result = runner.invoke(app, ["score", str(tmp_path / "a.jpg")], env={"FQTOOL_WEIGHTS": ""})
     assert result.exit_code == 2
-    assert "fqtool demo --quick" in result.stderr and "about 1 minute" in result.stderr
+    assert "fqtool demo --quick" in result.stderr and "about 30 s" in result.stderr
     assert "in a minute" not in result.stderr

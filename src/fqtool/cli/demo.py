@@ -27,14 +27,14 @@ def command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for data, model and report.")] = Path(
         "fqtool-demo"
     ),
-    quick: Annotated[bool, typer.Option("--quick", help="Small and short (~1 minute).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Small and short (~30 s on 2 CPU cores; no CR-FIQA).")] = False,
     seed: Seed = 0,
 ) -> None:
     """Run the whole pipeline on synthetic faces: synth → convert-rec → make-list → train-magface →
     train-crfiqa → verify → score → erc-curve → export, then write OUTPUT/report.md (and report.json)
     with the numbers, the plots and each step's time.
 
-    Needs no download and no GPU: about 2½ minutes on 2 CPU cores (--quick: about 1, without CR-FIQA).
+    Needs no download and no GPU: about 2½ minutes on 2 CPU cores (--quick: about 30 s, no CR-FIQA).
     Each step prints the real command it ran and then its time.
     """
     result = run_demo(output, quick=quick, seed=seed, on_step=_announce, on_done=_done)
