@@ -18,27 +18,29 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from fqtool import __version__
+from fqtool._version import __version__
 from fqtool.cli.console import err_console, warn
-from fqtool.errors import FqtoolError
+from fqtool.errors import FqtoolError, FqtoolWarning
+from fqtool.train.recipe_spec import RECIPES
 
-#: (command name, module path); the module defines ``command``.
+#: The module of the ``train-*`` commands: one per recipe of ``fqtool.train.recipe_spec.RECIPES``.
+_TRAINING = "fqtool.cli.train_options"
+
+#: (command name, module path); the module defines ``command`` (the training module: ``commands[name]``).
 COMMANDS: list[tuple[str, str]] = [
     ("demo", "fqtool.cli.demo"),
     ("convert-rec", "fqtool.cli.convert_rec"),
     ("make-list", "fqtool.cli.make_list"),
     ("make-pairs", "fqtool.cli.make_pairs"),
     ("synth", "fqtool.cli.synth"),
-    ("train-feature", "fqtool.cli.train_feature"),
-    ("train-quality", "fqtool.cli.train_quality"),
-    ("train-magface", "fqtool.cli.train_magface"),
-    ("train-crfiqa", "fqtool.cli.train_crfiqa"),
+    *[(spec.command, _TRAINING) for spec in RECIPES.values()],
     ("align", "fqtool.cli.align"),
     ("score", "fqtool.cli.score"),
     ("verify", "fqtool.cli.verify"),
     ("erc-curve", "fqtool.cli.erc_curve"),
     ("export", "fqtool.cli.export"),
     ("convert-weights", "fqtool.cli.convert_weights"),
+    ("calibrate", "fqtool.cli.calibrate"),
     ("models", "fqtool.cli.models"),
 ]
 
@@ -57,10 +59,14 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Python warnings (PIL's Corrupt EXIF and DecompressionBombWarning, numpy's RuntimeWarning, …) in
-    fqtool's one-line style instead of Python's two lines with a source path."""
+    """Every Python warning as one line in fqtool's style: fqtool's own as they are, others (PIL's Corrupt
+    EXIF and DecompressionBombWarning, numpy's RuntimeWarning, …) with their category instead of
+    Python's two lines with a source path."""
     text = " ".join(str(message).split())
-    warn(f"{text} ({category.__name__})" if category is not UserWarning else text)
+    if issubclass(category, FqtoolWarning) or category is UserWarning:
+        warn(text)
+    else:
+        warn(f"{text} ({category.__name__})")
 
 
 def one_line_usage_error(exc: Any) -> None:
@@ -187,7 +193,8 @@ def _help_text(doc: str | None) -> str | None:
 def _register_commands() -> None:
     for name, module_path in COMMANDS:
         module = importlib.import_module(module_path)
-        app.command(name, help=_help_text(module.command.__doc__))(module.command)
+        command = module.commands[name] if module_path == _TRAINING else module.command
+        app.command(name, help=_help_text(command.__doc__))(command)
 
 
 _register_commands()

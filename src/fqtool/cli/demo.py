@@ -27,7 +27,9 @@ def command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for data, model and report.")] = Path(
         "fqtool-demo"
     ),
-    quick: Annotated[bool, typer.Option("--quick", help="Small and short (~30 s on 2 CPU cores; no CR-FIQA).")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Small and short (~30 s on 2 CPU cores; no CR-FIQA).")
+    ] = False,
     seed: Seed = 0,
 ) -> None:
     """Run the whole pipeline on synthetic faces: synth → convert-rec → make-list → train-magface →

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fqtool.cli.console import console, err_console, plural
+from fqtool.cli.console import console, plural, warn
 from fqtool.cli.jsonout import JsonFlag, emit_json
 from fqtool.cli.options import ListFormat, Output, Quiet, check_output_file
 from fqtool.cli.progress import progress_bar
@@ -43,11 +43,10 @@ def command(
     else:
         result = make_list(root, fmt=fmt.value, min_images=min_images, absolute=not relative, output=output)
     for note in result.notes:
-        err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        warn(note)
     if result.bad_images:
         shown = ", ".join(result.bad_images[:5]) + (", …" if len(result.bad_images) > 5 else "")
-        err_console.print(f"[yellow]warning:[/] left out {len(result.bad_images)} unreadable images: {shown}",
-                          highlight=False, soft_wrap=True)
+        warn(f"left out {len(result.bad_images)} unreadable images: {shown}")
     if json_out:
         emit_json({"list": result.list_path, "classes": result.classes_path, "images": result.num_images,
                    "identities": result.num_classes, "skipped_identities": result.skipped_classes,

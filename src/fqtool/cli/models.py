@@ -16,6 +16,7 @@ _FAMILY_FILES = {
     "eqface": "backbone.pth (module.input_layer… IR names) + --quality-weights quality.pth",
     "crfiqa": "iResNet keys + qs.weight/qs.bias (the regressor is the quality head)",
     "fqtool": ".safetensors with metadata (backbone.*, quality_head.*)",
+    "facenet": "ONNX from FaceNet-style pipelines (MTCNN crops at 160): --preprocess facenet",
 }
 
 
@@ -29,7 +30,9 @@ def describe_preprocess(preprocess) -> str:
     else:
         formula = f"(x-{list(preprocess.mean)}*255)/({list(preprocess.std)}*255)"
     size = "" if tuple(preprocess.size) == (112, 112) else f" {preprocess.size[0]}x{preprocess.size[1]}"
-    return f"{preprocess.color} {formula}{size}"
+    margin = getattr(preprocess, "margin", None)
+    crop = f", loose crops +{margin:g}px" if margin is not None else ""
+    return f"{preprocess.color} {formula}{size}{crop}"
 
 
 def _params(name: str) -> tuple[str, str]:
@@ -57,23 +60,25 @@ def _models_doc(pattern: str, families: bool) -> dict:
         rows.append({"name": name, "aliases": aliases_of(name), "params": params,
                      "embedding_size": int(emb) if emb.isdigit() else None,
                      "input": describe_preprocess(spec.preprocess), "description": spec.description})
-    doc: dict = {"architectures": rows}
-    if families:
-        from fqtool.models.preprocess import FAMILY_PREPROCESS
+    from fqtool.models.preprocess import FAMILY_PREPROCESS, PRESET_ALIASES
 
-        doc["families"] = [
-            {"family": name, "input": describe_preprocess(p), "reads": _FAMILY_FILES.get(name, "")}
-            for name, p in FAMILY_PREPROCESS.items()
-        ]
-    return doc
+    presets = []
+    for name, preprocess in FAMILY_PREPROCESS.items():
+        entry = {"preset": name, "aliases": [a for a, t in PRESET_ALIASES.items() if t == name],
+                 "input": describe_preprocess(preprocess)}
+        presets.append({**entry, "reads": _FAMILY_FILES.get(name, "")} if families else entry)
+    return {"architectures": rows, "presets": presets}
 
 
 def command(
     pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'iresnet*'.")] = "*",
-    families: Annotated[bool, typer.Option("--families", help="Also list the checkpoint families.")] = False,
+    families: Annotated[
+        bool, typer.Option("--families", help="Also say which files each family reads.")
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """List the registered architectures: input preprocessing, parameters, embedding size, description."""
+    """List the registered architectures (input preprocessing, parameters, embedding size, description) and
+    the --preprocess presets."""
     from fqtool.models.registry import aliases_of, get_spec, list_models
 
     if json_out:
@@ -89,12 +94,20 @@ def command(
         table.add_row(name, " ".join(aliases_of(name)), params, emb, describe_preprocess(spec.preprocess),
                       spec.description)
     console.print(table)
-    if families:
-        from fqtool.models.preprocess import FAMILY_PREPROCESS
+    console.print(_presets_table(families))
 
-        fam = Table(title="checkpoint families (detected from keys)", title_justify="left")
-        for column in ("family", "input", "reads"):
-            fam.add_column(column, overflow="fold")
-        for name, preprocess in FAMILY_PREPROCESS.items():
-            fam.add_row(name, describe_preprocess(preprocess), _FAMILY_FILES.get(name, ""))
-        console.print(fam)
+
+def _presets_table(families: bool) -> Table:
+    """The ``--preprocess`` presets (the one family table); with ``families`` also what each file holds."""
+    from fqtool.models.preprocess import FAMILY_PREPROCESS, PRESET_ALIASES
+
+    title = "--preprocess presets" + (" and the checkpoint families detected from keys" if families else
+                                      " (--families: which files each family reads)")
+    table = Table(title=title, title_justify="left")
+    for column in ("preset", "alias", "input", *(("reads",) if families else ())):
+        table.add_column(column, overflow="fold")
+    for name, preprocess in FAMILY_PREPROCESS.items():
+        aliases = " ".join(a for a, target in PRESET_ALIASES.items() if target == name)
+        reads = (_FAMILY_FILES.get(name, ""),) if families else ()
+        table.add_row(name, aliases, describe_preprocess(preprocess), *reads)
+    return table

@@ -12,7 +12,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, err_console, warn
 from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
 from fqtool.cli.ijb_eval import IjbRun, ijb_table, report_ijb, split_features, split_targets
 from fqtool.cli.options import (
@@ -20,6 +20,7 @@ from fqtool.cli.options import (
     BatchSize,
     DetectorFile,
     Device,
+    PreprocessSpec,
     QualityWeights,
     Quiet,
     Weights,
@@ -134,6 +135,7 @@ def command(
     ] = None,
     weights: Weights = None,
     quality_weights: QualityWeights = None,
+    preprocess: PreprocessSpec = None,
     data_dir: DataDir = None,
     flip: Annotated[
         bool | None,
@@ -207,6 +209,7 @@ def command(
     protocols = list(dict.fromkeys(protocol or ["insightface"]))
     check_output_file(csv_path, "--csv")
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
+    opts.preprocess = preprocess
     opts.align, opts.detector = align, detector
     ijb_targets, bin_targets = split_targets(list(targets or []), data_dir)
     ijb_files, bin_files = split_features(list(features or []))
@@ -252,7 +255,7 @@ def command(
             flip=use_flip,
         )
         for note in res.warnings:
-            err_console.print(f"warning: {fs.name}: {note}", highlight=False, soft_wrap=True)
+            warn(f"{fs.name}: {note}")
         results.append(res)
     if ijb_results and not json_out:
         console.print(ijb_table(ijb_results))
