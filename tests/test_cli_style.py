@@ -83,7 +83,10 @@ def test_models_table_wraps_instead_of_clipping() -> None:
 
 
 def test_install_completion(tmp_path) -> None:
-    done = _run("--install-completion", "bash", HOME=str(tmp_path), SHELL="/bin/bash")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "PYTHONPATH": SRC,
+           "SHELL": "/bin/bash"}  # a clean environment: no parent shell to detect, the value decides
+    done = subprocess.run([sys.executable, "-m", "fqtool", "--install-completion=bash"], capture_output=True,
+                          text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "completion installed" in done.stdout
     assert "complete" in "".join(p.read_text() for p in (tmp_path / ".bash_completions").iterdir())

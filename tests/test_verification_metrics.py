@@ -73,3 +73,17 @@ def test_verify_table_fits_80_columns() -> None:
     text = console.export_text()
     assert "agedb_30" in text and "AUC" in text and "EER %" in text and "TAR@1e-4" in text
     assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_verify_csv_has_auc_and_eer_last(tmp_path) -> None:
+    import csv
+
+    from fqtool.cli.verify import _write_csv
+
+    rng = np.random.default_rng(0)
+    res = evaluate_verification(rng.normal(size=(40, 8)), np.arange(20) % 2 == 0, name="s")
+    _write_csv(tmp_path / "r.csv", [res], (1e-3,))
+    with open(tmp_path / "r.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert list(row)[-2:] == ["auc", "eer"]
+    assert float(row["auc"]) == pytest.approx(res.auc, abs=1e-6) and float(row["eer"]) == pytest.approx(res.eer)

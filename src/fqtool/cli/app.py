@@ -128,8 +128,7 @@ class _ErrorBoundary(TyperGroup):
     """
 
     def invoke(self, ctx: Any) -> Any:
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")  # each distinct warning once, as one fqtool line
+        with warnings.catch_warnings():  # Python's filters stay; what they let through is one line
             warnings.showwarning = _show_warning
             return self._invoke(ctx)
 

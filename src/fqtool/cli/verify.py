@@ -98,9 +98,8 @@ def _table(results: list[VerificationResult], fars: tuple[float, ...]) -> Table:
 
 
 def _write_csv(path: Path, results: list[VerificationResult], fars: tuple[float, ...]) -> None:
-    header = ["target", "protocol", "flip", "pairs", "accuracy", "accuracy_std", "auc", "eer", "threshold",
-              "xnorm"]
-    header += [f"tar_at_far_{far_key(f)}" for f in fars]
+    header = ["target", "protocol", "flip", "pairs", "accuracy", "accuracy_std", "threshold", "xnorm"]
+    header += [f"tar_at_far_{far_key(f)}" for f in fars] + ["auc", "eer"]  # new columns last
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -114,11 +113,11 @@ def _write_csv(path: Path, results: list[VerificationResult], fars: tuple[float,
                     r.num_pairs,
                     f"{r.accuracy:.6f}",
                     f"{r.accuracy_std:.6f}",
-                    "" if r.auc is None else f"{r.auc:.6f}",
-                    "" if r.eer is None else f"{r.eer:.6f}",
                     f"{r.threshold:.4f}",
                     "" if r.xnorm is None else f"{r.xnorm:.6f}",
                     *["" if t is None else f"{t:.6f}" for t in tars],
+                    "" if r.auc is None else f"{r.auc:.6f}",
+                    "" if r.eer is None else f"{r.eer:.6f}",
                 ]
             )
 
