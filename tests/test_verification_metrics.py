@@ -86,4 +86,5 @@ def test_verify_csv_has_auc_and_eer_last(tmp_path) -> None:
     with open(tmp_path / "r.csv", newline="") as handle:
         row = next(csv.DictReader(handle))
     assert list(row)[-2:] == ["auc", "eer"]
-    assert float(row["auc"]) == pytest.approx(res.auc, abs=1e-6) and float(row["eer"]) == pytest.approx(res.eer)
+    assert float(row["auc"]) == pytest.approx(res.auc, abs=1e-6)
+    assert float(row["eer"]) == pytest.approx(res.eer)
