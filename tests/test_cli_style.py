@@ -83,9 +83,10 @@ def test_models_table_wraps_instead_of_clipping() -> None:
 
 
 def test_install_completion(tmp_path) -> None:
+    # Typer's own switch for tests: the shell comes from the option's value, not from the parent process
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "PYTHONPATH": SRC,
-           "SHELL": "/bin/bash"}  # a clean environment: no parent shell to detect, the value decides
-    done = subprocess.run([sys.executable, "-m", "fqtool", "--install-completion=bash"], capture_output=True,
+           "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    done = subprocess.run([sys.executable, "-m", "fqtool", "--install-completion", "bash"], capture_output=True,
                           text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "completion installed" in done.stdout
