@@ -86,8 +86,8 @@ def test_install_completion(tmp_path) -> None:
     # Typer's own switch for tests: the shell comes from the option's value, not from the parent process
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "PYTHONPATH": SRC,
            "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
-    done = subprocess.run([sys.executable, "-m", "fqtool", "--install-completion", "bash"], capture_output=True,
-                          text=True, env=env, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "fqtool", "--install-completion", "bash"],
+                          capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "completion installed" in done.stdout
     assert "complete" in "".join(p.read_text() for p in (tmp_path / ".bash_completions").iterdir())
