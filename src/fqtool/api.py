@@ -38,14 +38,38 @@ __all__ = ["QualityModel", "load_model", "read_images", "verify"]
 # ----------------------------------------------------------------------------------------------- images
 
 
+# ----------------------------------------------------------------------------- input checks (h6, 25.13)
+
+
+def _batch_size(value: Any) -> int:
+    """A positive integer batch size, or the one-line error the CLI gives for the same input."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise FqtoolError(f"batch_size must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def _path_arg(value: Any, what: str) -> Any:
+    """A path argument: ``str``/``Path`` (or None); anything else is an FqtoolError, not a TypeError."""
+    if value is not None and not isinstance(value, str | Path):
+        raise FqtoolError(f"{what} must be a path (str or pathlib.Path), not {type(value).__name__}")
+    return value
+
+
+def _model_arg(model: Any) -> QualityModel:
+    if not isinstance(model, QualityModel):
+        raise FqtoolError(f"give a model from fqtool.load_model(...), not a {type(model).__name__} "
+                          f"({str(model)[:40]!r})")
+    return model
+
+
 def _from_file(path: Path) -> torch.Tensor:
-    from fqtool.data.decode import decode_image
+    from fqtool.data.decode import decode_image, read_image_file
 
     if not path.exists():
         raise FqtoolError("no such file", path)
     if not path.is_file():
         raise FqtoolError("is not an image file (give folders, list files and .rec to model.score)", path)
-    return decode_image(path.read_bytes(), str(path))
+    return decode_image(read_image_file(path), str(path))
 
 
 def _from_array(array: np.ndarray, what: str) -> torch.Tensor:
@@ -162,6 +186,7 @@ class QualityModel:
     def embed(self, images: Any, *, normalize: bool = False, flip: bool = False,
               batch_size: int = 64) -> np.ndarray:
         """Embeddings, ``N×D`` float32 (raw unless ``normalize``; ``flip`` adds the mirrored image's)."""
+        batch_size = _batch_size(batch_size)
         batch = read_images(images, self.size)
         out = embed_images(self.network, batch, device=self.device, batch_size=batch_size, flip=flip)
         emb = out.embeddings.astype(np.float32)
@@ -199,6 +224,7 @@ class QualityModel:
         ``on_progress(n)`` is called with the number of images each batch finished; ``progress=True``
         shows a progress bar on stderr instead.
         """
+        batch_size = _batch_size(batch_size)
         if _is_collection(images):
             dataset = self.open(images)
         elif hasattr(images, "name") and hasattr(images, "__getitem__"):
@@ -263,6 +289,7 @@ class QualityModel:
         meta: dict | None = None,
     ) -> FeatureSet:
         """Per-image features of a decoded verification set (``2P×3×H×W`` uint8 and P ``issame``)."""
+        batch_size = _batch_size(batch_size)
         return extract_features(
             self.network, images, issame, name=name, flip=flip, device=self.device,
             batch_size=batch_size, on_batch=on_batch, meta=meta,
@@ -316,7 +343,8 @@ def load_model(
     ``preprocess``: the model's input when the file does not say it (or says it wrong), as a
     :class:`~fqtool.models.preprocess.Preprocess` or a ``--preprocess`` SPEC (``"facenet"``,
     ``"size=160,mean=127.5,std=128,colour=bgr"``)."""
-    path = resolve_weights(weights)
+    path = resolve_weights(_path_arg(weights, "weights"))
+    _path_arg(quality_weights, "quality_weights")
     torch_device = device if isinstance(device, torch.device) else resolve_device(str(device))
     onnx_device = str(device) if path.suffix.lower() == ".onnx" else torch_device
     network = _open_network(path, quality_weights=quality_weights, arch=arch, device=onnx_device,
@@ -336,6 +364,7 @@ def verify(
     name found in ``data_dir`` / ``$FQTOOL_DATA`` (``lfw`` → ``lfw.bin``)."""
     from fqtool.eval.targets import decode_target
 
+    model, batch_size = _model_arg(model), _batch_size(batch_size)
     name, images, issame = decode_target(str(target), model.size, data_dir)
     features = model.features(images, issame, name=name, flip=flip, batch_size=batch_size)
     embeddings, norms = features.verification_inputs(flip)

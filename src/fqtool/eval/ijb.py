@@ -34,7 +34,6 @@ from fqtool.eval.erc import (
     area_under,
     erc_curve,
     erc_ideal,
-    load_quality_csv,
 )
 from fqtool.eval.verification import far_key, l2_normalize
 from fqtool.fsutil import atomic_path
@@ -124,17 +123,9 @@ def _meta_of(raw, path: Path) -> dict:
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of an ``.npz``; a ``.npy``, a damaged or a foreign file is a one-line FormatError."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise FormatError(f"not a features .npz ({exc})", path) from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise FormatError("is one array (.npy), not a features .npz written by --save-features", path)
-    try:
-        with loaded as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise FormatError(f"not a features .npz ({exc})", path) from None
+    from fqtool.eval.feature_checks import read_npz  # h6: bounded, checked reading (25.11)
+
+    return read_npz(path)
 
 
 def is_ijb_features(path: str | Path) -> bool:
@@ -195,6 +186,9 @@ def load_ijb_features(path: str | Path) -> IjbFeatures:
 
 
 def _validate(f: IjbFeatures, path: Path) -> None:
+    from fqtool.eval.feature_checks import validate_ijb_features  # h6: one validation place (25.2)
+
+    validate_ijb_features(f, path)
     n = len(f.embeddings)
     if f.embeddings.ndim != 2:
         raise FormatError(f"embeddings must be 2-D, got shape {f.embeddings.shape}", path)
@@ -212,33 +206,9 @@ def _validate(f: IjbFeatures, path: Path) -> None:
 def load_ijb_quality_csv(path: str | Path, images: np.ndarray) -> np.ndarray:
     """Per-image quality for an IJB set from a CSV with ``quality`` and ``index`` (0-based row of the image
     lists) or ``path`` (matched by file name, e.g. ``fqtool score`` over ``loose_crop/``)."""
-    import csv
+    from fqtool.eval.score_files import read_ijb_quality_csv  # h6: one reader policy (issue 25.7)
 
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            header = next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FqtoolError(f"cannot read scores ({exc})", path) from None
-    if "path" not in header or "index" in header:
-        return load_quality_csv(path, len(images))
-    row_of = {Path(str(name)).name: row for row, name in enumerate(images)}
-    values = np.full(len(images), np.nan)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        for line, row in enumerate(csv.DictReader(handle), start=2):
-            name = Path((row.get("path") or "").strip()).name
-            if name not in row_of:
-                raise FqtoolError(f"line {line}: image {name!r} is not in the IJB image list", path)
-            try:
-                values[row_of[name]] = float(row["quality"])
-            except (TypeError, ValueError, KeyError):
-                raise FqtoolError(f"line {line}: quality is not a number", path) from None
-    missing = np.flatnonzero(np.isnan(values))
-    if len(missing):
-        raise FqtoolError(
-            f"{len(missing)} of {len(images)} images have no quality (e.g. {images[missing[0]]})", path
-        )
-    return values
+    return read_ijb_quality_csv(path, images)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -439,6 +409,9 @@ def evaluate_ijb(f: IjbFeatures, pooling: Pooling, *, model: str = "", fars=IJB_
     labels = np.asarray(f.pair_label).astype(bool)
     genuine, impostor = int(labels.sum()), int((~labels).sum())
     warnings = []
+    from fqtool.eval.feature_checks import finite_warning  # h6: the .bin path's NaN warning (25.2)
+
+    warnings += [w for w in (finite_warning(f.embeddings),) if w]
     if genuine == 0 or impostor == 0:
         raise FqtoolError(f"{f.name}: TAR@FAR needs genuine and impostor pairs ({genuine} / {impostor})")
     fpr, tpr, _ = roc_curve(labels, scores)

@@ -76,9 +76,9 @@ def _load_chunk(path: Path, rows: int) -> dict[str, np.ndarray] | None:
             arrays = {key: data[key] for key in data.files}
     except Exception:  # noqa: BLE001 - any damage to a chunk means "embed it again"
         return None
-    if any(len(v) != rows for v in arrays.values()) or "embeddings" not in arrays:
-        return None
-    return arrays
+    from fqtool.eval.feature_checks import chunk_is_usable  # h6: NaN or odd chunks are redone (25.2)
+
+    return arrays if chunk_is_usable(arrays, rows) else None
 
 
 def _loader(dataset: IjbAlignedFaces, batch_size: int, workers: int, device: torch.device) -> DataLoader:
@@ -191,17 +191,12 @@ def embed_ijb(
     ranges = chunk_ranges(len(meta.images), chunk)
     if parts is not None:
         ensure_dir(parts)
-        _check_manifest(
-            parts,
-            {
-                "set": meta.name,
-                "images": len(meta.images),
-                "chunk": chunk,
-                "flip": flip,
-                "weights": info.get("weights"),
-                "arch": info.get("arch"),
-            },
-        )
+        from fqtool.eval.feature_checks import resume_key  # h6: keyed by the weights' content (25.1)
+
+        _check_manifest(parts, resume_key(
+            model, set=meta.name, images=len(meta.images), chunk=chunk, flip=flip, precision=precision,
+            arch=info.get("arch"), quality_method=info.get("quality_method"),
+        ))
     size = tuple(model.preprocess.size)
     done: dict[tuple[int, int], dict[str, np.ndarray]] = {}
     began = time.perf_counter()

@@ -187,7 +187,9 @@ def score_dataset(
 
     def batches() -> Iterator[torch.Tensor]:
         start = 0
-        for images, _labels, ok in _loader(dataset, batch_size, workers, device):
+        from fqtool.data.datasets import guarded_batches  # h6: shared-memory failures in one line (25.11)
+
+        for images, _labels, ok in guarded_batches(_loader(dataset, batch_size, workers, device)):
             ok_np = ok.numpy().astype(bool)
             index = np.arange(start, start + len(ok_np))
             start += len(ok_np)

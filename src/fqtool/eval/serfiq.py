@@ -58,9 +58,15 @@ def check_serfiq_model(model) -> None:
         )
 
 
+#: More stochastic passes than this only cost time and memory (the SER-FIQ paper uses m = 100).
+MAX_PASSES = 10_000
+
+
 def check_serfiq_options(passes: int, dropout: float) -> None:
     if passes < 2:
         raise FqtoolError(f"SER-FIQ needs at least 2 passes to compare embeddings, got {passes}")
+    if passes > MAX_PASSES:  # h6: options that allocate are bounded before allocating (issue 25.10)
+        raise FqtoolError(f"--serfiq-passes {passes} is too many (at most {MAX_PASSES}; the paper uses 100)")
     if not 0.0 < dropout < 1.0:
         raise FqtoolError(f"SER-FIQ dropout must be in (0, 1), got {dropout}")
 
