@@ -64,12 +64,13 @@ def test_result_carries_auc_eer_and_warns() -> None:
 def test_verify_table_fits_80_columns() -> None:
     from rich.console import Console
 
-    from fqtool.cli.verify import _table
+    from fqtool.cli.eval_options import rich_table
+    from fqtool.eval.results import PairResults
 
     rng = np.random.default_rng(0)
     res = evaluate_verification(rng.normal(size=(40, 8)), np.arange(20) % 2 == 0, name="agedb_30")
     console = Console(width=80, record=True)
-    console.print(_table([res], (1e-3, 1e-4)))
+    console.print(rich_table(PairResults([res], (1e-3, 1e-4)).table()))
     text = console.export_text()
     assert "agedb_30" in text and "AUC" in text and "EER %" in text and "TAR@1e-4" in text
     assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())
@@ -78,11 +79,11 @@ def test_verify_table_fits_80_columns() -> None:
 def test_verify_csv_has_auc_and_eer_last(tmp_path) -> None:
     import csv
 
-    from fqtool.cli.verify import _write_csv
+    from fqtool.eval.results import PairResults
 
     rng = np.random.default_rng(0)
     res = evaluate_verification(rng.normal(size=(40, 8)), np.arange(20) % 2 == 0, name="s")
-    _write_csv(tmp_path / "r.csv", [res], (1e-3,))
+    PairResults([res], (1e-3,)).write_csv(tmp_path / "r.csv")
     with open(tmp_path / "r.csv", newline="") as handle:
         row = next(csv.DictReader(handle))
     assert list(row)[-2:] == ["auc", "eer"]

@@ -15,7 +15,6 @@ a score depends on the seed and the image's position, not on the batch size or t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -23,13 +22,14 @@ import numpy as np
 import torch
 
 from fqtool.errors import FqtoolError
+from fqtool.quality_methods import SERFIQ_UNRELATED
 
 DEFAULT_PASSES = 100
 DEFAULT_DROPOUT = 0.5
 #: Mask elements (images × passes × features) generated and pushed through the head at once.
 CHUNK_ELEMENTS = 1 << 25
 #: Quality when the m embeddings are as far apart as orthogonal unit vectors: the 0 of the 0–100 scale.
-UNRELATED_QUALITY = 2.0 / (1.0 + math.exp(math.sqrt(2.0)))
+UNRELATED_QUALITY = SERFIQ_UNRELATED  # the quality-method table's 0 of the SER-FIQ scale
 
 
 @dataclass(frozen=True)

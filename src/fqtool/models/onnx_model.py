@@ -21,14 +21,9 @@ import torch.nn.functional as F
 
 from fqtool.errors import BadInputError, FormatError, FqtoolError, FqtoolWarning
 from fqtool.models._state import first_line
-from fqtool.models.face_model import (
-    HEAD_METHODS,
-    MODEL_QUALITY_METHODS,
-    ModelInfo,
-    QualityCalibration,
-    resolve_quality_method,
-)
+from fqtool.models.face_model import ModelInfo, QualityCalibration, resolve_quality_method
 from fqtool.models.preprocess import ARCFACE, Preprocess
+from fqtool.quality_methods import HEAD_METHODS, MODEL_METHODS
 from fqtool.runtime import resolve_device
 
 #: Graph input layouts recorded in the ``input_layout`` metadata of fqtool's exports.
@@ -146,8 +141,8 @@ class OnnxFaceModel:
         self.embedding_name = "embedding" if "embedding" in self._outputs else self._outputs[0]
         self.quality_name = "quality" if "quality" in self._outputs else None
         method = meta.get("quality_method", "norm")
-        if method not in MODEL_QUALITY_METHODS:
-            known = ", ".join(MODEL_QUALITY_METHODS)
+        if method not in MODEL_METHODS:
+            known = ", ".join(MODEL_METHODS)
             raise FormatError(f"damaged fqtool metadata (quality_method {method!r}; known: {known})",
                               self.path)
         self.graph_quality_method = method if self.quality_name else "norm"
