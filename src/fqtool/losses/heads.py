@@ -92,6 +92,21 @@ def check_labels(labels: Tensor, num_classes: int) -> None:
         )
 
 
+def cosine_matrix(x_hat: Tensor, weight: Tensor) -> Tensor:
+    """(B, C) cosines between unit embeddings and the normalised centres, in fp32 whatever the autocast.
+
+    Under bf16 autocast the product would land on a 2^-8 grid (logit steps of 0.25 at s = 64) before the
+    fp32 margins and CR-FIQA's targets. The clamp to [-1, 1] only removes rounding past ±1; it is done in
+    place without autograd (the matmul keeps its inputs, not its output), so no (B, C) copy is kept for
+    backward and the gradient passes straight through.
+    """
+    with torch.autocast(device_type=x_hat.device.type, enabled=False):
+        cos = F.linear(x_hat.float(), F.normalize(weight.float(), dim=1))
+    with torch.no_grad():
+        cos.clamp_(-1.0, 1.0)
+    return cos
+
+
 class ClassificationHead(nn.Module):
     """Class centres ``weight`` (num_local, E) ~ N(0, 0.01) + a margin + cross entropy.
 
@@ -140,9 +155,7 @@ class ClassificationHead(nn.Module):
         if self.training and self.sample_rate < 1.0:
             index, local_labels = sample_centres(local_labels, self.num_local, self.sample_rate)
             weight = weight[index]
-        x_hat = emb / norms.clamp(min=1e-12).unsqueeze(1)
-        # The (B, C) product may run under the caller's autocast; the margin and CE run in fp32.
-        cos = F.linear(x_hat, F.normalize(weight, dim=1)).float().clamp(-1.0, 1.0)
+        cos = cosine_matrix(emb / norms.clamp(min=1e-12).unsqueeze(1), weight)
 
         logits = self.margin(cos, local_labels, norms=norms, quality=q)
         loss_id, _ = distributed_cross_entropy(logits, local_labels, self.focal_gamma)
