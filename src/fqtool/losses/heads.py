@@ -138,11 +138,14 @@ class ClassificationHead(nn.Module):
         self.sample_rate, self.focal_gamma = float(sample_rate), float(focal_gamma)
         self.ddp_grad_scale = bool(ddp_grad_scale)
         self.weight = nn.Parameter(torch.normal(0.0, 0.01, (self.num_local, self.embedding_size)))
+        #: every rank's batch size when a trainer guarantees it (a fixed-size sampler): saves the per-step
+        #: collective and host syncs of :func:`gather_sizes`. None: uneven batches allowed, sizes gathered.
+        self.batch_per_rank: int | None = None
 
     # ---------------------------------------------------------------- forward
     def forward(self, embeddings: Tensor, labels: Tensor, quality: Tensor | None = None) -> HeadOutput:
         self._check_inputs(embeddings, labels, quality)
-        sizes = gather_sizes(embeddings.shape[0], embeddings.device)
+        sizes = self._batch_sizes(embeddings)
         scale = float(self.world_size) if self.ddp_grad_scale else 1.0
         local_norms = embeddings.detach().float().norm(dim=1)
         emb = all_gather_with_grad(embeddings.float(), sizes, scale)
@@ -174,6 +177,14 @@ class ClassificationHead(nn.Module):
             penalty_name=self.margin.penalty_name if extra is not None else "",
             stats={} if extra is None else {k: v.detach() for k, v in extra.stats.items()},
         )
+
+    def _batch_sizes(self, embeddings: Tensor) -> list[int]:
+        if self.batch_per_rank is None:
+            return gather_sizes(embeddings.shape[0], embeddings.device)
+        if embeddings.shape[0] != self.batch_per_rank:
+            raise RuntimeError(f"batch_per_rank is {self.batch_per_rank} but this rank's batch has "
+                               f"{embeddings.shape[0]} rows")
+        return [self.batch_per_rank] * self.world_size
 
     def _check_inputs(self, embeddings: Tensor, labels: Tensor, quality: Tensor | None) -> None:
         """Shape/dtype checks that cost no device sync (value ranges: :func:`check_labels`)."""
