@@ -100,7 +100,8 @@ def optimizer_state(optimizer: torch.optim.Optimizer, head_params: set[int], num
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, param in enumerate(params):
         if id(param) in head_params and index in state["state"]:
-            entry = state["state"][index]
+            # state_dict() shares each parameter's entry with the live optimiser: copy before replacing
+            entry = state["state"][index] = dict(state["state"][index])
             for key, value in list(entry.items()):
                 if torch.is_tensor(value) and value.dim() >= 1 and value.shape == param.shape:
                     full = _gather_rows(value, num_classes)
