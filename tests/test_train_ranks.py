@@ -4,7 +4,8 @@ One 2-process gloo job (CPU, with a timeout) runs three scenarios in a row, each
 
 * an inf in rank 1's Partial FC gradient under the (CPU) GradScaler: both ranks skip, replicas stay equal;
 * a 1-process state resumed by 2 ranks and back: head shards and momentum re-split and gathered exactly;
-* nodes that do not share a disk and hold states of different steps: every rank stops with one line.
+* nodes that do not share a disk and hold states of different steps: every rank stops with one line;
+* NaN BatchNorm statistics on rank 1 only: no rank writes the training state.
 """
 
 from __future__ import annotations
@@ -145,6 +146,20 @@ def _mismatch_job(env, base: Path, data: str) -> str:
     return "no error"
 
 
+def _save_job(env, base: Path, data: str) -> bool:
+    """Only rank 1's BatchNorm statistics are NaN (buffers are per rank): no rank may write the state."""
+    from fqtool.train.distributed import barrier
+
+    trainer = engine.Trainer(_config(data, base / "save", world=2, max_steps=1), env)
+    if env.rank == 1:
+        buffer = next(b for name, b in trainer.task.trainable.named_buffers() if "running_mean" in name)
+        buffer.fill_(float("nan"))
+    trainer.save()
+    barrier()
+    trainer.log.close()
+    return (base / "save" / "state" / "last.pt").exists()
+
+
 def _rank_main(rank: int, world: int, port: int, base: str, data: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
@@ -152,7 +167,8 @@ def _rank_main(rank: int, world: int, port: int, base: str, data: str) -> None:
     env = setup("cpu")
     out = {}
     try:
-        for name, job in (("skip", _skip_job), ("resume", _resume_job), ("mismatch", _mismatch_job)):
+        for name, job in (("skip", _skip_job), ("resume", _resume_job), ("mismatch", _mismatch_job),
+                          ("save", _save_job)):
             out[name] = job(env, Path(base), data)
             torch.save(out, Path(base) / f"rank{rank}.pt")  # what is done survives a later hang
     finally:
@@ -262,3 +278,10 @@ def test_nodes_holding_other_steps_stop_with_one_line(two_ranks) -> None:
         assert "rank 0 resumes from step 3" in message and "at step 2" in message, message
         assert "\n" not in message
     assert ranks[0]["mismatch"].startswith("rank 1: ")
+
+
+@pytest.mark.slow
+def test_a_nan_buffer_on_one_rank_keeps_every_rank_from_saving(two_ranks) -> None:
+    _, ranks = two_ranks
+    _finished(ranks, "save")
+    assert ranks[0]["save"] is False and ranks[1]["save"] is False
