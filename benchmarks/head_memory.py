@@ -28,7 +28,8 @@ def saved_tensor_bytes(fn) -> tuple[int, list[tuple[int, ...]], object]:
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        seen.setdefault(storage.data_ptr(), (storage.nbytes(), tuple(t.shape)))
+        shape = tuple(t.shape) if t.is_contiguous() else ("view", *t.shape)  # e.g. Wᵀ of the matmul
+        seen.setdefault(storage.data_ptr(), (storage.nbytes(), shape))
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -61,13 +62,14 @@ def measure(kind: str, num_classes: int, batch: int, embedding: int = 512) -> di
     def forward():
         return head(emb, labels, quality).loss
 
-    saved, shapes, _ = saved_tensor_bytes(forward)
-    matrices = sum(1 for s in shapes if len(s) == 2 and s[0] == batch and s[1] == num_classes)
-
     def step():
         forward().backward()
 
-    peak = peak_rss_growth(step)
+    peak = peak_rss_growth(step)  # first: an earlier forward would already have raised the peak
+    head.zero_grad(set_to_none=True)
+    emb.grad = None
+    saved, shapes, _ = saved_tensor_bytes(forward)
+    matrices = sum(1 for s in shapes if s == (batch, num_classes))
     bc = batch * num_classes * 4
     return {"kind": kind, "classes": num_classes, "batch": batch, "BxC_MB": round(bc / 1e6, 1),
             "saved_MB": round(saved / 1e6, 1), "saved_BxC": matrices, "peak_MB": round(peak / 1e6, 1),
