@@ -76,8 +76,10 @@ def test_template_sizes_follow_insightface() -> None:
     expected_256 = TEMPLATE_112 * 2.0
     expected_256[:, 0] += 16.0
     np.testing.assert_allclose(template(256), expected_256, rtol=1e-6)
-    with pytest.raises(FqtoolError, match="multiple of 112 or 128"):
-        template(100)
+    np.testing.assert_allclose(template(160), TEMPLATE_112 * (160 / 112), rtol=1e-6)  # other sizes: scaled
+    for bad in (0, 8, 5000):
+        with pytest.raises(FqtoolError, match=f"--size {bad}: use a crop side between 16 and"):
+            template(bad)
 
 
 @pytest.mark.parametrize(("seed", "low", "high"), [(0, -20, 140), (1, -20, 140), (2, 10, 60), (3, 400, 900),

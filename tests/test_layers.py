@@ -15,10 +15,10 @@ import fqtool
 PACKAGE_DIR = Path(fqtool.__file__).parent
 
 #: Rank of each top-level part of ``fqtool``; a module may import only parts of a lower rank.
-#: ``fqtool`` itself is the package root (``__init__.py``: the version and, loaded lazily on first use
-#: (PEP 562), the Python API's names: see ROOT_LAZY).
+#: ``fqtool`` itself is the package root (``__init__.py``: loaded lazily on first use (PEP 562), the
+#: version and the Python API's names: see ROOT_LAZY). docs/dev/architecture.md shows the same table.
 LAYERS: dict[str, int] = {
-    "fqtool": 0, "errors": 0, "fsutil": 0, "runtime": 0,
+    "fqtool": 0, "errors": 0, "fsutil": 0, "runtime": 0, "_version": 0,
     "data": 1, "losses": 1,
     "models": 2,
     "eval": 3, "export": 3, "align": 3,
@@ -38,9 +38,10 @@ SIDEWAYS: set[tuple[str, str]] = {
     ("demo", "cli"),
 }
 
-#: What the package root may name: ``fqtool.load_model`` etc. come from ``fqtool.api`` on first attribute
-#: access, so ``import fqtool`` (and every module's ``from fqtool import __version__``) stays light.
-ROOT_LAZY: set[str] = {"fqtool.api"}
+#: What the package root may name: ``fqtool.load_model`` etc. come from ``fqtool.api`` and
+#: ``fqtool.__version__`` from ``fqtool._version`` on first attribute access, so ``import fqtool`` stays
+#: light.
+ROOT_LAZY: set[str] = {"fqtool.api", "fqtool._version"}
 
 _MODULE_PATH = re.compile(r"fqtool(\.[A-Za-z_]\w*)+")
 
@@ -180,3 +181,41 @@ def test_the_checker_sees_upward_deferred_and_string_imports(tmp_path: Path, mon
         "fqtool.train.engine", "fqtool.cli.score", "fqtool.cli.score"
     ]
     assert "has no place in LAYERS" in layer_violations(root / "gadgets" / "thing.py")[0]
+
+
+ARCHITECTURE_DOC = Path(__file__).resolve().parents[1] / "docs" / "dev" / "architecture.md"
+
+
+def doc_layers(text: str) -> dict[str, int]:
+    """``package → rank`` from the layer table of the architecture doc (``the package root`` = ``fqtool``)."""
+    table: dict[str, int] = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].isdigit():
+            continue
+        names = re.findall(r"`([^`]+)`", cells[1]) + (["fqtool"] if "package root" in cells[1] else [])
+        for name in names:
+            assert name not in table, f"{name} is in two rows of the layer table"
+            table[name] = int(cells[0])
+    return table
+
+
+def packages() -> set[str]:
+    """The top-level parts of ``src/fqtool``: modules, sub-packages and the root itself."""
+    modules = {p.stem for p in PACKAGE_DIR.glob("*.py") if p.name != "__init__.py"}
+    folders = {p.parent.name for p in PACKAGE_DIR.glob("*/__init__.py")}
+    return modules | folders | {"fqtool"}
+
+
+def test_architecture_doc_table_matches_the_packages() -> None:
+    """Every package of src/fqtool appears in the doc with the rank this test enforces, and nothing else."""
+    assert doc_layers(ARCHITECTURE_DOC.read_text(encoding="utf-8")) == LAYERS
+    assert set(LAYERS) == packages()
+
+
+def test_doc_table_reader_sees_a_wrong_rank_and_a_missing_package() -> None:
+    text = ARCHITECTURE_DOC.read_text(encoding="utf-8")
+    wrong = text.replace("| 4 | `train` |", "| 3 | `train` |")
+    assert doc_layers(wrong)["train"] == 3
+    missing = text.replace("`cli`, `demo` |", "`cli` |")
+    assert "demo" not in doc_layers(missing) and "demo" in doc_layers(text)

@@ -10,12 +10,13 @@ import pytest
 
 from fqtool.errors import FqtoolError
 from fqtool.losses import HEAD_KINDS, LOSSES, build_head
-from fqtool.train.config import RECIPE_LOSSES, resolve_config
+from fqtool.train.config import resolve_config
+from fqtool.train.recipe_spec import RECIPES
 from fqtool.train.recipes import make_head
 
 
 def _recipe_of(loss: str) -> str:
-    return next(recipe for recipe, losses in RECIPE_LOSSES.items() if loss in losses)
+    return next(name for name, spec in RECIPES.items() if loss in spec.losses)
 
 
 def _margin_settings(margin, names) -> dict:
@@ -24,7 +25,7 @@ def _margin_settings(margin, names) -> dict:
 
 def test_every_registered_loss_is_buildable_and_has_a_recipe() -> None:
     assert tuple(LOSSES) == HEAD_KINDS
-    assert {loss for losses in RECIPE_LOSSES.values() for loss in losses} == set(LOSSES)
+    assert {loss for spec in RECIPES.values() for loss in spec.losses} == set(LOSSES)
 
 
 @pytest.mark.parametrize("loss", list(LOSSES))

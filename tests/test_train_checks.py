@@ -20,8 +20,9 @@ from fqtool.losses import HEAD_KINDS
 from fqtool.models import list_models
 from fqtool.train import distributed as D
 from fqtool.train import engine
-from fqtool.train.config import RECIPE_LOSSES, RECIPES, resolve_config
+from fqtool.train.config import resolve_config
 from fqtool.train.engine import Trainer, train
+from fqtool.train.recipe_spec import RECIPES
 from fqtool.train.state import load_state
 
 STEP = {"arch": "iresnet_tiny", "batch_size": 4, "epochs": 1, "lr": 0.1, "workers": 0, "device": "cpu",
@@ -84,7 +85,7 @@ def test_every_registered_architecture_takes_a_training_step(tiny_rec, tmp_path,
 
 def _recipe_for(kind: str) -> str:
     """The training command that trains with ``kind`` (the first recipe listing it)."""
-    return next(recipe for recipe in RECIPES if kind in RECIPE_LOSSES[recipe])
+    return next(recipe for recipe, spec in RECIPES.items() if kind in spec.losses)
 
 
 @pytest.mark.slow
@@ -92,7 +93,7 @@ def _recipe_for(kind: str) -> str:
 def test_every_loss_kind_trains_through_the_cli(tiny_rec, tmp_path, kind) -> None:
     recipe = _recipe_for(kind)
     args = ["--weights", _stage1(tiny_rec, tmp_path)] if recipe == "quality" else []
-    if len(RECIPE_LOSSES[recipe]) > 1:
+    if len(RECIPES[recipe].losses) > 1:
         args += ["--loss", kind]
     _cli_ok(f"train-{recipe}", "--data", tiny_rec, "-o", tmp_path / "run", *CLI_FAST, *args)
     meta = load_file(str(tmp_path / "run" / "head.safetensors"))

@@ -77,7 +77,7 @@ def test_resume_continues_exactly(uninterrupted, synthetic_dataset, tmp_path) ->
 
 def _poison_after(monkeypatch, good_steps: int, bad_steps: int | None = None) -> None:
     """Make the loss NaN after ``good_steps`` steps (for ``bad_steps`` steps, or for ever)."""
-    original = recipes.RECIPE_TASKS["magface"]
+    original = recipes.magface_task
     calls = {"n": 0}
 
     def task(cfg, num_classes, device):
@@ -95,7 +95,7 @@ def _poison_after(monkeypatch, good_steps: int, bad_steps: int | None = None) ->
         built.forward = poisoned
         return built
 
-    monkeypatch.setitem(recipes.RECIPE_TASKS, "magface", task)
+    monkeypatch.setattr(recipes, "magface_task", task)
 
 
 def test_nan_loss_stops_after_k_bad_steps(monkeypatch, synthetic_dataset, tmp_path) -> None:

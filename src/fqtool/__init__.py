@@ -1,7 +1,7 @@
 """fqtool: face recognition training and label-free face image quality, in one CLI and a small Python API.
 
 ``import fqtool`` stays light (no torch): the Python API (:mod:`fqtool.api`) is loaded on first use of
-one of its names, e.g. ``fqtool.load_model``.
+one of its names, e.g. ``fqtool.load_model``; ``fqtool.__version__`` comes from :mod:`fqtool._version`.
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ import importlib
 import os as _os
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 # onnxruntime collects usage telemetry and, when HOME is read-only, prints a warning about it as soon as it
 # is imported. fqtool runs offline: telemetry is off unless the user sets ORT_DISABLE_TELEMETRY themselves.
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 #: Public names served lazily (PEP 562), each from the module that defines it.
 _LAZY_EXPORTS = {
+    "__version__": "fqtool._version",
     "load_model": "fqtool.api",
     "QualityModel": "fqtool.api",
     "read_images": "fqtool.api",
@@ -27,6 +26,7 @@ _LAZY_EXPORTS = {
 __all__ = ["QualityModel", "__version__", "load_model", "read_images", "verify"]
 
 if TYPE_CHECKING:
+    from fqtool._version import __version__
     from fqtool.api import QualityModel, load_model, read_images, verify
 
 

@@ -205,6 +205,38 @@ class QualityModel:
             method=method, keep_embeddings=keep_embeddings, on_progress=on_progress, **method_options,
         )
 
+    def calibrate(self, images: Any, *, percentiles: tuple[float, float] = (1.0, 99.0), method: str = "auto",
+                  output: str | Path | None = None, batch_size: int = 64, workers: int = 0,
+                  on_progress: Callable[[int], None] | None = None):
+        """Fit the 0-100 scale to ``images`` (a representative set: p1 → 0, p99 → 100 by default) and use it
+        from now on; with ``output``, also write it into a copy of the weights (``.safetensors``/``.onnx``).
+        Returns the :class:`~fqtool.eval.calibrate.CalibrationFit`."""
+        from fqtool.eval.calibrate import (
+            apply_calibration,
+            check_writable,
+            fit_model_calibration,
+            write_calibrated,
+        )
+
+        if output is not None:
+            if self.weights is None:
+                raise FqtoolError("this model was not opened from a file; there are no weights to copy")
+            check_writable(self.network, self.weights, Path(output))
+        if _is_collection(images):
+            dataset = self.open(images)
+        elif hasattr(images, "name") and hasattr(images, "__getitem__"):
+            dataset = images
+        else:
+            batch = read_images(images, self.size)
+            dataset = _InMemory(batch, _names(images, len(batch)))
+        fit = fit_model_calibration(self.network, dataset, low_pct=percentiles[0], high_pct=percentiles[1],
+                                    method=method, batch_size=batch_size, workers=workers, device=self.device,
+                                    on_progress=on_progress)
+        if output is not None:
+            write_calibrated(self.network, self.weights, Path(output), fit)
+        apply_calibration(self.network, fit)
+        return fit
+
     def set_quality_method(self, method: str) -> None:
         """Make ``auto`` mean ``norm``, ``head`` or ``crfiqa`` from now on (``head``: whichever head the
         model has)."""
@@ -245,14 +277,19 @@ def load_model(
     device: str | torch.device = "auto",
     *,
     arch: str | None = None,
+    preprocess: Any = None,
 ) -> QualityModel:
     """Open any weights fqtool reads (fqtool ``.safetensors``, MagFace / arcface_torch / EQFace / CR-FIQA
     ``.pth``, exported ``.onnx``); ``weights=None`` reads ``$FQTOOL_WEIGHTS``. ``device``: auto, cpu,
-    cuda or cuda:N. ``quality_weights`` adds EQFace's ``quality.pth`` head to an EQFace backbone."""
+    cuda or cuda:N. ``quality_weights`` adds EQFace's ``quality.pth`` head to an EQFace backbone.
+    ``preprocess``: the model's input when the file does not say it (or says it wrong), as a
+    :class:`~fqtool.models.preprocess.Preprocess` or a ``--preprocess`` SPEC (``"facenet"``,
+    ``"size=160,mean=127.5,std=128,colour=bgr"``)."""
     path = resolve_weights(weights)
     torch_device = device if isinstance(device, torch.device) else resolve_device(str(device))
     onnx_device = str(device) if path.suffix.lower() == ".onnx" else torch_device
-    network = _open_network(path, quality_weights=quality_weights, arch=arch, device=onnx_device)
+    network = _open_network(path, quality_weights=quality_weights, arch=arch, device=onnx_device,
+                            preprocess=preprocess)
     return QualityModel(network, device=torch_device, weights=path)
 
 

@@ -38,3 +38,7 @@ class CheckpointError(BadInputError):
 
 class OutputError(FqtoolError):
     """An output location that cannot be written."""
+
+
+class FqtoolWarning(UserWarning):
+    """Something the user should know that does not stop the work; the CLI prints it as one line."""

@@ -33,8 +33,11 @@ def aligned_dataset(
     detector: str | Path | None = None,
     workers: int = 2,
     on_progress: Callable[[int], None] | None = None,
+    margin: float | None = None,
 ) -> tuple[AlignedCrops, AlignResult]:
-    """Align ``input_path`` into ``workdir`` (largest face per image); the crops as a dataset + the run."""
-    options = AlignOptions(size=size, workers=max(1, workers), detector=str(detector) if detector else None)
+    """Align ``input_path`` into ``workdir`` (largest face per image); the crops as a dataset + the run.
+    ``margin``: loose crops (box + margin) instead of aligned ones, for models trained on those."""
+    options = AlignOptions(size=size, workers=max(1, workers), detector=str(detector) if detector else None,
+                           margin=margin)
     result = align_input(input_path, workdir, options, on_progress=on_progress)
     return AlignedCrops(input_path, workdir, result, size), result

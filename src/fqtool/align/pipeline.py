@@ -27,7 +27,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from fqtool.align.detectors import Detections, FaceDetector, load_detector
 from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, read_landmarks
 from fqtool.data.decode import IMAGE_EXTENSIONS
-from fqtool.data.warp import TEMPLATE_112, norm_crop, template, umeyama, warp_affine_fast
+from fqtool.data.warp import (
+    MAX_SIZE,
+    TEMPLATE_112,
+    loose_crop,
+    norm_crop,
+    template,
+    umeyama,
+    warp_affine_fast,
+)
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.fsutil import atomic_open, atomic_path, ensure_dir
 
@@ -76,9 +84,13 @@ class AlignOptions:
     detector: str | None = None
     landmarks: str | None = None
     refine: bool = True
+    #: Loose crops (box + this many pixels, not rotated) instead of the five-point template (``None``).
+    margin: float | None = None
 
     def check(self) -> None:
-        template(self.size)  # refuses sizes the template cannot be scaled to
+        template(self.size)  # refuses sizes no crop should have
+        if self.margin is not None and not (0.0 <= self.margin <= 4 * MAX_SIZE):
+            raise FqtoolError(f"--margin {self.margin:g}: use 0 to {4 * MAX_SIZE} pixels")
         if self.faces not in FACE_POLICIES:
             raise FqtoolError(f"--faces {self.faces!r}: use {', '.join(FACE_POLICIES)}")
         if self.fmt not in FORMATS:
@@ -97,6 +109,8 @@ class AlignOptions:
         key.pop("workers")
         if key["upscale"] == 1.0:
             key.pop("upscale")  # runs journalled before --upscale existed still resume
+        if key["margin"] is None:
+            key.pop("margin")  # the same for --margin
         return key
 
 
@@ -292,9 +306,12 @@ class Aligner:
 
     def crops(self, image: np.ndarray, name: str = "") -> tuple[Detections, list[np.ndarray]]:
         found = self.faces(image, name)
+        size, margin = self.options.size, self.options.margin
+        if margin is not None:  # loose crops need only the box
+            return found, [loose_crop(image, box, margin, size) for box in found.boxes]
         if self.options.refine and self.given is None and len(found):
             found.landmarks = np.stack([self.refined(image, lm) for lm in found.landmarks])
-        return found, [norm_crop(image, lm, self.options.size) for lm in found.landmarks]
+        return found, [norm_crop(image, lm, size) for lm in found.landmarks]
 
     def refined(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """Landmarks detected again on the face brought upright at 1.5× template size with context around.
@@ -561,9 +578,10 @@ def align_images(
 
 
 def crop_size_for(model_size: Sequence[int]) -> int:
-    """The crop size to align to for a model input (H, W): its side when square and a template size."""
+    """The crop size to align to for a model input (H, W): its side when square (the template scaled to
+    it, so a 160×160 model gets 160×160 crops, not 112 ones stretched), else 112 (then resized)."""
     height, width = (int(v) for v in model_size)
-    if height == width and (height % 112 == 0 or height % 128 == 0):
+    if height == width and 16 <= height <= MAX_SIZE:
         return height
     return 112
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, warn
 from fqtool.cli.options import DetectorFile, Quiet
 from fqtool.cli.progress import progress_bar
 
@@ -27,8 +27,7 @@ class CropFormat(StrEnum):
 def _report(result) -> None:
     if result.unreadable:
         shown = ", ".join(s for s, _ in result.unreadable[:5]) + (", …" if len(result.unreadable) > 5 else "")
-        err_console.print(f"[yellow]warning:[/] {len(result.unreadable)} files could not be read "
-                          f"(listed in unreadable.txt): {shown}", highlight=False, soft_wrap=True)
+        warn(f"{len(result.unreadable)} files could not be read (listed in unreadable.txt): {shown}")
     resumed = f" ({result.resumed} kept from an interrupted run)" if result.resumed else ""
     console.print(
         f"aligned {len(result.faces)} faces from {result.images} images{resumed} with {result.detector}; "
@@ -50,8 +49,15 @@ def command(
                      "'name x1 y1 … x5 y5' and an optional score (insightface/IJB), or a CSV like faces.csv.",
                      show_default=False),
     ] = None,
-    size: Annotated[int, typer.Option("--size", help="Crop size: a multiple of 112 or 128 (insightface's "
-                                      "template rules).")] = 112,
+    size: Annotated[int, typer.Option(
+        "--size", help="Crop side in pixels (16-1024): the five-point template scaled to it (multiples of "
+        "128 follow insightface's 128 rule), e.g. 160 for FaceNet-style models.")] = 112,
+    margin: Annotated[
+        float | None,
+        typer.Option("--margin", min=0.0, help="Loose crops instead of aligned ones: the detector box plus "
+                     "this many pixels (half each side), resized to --size, as MTCNN/FaceNet pipelines cut "
+                     "(e.g. --size 160 --margin 32).", show_default=False),
+    ] = None,
     faces: Annotated[FacePolicy, typer.Option("--faces", help="Which faces per image: the largest, the best "
                                               "scored, or all.")] = FacePolicy.largest,
     min_size: Annotated[float, typer.Option("--min-size", min=0, help="Ignore faces whose box is smaller "
@@ -75,7 +81,9 @@ def command(
                                          "(threads).")] = 2,
     quiet: Quiet = False,
 ) -> None:
-    """Detect faces in photos and align them to 112×112 (insightface's five-point template).
+    """Detect faces in photos and align them to 112×112 (insightface's five-point template), or --size.
+
+    --margin cuts loose crops (box + margin, not rotated) instead, for models trained on MTCNN-style crops.
 
     Writes one crop per face into OUTPUT (same sub-folders as INPUT), faces.csv (source, face, out, score,
     box, five landmarks) and no_face.txt. An interrupted run resumes where it stopped.
@@ -84,7 +92,7 @@ def command(
 
     options = AlignOptions(
         size=size, faces=faces.value, min_size=min_size, threshold=threshold, max_side=max_side,
-        upscale=upscale, fmt=fmt.value, workers=workers, refine=refine,
+        upscale=upscale, fmt=fmt.value, workers=workers, refine=refine, margin=margin,
         detector=str(detector) if detector else None, landmarks=str(landmarks) if landmarks else None,
     )
     with progress_bar("align", None, quiet=quiet) as advance:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fqtool.cli.console import err_console
+from fqtool.cli.console import warn
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import BadInputError, FqtoolError
 
@@ -12,11 +12,11 @@ from fqtool.errors import BadInputError, FqtoolError
 def _warn_missed(missed: list[str], total: int, what: str) -> None:
     if missed:
         names = ", ".join(missed[:5]) + (", …" if len(missed) > 5 else "")
-        err_console.print(f"[yellow]warning:[/] no face found in {len(missed)} of {total} images ({what}): "
-                          f"{names}", highlight=False, soft_wrap=True)
+        warn(f"no face found in {len(missed)} of {total} images ({what}): {names}")
 
 
-def aligned_input(input: Path, size: tuple, detector: Path | None, workers: int, quiet: bool):
+def aligned_input(input: Path, size: tuple, detector: Path | None, workers: int, quiet: bool,
+                  margin: float | None = None):
     """``score --align``: detect and align into a temporary folder, removed when the dataset is."""
     import tempfile
 
@@ -26,7 +26,7 @@ def aligned_input(input: Path, size: tuple, detector: Path | None, workers: int,
     workdir = tempfile.TemporaryDirectory(prefix="fqtool-align-")
     with progress_bar("align", None, quiet=quiet) as advance:
         dataset, aligned = aligned_dataset(input, workdir.name, crop_size_for(size), detector=detector,
-                                           workers=max(1, workers), on_progress=advance)
+                                           workers=max(1, workers), on_progress=advance, margin=margin)
     dataset.workdir = workdir  # TemporaryDirectory deletes the folder once the dataset is gone
     _warn_missed(aligned.no_face + [s for s, _ in aligned.unreadable], aligned.images, "not scored")
     if not len(dataset):
@@ -39,15 +39,18 @@ def warn_if_not_aligned(dataset, size: tuple) -> None:
     from fqtool.align.pipeline import first_off_size
 
     found = first_off_size(dataset, size)
-    if found is not None:
-        err_console.print(
-            f"[yellow]warning:[/] images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: "
-            "they are resized without face alignment; for photos use --align (or `fqtool align` first)",
-            highlight=False, soft_wrap=True,
-        )
+    if found is None:
+        return
+    if found[0] == found[1] and found[0] <= 256:  # square and small: crops aligned for another input size
+        advice = (f"they look like aligned crops for another model and are resized; re-align the photos "
+                  f"at this model's size (`fqtool align --size {size[0]}` or --align), or check --preprocess")
+    else:
+        advice = "they are resized without face alignment; for photos use --align (or `fqtool align` first)"
+    warn(f"images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: {advice}")
 
 
-def align_pair_images(images, size: tuple, detector: Path | None, name: str, quiet: bool):
+def align_pair_images(images, size: tuple, detector: Path | None, name: str, quiet: bool,
+                      margin: float | None = None):
     """``verify --align``: the pair images' largest faces aligned, as a uint8 N×3×H×W tensor."""
     import torch
 
@@ -55,7 +58,7 @@ def align_pair_images(images, size: tuple, detector: Path | None, name: str, qui
     from fqtool.data.decode import decode_image, resize_if_needed
 
     side = crop_size_for(size)
-    aligner = Aligner(AlignOptions(size=side, detector=str(detector) if detector else None))
+    aligner = Aligner(AlignOptions(size=side, detector=str(detector) if detector else None, margin=margin))
     with progress_bar(f"align {name}", len(images), quiet=quiet) as advance:
         crops, missed = align_images(images, side, aligner, on_progress=advance)
     _warn_missed([f"#{i}" for i in missed], len(images), f"{name}: used whole, resized")

@@ -11,33 +11,36 @@ import importlib
 import inspect
 import sys
 import traceback
+import warnings
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from fqtool import __version__
-from fqtool.cli.console import err_console
-from fqtool.errors import FqtoolError
+from fqtool._version import __version__
+from fqtool.cli.console import err_console, warn
+from fqtool.errors import FqtoolError, FqtoolWarning
+from fqtool.train.recipe_spec import RECIPES
 
-#: (command name, module path); the module defines ``command``.
+#: The module of the ``train-*`` commands: one per recipe of ``fqtool.train.recipe_spec.RECIPES``.
+_TRAINING = "fqtool.cli.train_options"
+
+#: (command name, module path); the module defines ``command`` (the training module: ``commands[name]``).
 COMMANDS: list[tuple[str, str]] = [
     ("demo", "fqtool.cli.demo"),
     ("convert-rec", "fqtool.cli.convert_rec"),
     ("make-list", "fqtool.cli.make_list"),
     ("make-pairs", "fqtool.cli.make_pairs"),
     ("synth", "fqtool.cli.synth"),
-    ("train-feature", "fqtool.cli.train_feature"),
-    ("train-quality", "fqtool.cli.train_quality"),
-    ("train-magface", "fqtool.cli.train_magface"),
-    ("train-crfiqa", "fqtool.cli.train_crfiqa"),
+    *[(spec.command, _TRAINING) for spec in RECIPES.values()],
     ("align", "fqtool.cli.align"),
     ("score", "fqtool.cli.score"),
     ("verify", "fqtool.cli.verify"),
     ("erc-curve", "fqtool.cli.erc_curve"),
     ("export", "fqtool.cli.export"),
     ("convert-weights", "fqtool.cli.convert_weights"),
+    ("calibrate", "fqtool.cli.calibrate"),
     ("models", "fqtool.cli.models"),
 ]
 
@@ -55,6 +58,14 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code) from None
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """fqtool's own warnings are one line in its style; others keep Python's format."""
+    if issubclass(category, FqtoolWarning):
+        warn(str(message))
+    else:
+        warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
+
+
 class _ErrorBoundary(TyperGroup):
     """Turns :class:`FqtoolError` (and a full or read-only disk) into one line on stderr and exit 2.
 
@@ -63,7 +74,9 @@ class _ErrorBoundary(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except FqtoolError as exc:
             _fail(str(exc), exc.exit_code)
         except OSError as exc:
@@ -121,7 +134,8 @@ def _help_text(doc: str | None) -> str | None:
 def _register_commands() -> None:
     for name, module_path in COMMANDS:
         module = importlib.import_module(module_path)
-        app.command(name, help=_help_text(module.command.__doc__))(module.command)
+        command = module.commands[name] if module_path == _TRAINING else module.command
+        app.command(name, help=_help_text(command.__doc__))(command)
 
 
 _register_commands()

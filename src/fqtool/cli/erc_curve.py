@@ -10,12 +10,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, err_console, warn
 from fqtool.cli.eval_options import DataDir, EmbedOptions, features_and_images, load_model_for_eval
 from fqtool.cli.ijb_eval import ijb_features_for_target, ijb_source
 from fqtool.cli.options import (
     BatchSize,
     Device,
+    PreprocessSpec,
     QualityWeights,
     Quiet,
     SerfiqDropout,
@@ -174,6 +175,7 @@ def command(
     ] = None,
     weights: Weights = None,
     quality_weights: QualityWeights = None,
+    preprocess: PreprocessSpec = None,
     features: Annotated[
         Path | None,
         typer.Option("--features", help="Use saved features (.npz) instead of a model.", show_default=False),
@@ -285,6 +287,7 @@ def command(
     from fqtool.eval.serfiq import SerfiqOptions
 
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
+    opts.preprocess = preprocess
     ijb = ijb_source(target, features, data_dir)
     if ijb is not None:
         if mode != "erc" or pair_quality != "min" or metric != "angular":
@@ -323,7 +326,7 @@ def command(
         pauc_limit=pauc_limit,
     )
     for note in report.warnings:
-        err_console.print(f"warning: {note}", highlight=False, soft_wrap=True)
+        warn(note)
     written = _write_outputs(report, output or Path(f"{fs.name}-{mode}"), fs.name)
     if json_out:
         typer.echo(json.dumps({"set": fs.name, "mode": mode, "summary": report.summary()}, indent=2))
@@ -391,7 +394,7 @@ class IjbErcRun:
             pauc_limit=pauc_limit,
         )
         for note in report.warnings:
-            err_console.print(f"warning: {note}", highlight=False, soft_wrap=True)
+            warn(note)
         written = _write_outputs(report, output or Path(f"{fs.name}-erc"), fs.name)
         if json_out:
             typer.echo(json.dumps({"set": fs.name, "mode": "erc", "summary": report.summary()}, indent=2))

@@ -38,13 +38,15 @@ class EmbedOptions:
     quiet: bool = False
     align: bool = False  # detect + align each image first (verify --align)
     detector: Path | None = None
+    preprocess: str | None = None  # --preprocess SPEC: overrides the file's preprocessing
 
 
 def load_model_for_eval(opts: EmbedOptions) -> tuple[QualityModel, Path]:
     """Resolve ``--weights`` / $FQTOOL_WEIGHTS and open the model on the device (the Python API's)."""
     from fqtool.api import load_model
 
-    model = load_model(opts.weights, quality_weights=opts.quality_weights, device=opts.device)
+    model = load_model(opts.weights, quality_weights=opts.quality_weights, device=opts.device,
+                       preprocess=opts.preprocess)
     return model, model.weights
 
 
@@ -62,7 +64,7 @@ def features_and_images(
     from fqtool.eval.targets import decode_target
 
     if opts.align:
-        name, images, issame = _aligned_target(target, model.size, opts)
+        name, images, issame = _aligned_target(target, model.size, opts, model.preprocess.margin)
     else:
         name, images, issame = decode_target(target, model.size, opts.data_dir, opts.workers)
     total = len(images) * (2 if flip else 1)
@@ -73,7 +75,7 @@ def features_and_images(
     return features, images
 
 
-def _aligned_target(target: str, size, opts: EmbedOptions):
+def _aligned_target(target: str, size, opts: EmbedOptions, margin: float | None = None):
     """``--align``: the pairs' images detected and aligned instead of resized."""
     import numpy as np
 
@@ -82,5 +84,5 @@ def _aligned_target(target: str, size, opts: EmbedOptions):
 
     name = target_name(target, resolve_target(target, opts.data_dir))
     vset = load_target(target, opts.data_dir)
-    images = align_pair_images(vset.images, tuple(size), opts.detector, name, opts.quiet)
+    images = align_pair_images(vset.images, tuple(size), opts.detector, name, opts.quiet, margin)
     return name, images, np.asarray(vset.issame)

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
-from fqtool.cli.options import Arch, Output, QualityWeights, check_output_file
+from fqtool.cli.options import Arch, ModelFile, Output, PreprocessSpec, QualityWeights, check_output_file
 from fqtool.errors import FqtoolError
 
 if TYPE_CHECKING:  # the export package imports torch, onnx and onnxruntime: only when the command runs
@@ -56,13 +56,26 @@ def _default_output(weights: Path) -> Path:
     return weights.with_suffix(".onnx")
 
 
+def _input(weights: Path | None, positional: Path | None) -> Path:
+    """``--weights FILE`` or FILE as the argument (an alias); both only when they agree."""
+    if weights is not None and positional is not None and weights != positional:
+        raise FqtoolError(f"two inputs given ({positional} and --weights {weights}); give one")
+    found = weights or positional
+    if found is None:
+        raise FqtoolError("give the weights to export: --weights FILE (or FILE as the argument)")
+    return found
+
+
 def command(
-    weights: Annotated[
-        Path,
+    source: Annotated[
+        Path | None,
         typer.Argument(
-            help="Weights to export (anything `load_model` opens except .onnx).", show_default=False
+            help="Weights to export (anything `load_model` opens except .onnx); the same as --weights.",
+            show_default=False,
         ),
-    ],
+    ] = None,
+    weights: ModelFile = None,
+    preprocess: PreprocessSpec = None,
     output: Output = None,
     quality_weights: QualityWeights = None,
     arch: Arch = None,
@@ -105,11 +118,12 @@ def command(
     from fqtool.fsutil import sha256_file
     from fqtool.models.loading import load_face_model
 
+    weights = _input(weights, source)
     output = output or _default_output(weights)
     check_output_file(output, "--output")
     model = load_face_model(
         weights, onnx_error="is already an ONNX model; nothing to export",
-        quality_weights=quality_weights, arch=arch, device="cpu",
+        quality_weights=quality_weights, arch=arch, device="cpu", preprocess=preprocess,
     )
     extra = {"quality_source_sha256": sha256_file(quality_weights)} if quality_weights else None
     try:

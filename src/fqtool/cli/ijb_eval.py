@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, err_console, warn
 from fqtool.cli.eval_options import EmbedOptions
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
@@ -161,7 +161,7 @@ class IjbRun:
                 notes += [f"{feats.name}: {note}" for note in res.warnings]
                 results.append(res)
         for note in dict.fromkeys(notes):
-            err_console.print(f"warning: {note}", highlight=False, soft_wrap=True)
+            warn(note)
         return results
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, warn
 from fqtool.cli.options import ListFormat, Output, Quiet, check_output_file
 from fqtool.cli.progress import progress_bar
 
@@ -41,11 +41,10 @@ def command(
     else:
         result = make_list(root, fmt=fmt.value, min_images=min_images, absolute=not relative, output=output)
     for note in result.notes:
-        err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        warn(note)
     if result.bad_images:
         shown = ", ".join(result.bad_images[:5]) + (", …" if len(result.bad_images) > 5 else "")
-        err_console.print(f"[yellow]warning:[/] left out {len(result.bad_images)} unreadable images: {shown}",
-                          highlight=False, soft_wrap=True)
+        warn(f"left out {len(result.bad_images)} unreadable images: {shown}")
     skipped = (f"; left out {result.skipped_classes} identities with < {min_images} images"
                if result.skipped_classes else "")
     classes = f" and {result.classes_path}" if result.classes_path else ""

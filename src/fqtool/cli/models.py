@@ -15,6 +15,7 @@ _FAMILY_FILES = {
     "eqface": "backbone.pth (module.input_layer… IR names) + --quality-weights quality.pth",
     "crfiqa": "iResNet keys + qs.weight/qs.bias (the regressor is the quality head)",
     "fqtool": ".safetensors with metadata (backbone.*, quality_head.*)",
+    "facenet": "ONNX from FaceNet-style pipelines (MTCNN crops at 160): --preprocess facenet",
 }
 
 
@@ -28,7 +29,9 @@ def describe_preprocess(preprocess) -> str:
     else:
         formula = f"(x-{list(preprocess.mean)}*255)/({list(preprocess.std)}*255)"
     size = "" if tuple(preprocess.size) == (112, 112) else f" {preprocess.size[0]}x{preprocess.size[1]}"
-    return f"{preprocess.color} {formula}{size}"
+    margin = getattr(preprocess, "margin", None)
+    crop = f", loose crops +{margin:g}px" if margin is not None else ""
+    return f"{preprocess.color} {formula}{size}{crop}"
 
 
 def _params(name: str) -> tuple[str, str]:
@@ -48,9 +51,12 @@ def _params(name: str) -> tuple[str, str]:
 
 def command(
     pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'iresnet*'.")] = "*",
-    families: Annotated[bool, typer.Option("--families", help="Also list the checkpoint families.")] = False,
+    families: Annotated[
+        bool, typer.Option("--families", help="Also say which files each family reads.")
+    ] = False,
 ) -> None:
-    """List the registered architectures: input preprocessing, parameters, embedding size, description."""
+    """List the registered architectures (input preprocessing, parameters, embedding size, description) and
+    the --preprocess presets."""
     from fqtool.models.registry import aliases_of, get_spec, list_models
 
     table = Table(title="architectures (--arch of train-*, score, export, convert-weights; aliases are "
@@ -63,12 +69,20 @@ def command(
         table.add_row(name, " ".join(aliases_of(name)), params, emb, describe_preprocess(spec.preprocess),
                       spec.description)
     console.print(table)
-    if families:
-        from fqtool.models.preprocess import FAMILY_PREPROCESS
+    console.print(_presets_table(families))
 
-        fam = Table(title="checkpoint families (detected from keys)", title_justify="left")
-        for column in ("family", "input", "reads"):
-            fam.add_column(column)
-        for name, preprocess in FAMILY_PREPROCESS.items():
-            fam.add_row(name, describe_preprocess(preprocess), _FAMILY_FILES.get(name, ""))
-        console.print(fam)
+
+def _presets_table(families: bool) -> Table:
+    """The ``--preprocess`` presets (the one family table); with ``families`` also what each file holds."""
+    from fqtool.models.preprocess import FAMILY_PREPROCESS, PRESET_ALIASES
+
+    title = "--preprocess presets" + (" and the checkpoint families detected from keys" if families else
+                                      " (--families: which files each family reads)")
+    table = Table(title=title, title_justify="left")
+    for column in ("preset", "alias", "input", *(("reads",) if families else ())):
+        table.add_column(column)
+    for name, preprocess in FAMILY_PREPROCESS.items():
+        aliases = " ".join(a for a, target in PRESET_ALIASES.items() if target == name)
+        reads = (_FAMILY_FILES.get(name, ""),) if families else ()
+        table.add_row(name, aliases, describe_preprocess(preprocess), *reads)
+    return table

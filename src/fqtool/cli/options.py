@@ -1,14 +1,71 @@
-"""Options shared by several commands, defined once so that ``--device`` means the same everywhere."""
+"""Options shared by several commands, declared once so that ``--device`` means the same everywhere.
+
+Each shared option is a :class:`SharedOption` (flags + help) and, for the common case, a ready ``Annotated``
+type (``Device``, ``Seed``, ``Arch``, ``Json``, ``Plot``, ``Flip``, ``Features``); a command whose option
+means something narrower (``--seed`` of the SER-FIQ masks, ``--plot`` of a histogram) takes
+``SEED.annotated(int, help=...)``, so the flag, its type and its spelling stay the same. The choices of
+``--method``, ``--mode`` and ``--metric`` are enums (:class:`QualityMethod`, :class:`ErcMode`,
+:class:`PairMetric`). The ``train-*`` commands declare their options in ``train_options`` from these.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from fqtool.errors import FqtoolError
+from fqtool.eval.erc import METRICS, MODES
+
+
+@dataclass(frozen=True)
+class SharedOption:
+    """An option several commands take: its flags and its help."""
+
+    flags: tuple[str, ...]
+    help: str
+
+    def annotated(self, kind: Any, help: str | None = None, **kwargs: Any) -> Any:
+        """``Annotated[kind, typer.Option(...)]`` with these flags (``help`` for a narrower meaning)."""
+        return Annotated[kind, typer.Option(*self.flags, help=help or self.help, **kwargs)]
+
+
+DEVICE = SharedOption(("--device",), "auto (CUDA when available), cpu, cuda or cuda:N (under torchrun each "
+                      "process takes cuda:LOCAL_RANK).")
+SEED = SharedOption(("--seed",), "Random seed.")
+ARCH = SharedOption(("--arch",), "Backbone from the registry or an arcface_torch name (r50, mbf; see "
+                    "`fqtool models`).")
+JSON = SharedOption(("--json",), "Print the results as JSON instead of a table.")
+PLOT = SharedOption(("--plot",), "Write a plot (FILE.png + FILE.svg).")
+FLIP = SharedOption(("--flip/--no-flip",), "Embed each image and its mirror image and add the two.")
+FEATURES = SharedOption(("--features",), "Use saved features (.npz) instead of a model.")
+
+Device = DEVICE.annotated(str)
+Seed = SEED.annotated(int)
+Arch = ARCH.annotated(str | None, ARCH.help.removesuffix(".") + "; normally read from the checkpoint.")
+Json = JSON.annotated(bool)
+Plot = PLOT.annotated(Path | None, show_default=False)
+Flip = FLIP.annotated(bool | None, show_default=False)
+Features = FEATURES.annotated(Path | None, show_default=False)
+
+
+class QualityMethod(StrEnum):
+    """``--method``: auto (the model's own), norm, head, crfiqa, serfiq (``fqtool.eval.scoring.METHODS``)."""
+
+    auto = "auto"
+    norm = "norm"
+    head = "head"
+    crfiqa = "crfiqa"
+    serfiq = "serfiq"
+
+
+#: ``--mode`` of ``erc-curve``: erc or edc (``fqtool.eval.erc.MODES``).
+ErcMode = StrEnum("ErcMode", {mode: mode for mode in MODES})
+#: ``--metric``: the pair distance, angular or cosine (``fqtool.eval.erc.METRICS``).
+PairMetric = StrEnum("PairMetric", {metric: metric for metric in METRICS})
 
 Weights = Annotated[
     Path | None,
@@ -21,6 +78,29 @@ Weights = Annotated[
         show_default=False,
     ),
 ]
+#: The weights a conversion reads (export, convert-weights, calibrate): no $FQTOOL_WEIGHTS fallback there,
+#: so that an environment variable never turns into a command's input by surprise.
+ModelFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        "-w",
+        help="Model weights to read (the positional argument is an alias).",
+        show_default=False,
+    ),
+]
+PreprocessSpec = Annotated[
+    str | None,
+    typer.Option(
+        "--preprocess",
+        metavar="SPEC",
+        help="The model's input, overriding what the file says: a preset (arcface/insightface, magface, "
+        "eqface, crfiqa, facenet; see `fqtool models --families`) or size=160,mean=127.5,std=128,colour=rgb "
+        "(pixel units; mean/std one or three values; colour rgb|bgr; layout nchw|nhwc for ONNX; margin=32 "
+        "for models trained on loose MTCNN crops).",
+        show_default=False,
+    ),
+]
 QualityWeights = Annotated[
     Path | None,
     typer.Option(
@@ -29,20 +109,9 @@ QualityWeights = Annotated[
         show_default=False,
     ),
 ]
-Arch = Annotated[
-    str | None,
-    typer.Option("--arch", help="Architecture name from the registry (see `fqtool models`); "
-                 "normally read from the checkpoint."),
-]
-Device = Annotated[
-    str,
-    typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
-]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch (per GPU).")]
 Workers = Annotated[int, typer.Option("--workers", "-j", min=0, help="DataLoader worker processes.")]
 Output = Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the result.")]
-OutputDir = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 SerfiqPasses = Annotated[
     int, typer.Option("--serfiq-passes", help="SER-FIQ: stochastic dropout passes per image (m, at least 2).")
 ]

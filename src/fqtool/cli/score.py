@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.align_options import aligned_input, warn_if_not_aligned
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, warn
 from fqtool.cli.options import (
     AlignFlag,
     Arch,
@@ -19,6 +19,7 @@ from fqtool.cli.options import (
     DetectorFile,
     Device,
     Output,
+    PreprocessSpec,
     QualityWeights,
     Quiet,
     SerfiqDropout,
@@ -55,21 +56,15 @@ def _report_unreadable(bad: list[str], total: int, show: int = 5) -> None:
     if not bad:
         return
     names = ", ".join(bad[:show]) + (", …" if len(bad) > show else "")
-    err_console.print(
-        f"[yellow]warning:[/] {len(bad)} of {total} images could not be read and were skipped: {names}",
-        highlight=False, soft_wrap=True,
-    )
+    warn(f"{len(bad)} of {total} images could not be read and were skipped: {names}")
 
 
 def _report_not_finite(result, weights: Path) -> None:
     """A model with NaN weights gives NaN quality: say so instead of writing a silent CSV of NaN."""
     bad = ~np.isfinite(np.asarray(result.quality, dtype=np.float64))
     if bad.any():
-        err_console.print(
-            f"[yellow]warning:[/] {weights}: {int(bad.sum())} of {len(bad)} images got a NaN or infinite "
-            f"quality (first: {result.names[int(np.argmax(bad))]}); the model's weights are probably broken",
-            highlight=False, soft_wrap=True,
-        )
+        warn(f"{weights}: {int(bad.sum())} of {len(bad)} images got a NaN or infinite quality (first: "
+             f"{result.names[int(np.argmax(bad))]}); the model's weights are probably broken")
 
 
 def _table(result, rows: np.ndarray, title: str) -> Table:
@@ -83,14 +78,27 @@ def _table(result, rows: np.ndarray, title: str) -> Table:
     return table
 
 
-def _print_summary(result, csv_path: Path) -> None:
+def _check_sanity(result, model, input: Path):
+    """One-line warnings on the scores (constant quality, a saturated default scale, synthetic training)."""
+    from fqtool.eval.sanity import check_scores
+
+    info = model.network.info
+    report = check_scores(result.quality, result.quality_100, result.calibration, result.method,
+                          trained_on_synthetic=getattr(info, "trained_on_synthetic", False), input_path=input)
+    for note in report.warnings:
+        warn(note)
+    return report
+
+
+def _print_summary(result, csv_path: Path, meaningful: bool = True) -> None:
     s = result.summary()
     cal = result.calibration
+    scale = (f"mean {s['mean_quality_100']:.1f}, median {s['median_quality_100']:.1f} on 0-100 (raw mean "
+             f"{s['mean_quality']:.4g}); scale [{cal.low:g}, {cal.high:g}] from {cal.source}" if meaningful
+             else f"constant (raw {s['mean_quality']:.6g}; quality_100 is not meaningful)")
     console.print(
         f"scored {s['images']} images ({s['unreadable']} unreadable) in {s['seconds']:.1f} s, "
-        f"{s['images_per_second']:,.0f} img/s; quality ({result.method}) mean {s['mean_quality_100']:.1f}, "
-        f"median {s['median_quality_100']:.1f} on 0-100 (raw mean {s['mean_quality']:.4g}); "
-        f"scale [{cal.low:g}, {cal.high:g}] from {cal.source}",
+        f"{s['images_per_second']:,.0f} img/s; quality ({result.method}) {scale}",
         highlight=False, soft_wrap=True,
     )
     console.print(f"wrote {csv_path}", highlight=False, soft_wrap=True)
@@ -105,6 +113,7 @@ def command(
     weights: Weights = None,
     quality_weights: QualityWeights = None,
     arch: Arch = None,
+    preprocess: PreprocessSpec = None,
     output: Output = None,
     save_embeddings: Annotated[
         Path | None,
@@ -169,14 +178,15 @@ def command(
         raise FqtoolError("--output would overwrite the input", csv_path)
     for path, option in ((csv_path, "--output"), (save_embeddings, "--save-embeddings"), (plot, "--plot")):
         check_output_file(path, option)
-    model = load_model(weights_path, quality_weights=quality_weights, device=device, arch=arch)
+    model = load_model(weights_path, quality_weights=quality_weights, device=device, arch=arch,
+                       preprocess=preprocess)
     if align:  # the crops live in a temporary folder that goes with the dataset
-        dataset = aligned_input(input, model.size, detector, workers, quiet)
+        dataset = aligned_input(input, model.size, detector, workers, quiet, margin=model.preprocess.margin)
     else:
         dataset = model.open(input)
         warn_if_not_aligned(dataset, model.size)
     for note in getattr(dataset, "notes", []):
-        err_console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        warn(note)
     with progress_bar("score", len(dataset), quiet=quiet) as advance:
         result = model.score(
             dataset, batch_size=batch_size, workers=workers, method=method.value,
@@ -187,6 +197,7 @@ def command(
     _report_not_finite(result, weights_path)
     if not len(result):
         raise FqtoolError("none of the images could be read", input)
+    sanity = _check_sanity(result, model, input)
     order = result.order(sort.value)
     if path_score:
         write_path_scores([result.names[i] for i in order.tolist()], result.quality[order], csv_path)
@@ -203,4 +214,4 @@ def command(
         console.print(_table(result, ranked[:top], f"best {min(top, len(result))}"))
     if bottom:
         console.print(_table(result, ranked[::-1][:bottom], f"worst {min(bottom, len(result))}"))
-    _print_summary(result, csv_path)
+    _print_summary(result, csv_path, sanity.meaningful)

@@ -1,10 +1,12 @@
-"""The options of the ``train-*`` commands, declared once; their help shows each recipe's defaults.
+"""The ``train-*`` commands, one per recipe of :data:`fqtool.train.recipe_spec.RECIPES`, and their options,
+declared once; their help shows each recipe's defaults.
 
 Every option defaults to ``None`` (= "not given"), so the precedence recipe defaults → ``--config`` file →
 flags is decided in :func:`fqtool.train.config.resolve_config`. The ``[default: …]`` of each option's help
 is generated per command from the same recipe defaults and loss registry that the configuration uses (and
 escaped, so Rich does not read it as markup). :func:`training_command` builds a command function from the
-shared options, the recipe's loss options and a command's own.
+shared options, the recipe's loss options and its ``extra_options`` (declared in :data:`EXTRA`);
+:data:`commands` holds one per recipe, and ``fqtool.cli.app`` registers them.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import typer
 from rich.markup import escape
 
 from fqtool.cli.console import err_console
+from fqtool.cli.options import ARCH, DEVICE, SEED
 from fqtool.losses.registry import LOSSES, PARAM_CHOICES, loss_options
-from fqtool.train.config import RECIPE_LOSSES, recipe_default
+from fqtool.train.config import recipe_default
+from fqtool.train.recipe_spec import RECIPES, RecipeSpec, get_recipe
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,7 @@ SHARED: dict[str, Opt] = {
                      "model, state/ and logs are deleted first).", "Data"),
     "workers": Opt(int, ("--workers", "-j"), "DataLoader worker processes per rank.", "Data",
                    kwargs=(("min", 0),)),
-    "arch": Opt(str, ("--arch",), "Backbone from the registry or an arcface_torch name (r50, mbf; see "
-                "`fqtool models`).", "Model"),
+    "arch": Opt(str, ARCH.flags, ARCH.help, "Model"),
     "embedding_size": Opt(int, ("--embedding-size",), "Embedding dimension.", "Model", "512",
                           (("min", 1),)),
     "dropout": Opt(float, ("--dropout",), "Dropout before the embedding layer.", "Model",
@@ -110,9 +113,8 @@ SHARED: dict[str, Opt] = {
     "compile": Opt(bool, ("--compile/--no-compile",), "torch.compile the network.", "Run"),
     "sync_bn": Opt(bool, ("--sync-bn/--no-sync-bn",), "BatchNorm statistics over the global batch when "
                    "distributed (MagFace's DDP trainer does this).", "Run"),
-    "seed": Opt(int, ("--seed",), "Seed of initialisation and data order.", "Run"),
-    "device": Opt(str, ("--device",), "auto, cpu, cuda or cuda:N (under torchrun each process takes "
-                  "cuda:LOCAL_RANK).", "Run"),
+    "seed": Opt(int, SEED.flags, "Seed of initialisation and data order.", "Run"),
+    "device": Opt(str, DEVICE.flags, DEVICE.help, "Run"),
     "save_every": Opt(int, ("--save-every",), "Write state/last.pt every N steps (and at each epoch end).",
                       "Run", kwargs=(("min", 0),)),
     "val_every": Opt(int, ("--val-every",), "Validate every N steps (0 = only at epoch ends).", "Run",
@@ -125,18 +127,21 @@ SHARED: dict[str, Opt] = {
     "quiet": Opt(bool, ("--quiet/--no-quiet", "-q"), "No progress display.", "Run"),
 }
 
-QUALITY_WEIGHTS = Opt(Path, ("--quality-weights",), "EQFace stage 3: the train-quality output (stage-1 "
-                      "backbone + quality head) that weights each sample.", "Model")
-WEIGHTS = Opt(Path, ("--weights", "-w"), "Stage-1 model (train-feature's model.safetensors); its backbone "
-              "is frozen.", "Model")
-HEAD_WEIGHTS = Opt(Path, ("--head-weights",), "Stage-1 class centres.", "Model",
-                   unset="head.safetensors next to --weights")
+#: The options only some recipes take (``RecipeSpec.extra_options``), by configuration field.
+EXTRA: dict[str, Opt] = {
+    "quality_weights": Opt(Path, ("--quality-weights",), "EQFace stage 3: the train-quality output (stage-1 "
+                           "backbone + quality head) that weights each sample.", "Model"),
+    "weights": Opt(Path, ("--weights", "-w"), "Stage-1 model (train-feature's model.safetensors); its "
+                   "backbone is frozen.", "Model"),
+    "head_weights": Opt(Path, ("--head-weights",), "Stage-1 class centres.", "Model",
+                        unset="head.safetensors next to --weights"),
+}
 
 
 def loss_declarations(recipe: str) -> dict[str, tuple[Any, Any]]:
     """``--loss`` (when the recipe has a choice) and every setting of the recipe's losses, with help and
     defaults from the loss registry."""
-    losses = [LOSSES[name] for name in RECIPE_LOSSES[recipe]]
+    losses = [LOSSES[name] for name in get_recipe(recipe).losses]
     params: dict[str, Any] = {}
     if len(losses) > 1:
         listing = "; ".join(f"{spec.name}: {spec.help}" for spec in losses)
@@ -190,9 +195,10 @@ def run_training(recipe: str, options: dict[str, Any]) -> None:
         err_console.print(f"done: {result.steps} steps, model {result.model_path}{tail}", highlight=False)
 
 
-def training_command(recipe: str, doc: str, extra: dict[str, Opt] | None = None) -> Callable[..., None]:
-    """A Typer command for ``recipe`` taking :data:`SHARED`, the recipe's loss options and ``extra``."""
-    names = {**SHARED, **(extra or {})}
+def training_command(spec: RecipeSpec) -> Callable[..., None]:
+    """The Typer command of a recipe: :data:`SHARED`, the recipe's loss options and its extra options."""
+    recipe = spec.name
+    names = {**SHARED, **{name: EXTRA[name] for name in spec.extra_options}}
     shared = declarations(recipe, names)
     first = {name: value for name, value in shared.items() if names[name].panel != "Loss"}
     params = {**first, **loss_declarations(recipe), **{k: v for k, v in shared.items() if k not in first}}
@@ -200,10 +206,14 @@ def training_command(recipe: str, doc: str, extra: dict[str, Opt] | None = None)
     def command(**options: Any) -> None:
         run_training(recipe, options)
 
-    command.__doc__ = doc
+    command.__doc__ = spec.doc
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
          for name, (annotation, default) in params.items()]
     )
     command.__annotations__ = {name: annotation for name, (annotation, _) in params.items()}
     return command
+
+
+#: ``train-<recipe>`` → its command, in the order of :data:`RECIPES`.
+commands: dict[str, Callable[..., None]] = {spec.command: training_command(spec) for spec in RECIPES.values()}

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fqtool.cli.console import console, err_console
+from fqtool.cli.console import console, err_console, warn
 from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
 from fqtool.cli.ijb_eval import IjbRun, ijb_table, report_ijb, split_features, split_targets
 from fqtool.cli.options import (
@@ -19,6 +19,7 @@ from fqtool.cli.options import (
     BatchSize,
     DetectorFile,
     Device,
+    PreprocessSpec,
     QualityWeights,
     Quiet,
     Weights,
@@ -124,6 +125,7 @@ def command(
     ] = None,
     weights: Weights = None,
     quality_weights: QualityWeights = None,
+    preprocess: PreprocessSpec = None,
     data_dir: DataDir = None,
     flip: Annotated[
         bool | None,
@@ -197,6 +199,7 @@ def command(
     protocols = list(dict.fromkeys(protocol or ["insightface"]))
     check_output_file(csv_path, "--csv")
     opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
+    opts.preprocess = preprocess
     opts.align, opts.detector = align, detector
     ijb_targets, bin_targets = split_targets(list(targets or []), data_dir)
     ijb_files, bin_files = split_features(list(features or []))
@@ -242,7 +245,7 @@ def command(
             flip=use_flip,
         )
         for note in res.warnings:
-            err_console.print(f"warning: {fs.name}: {note}", highlight=False, soft_wrap=True)
+            warn(f"{fs.name}: {note}")
         results.append(res)
     if ijb_results and not json_out:
         console.print(ijb_table(ijb_results))

@@ -14,7 +14,9 @@ from PIL import Image
 from fqtool.errors import FqtoolError
 
 __all__ = [
-    "TEMPLATE_112", "estimate_norm", "norm_crop", "template", "umeyama", "warp_affine", "warp_affine_fast",
+    "MAX_SIZE", "TEMPLATE_112", "estimate_norm", "loose_box", "loose_crop", "norm_crop", "template",
+    "umeyama",
+    "warp_affine", "warp_affine_fast",
 ]
 
 #: insightface's ``arcface_dst`` (112×112): eyes, nose tip, mouth corners (x, y), image-left first.
@@ -24,16 +26,21 @@ TEMPLATE_112 = np.array(
 )
 
 
+#: Largest crop side fqtool makes (a bigger one only allocates; face models take 96–224 pixels).
+MAX_SIZE = 1024
+
+
 def template(size: int = 112) -> np.ndarray:
-    """The template for a ``size``×``size`` crop: multiples of 112 scale it; multiples of 128 scale it and
-    shift x by 8·ratio (insightface's ``estimate_norm``). Other sizes are refused."""
-    if size > 0 and size % 112 == 0:
-        ratio, shift_x = size / 112.0, 0.0
-    elif size > 0 and size % 128 == 0:
+    """The template for a ``size``×``size`` crop. Multiples of 128 follow insightface's ``estimate_norm``
+    (scaled by size/128, x shifted by 8·ratio); every other size scales the 112 template by size/112, so
+    that a 160×160 crop holds the same face as a 112×112 one, only larger (e.g. FaceNet-style models)."""
+    if not isinstance(size, int | np.integer) or not 16 <= size <= MAX_SIZE:
+        raise FqtoolError(f"--size {size}: use a crop side between 16 and {MAX_SIZE} pixels")
+    if size % 128 == 0 and size % 112 != 0:
         ratio = size / 128.0
         shift_x = 8.0 * ratio
     else:
-        raise FqtoolError(f"--size {size}: use a multiple of 112 or 128 (the five-point template's sizes)")
+        ratio, shift_x = size / 112.0, 0.0
     dst = TEMPLATE_112 * np.float32(ratio)  # float32 like insightface, so the numbers match bit for bit
     dst[:, 0] += np.float32(shift_x)
     return dst
@@ -128,3 +135,24 @@ def _window(coords: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np
 def norm_crop(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
     """The aligned ``size``×``size`` crop of ``image`` (H×W×3 uint8) for five landmarks."""
     return warp_affine(image, estimate_norm(landmarks, size), size)
+
+
+def loose_box(box: np.ndarray, margin: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The detector box grown by ``margin`` pixels (half on each side), clipped to the image and cut to
+    whole pixels as FaceNet's ``align_dataset_mtcnn`` does: ``(x1, y1, x2, y2)``."""
+    height, width = shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).ravel()[:4])
+    half = margin / 2.0
+    left, top = int(max(x1 - half, 0.0)), int(max(y1 - half, 0.0))
+    right, bottom = int(min(x2 + half, width)), int(min(y2 + half, height))
+    return left, top, max(right, left + 1), max(bottom, top + 1)
+
+
+def loose_crop(image: np.ndarray, box: np.ndarray, margin: float, size: int) -> np.ndarray:
+    """``size``×``size`` crop of the box plus ``margin`` (MTCNN/FaceNet style: not rotated, resized
+    bilinearly, the aspect ratio not kept), for models trained on such crops instead of aligned ones."""
+    left, top, right, bottom = loose_box(box, margin, image.shape)
+    crop = np.ascontiguousarray(image[top:bottom, left:right])
+    if crop.shape[:2] == (size, size):
+        return crop
+    return np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR))

@@ -14,8 +14,6 @@ import numpy as np
 
 from fqtool.errors import BadInputError, FqtoolError
 
-#: The usual insightface verification sets (any other name works the same way).
-KNOWN_TARGETS = ("lfw", "cfp_fp", "agedb_30", "calfw", "cplfw", "cfp_ff", "vgg2_fp")
 ENV_DATA = "FQTOOL_DATA"
 
 

@@ -26,10 +26,11 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from fqtool import __version__
+from fqtool._version import __version__
 from fqtool.errors import FqtoolError, OutputError
 from fqtool.export import parity
 from fqtool.fsutil import FILE_MODE, atomic_path
+from fqtool.models.checkpoint import ensure_finite
 from fqtool.models.face_model import FaceModel
 from fqtool.models.onnx_model import FEATURES_NAME, LAYOUT_NCHW, LAYOUT_NHWC
 from fqtool.models.preprocess import Preprocess
@@ -63,20 +64,20 @@ class ExportReport:
 
 
 class _Preprocessing(nn.Module):
-    """RGB uint8 NHWC → the network's normalised NCHW float input, then ``inner``."""
+    """RGB uint8 NHWC → the network's normalised NCHW float input (by :meth:`Preprocess.normalize`, the
+    same code torch models run), then ``inner``."""
 
     def __init__(self, inner: nn.Module, preprocess: Preprocess) -> None:
         super().__init__()
         self.inner = inner
-        self.bgr = preprocess.color == "BGR"
-        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1) * 255.0)
+        self.preprocess = preprocess
+        mean, std = preprocess.pixel_stats()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
 
     def forward(self, x: torch.Tensor):
         x = x.permute(0, 3, 1, 2).float()
-        if self.bgr:
-            x = x.flip(1)
-        return self.inner((x - self.mean) / self.std)
+        return self.inner(self.preprocess.normalize(x, (self.mean, self.std)))
 
 
 class _Half(nn.Module):
@@ -250,6 +251,7 @@ def build_metadata(
         "embedding_size": str(model.embedding_size),
         "precision": "fp16" if fp16 else "fp32",
         "source_sha256": source_hash or "",
+        "trained_on_synthetic": "true" if info.trained_on_synthetic else "false",
     }
     metadata.update(extra or {})
     return metadata
@@ -344,6 +346,7 @@ def export_onnx(
     start = time.perf_counter()
     output = Path(output)
     _check_args(model, output, split, opset)
+    ensure_finite(model)  # also under check=False: a NaN model is never exported as a success
     model = _fp32_copy(model)
     graphs = _graphs(model, include_preprocessing, fp16, split)
     names = {"full": output}

@@ -112,13 +112,3 @@ def replicated_grad(x: Tensor) -> Tensor:
     if world == 1:
         return x
     return x / world + (x - x / world).detach()
-
-
-def all_reduce_mean_value(x: Tensor) -> Tensor:
-    """Mean over ranks, detached: for logging values that differ per rank."""
-    _, world = rank_and_world()
-    out = x.detach().clone()
-    if world > 1:
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        out /= world
-    return out

@@ -6,25 +6,56 @@ defaults (:mod:`fqtool.train.config`), the ``--loss`` choices and the help of ev
 build its help from it without loading PyTorch.
 
 A :class:`LossParam` maps one keyword of the margin class to one training setting (a ``TrainConfig``
-field and its ``--option``): ``--margin`` is ``m2`` for ArcFace but ``m3`` for CosFace, and ``--scale``
-is ``s`` everywhere.
+field and its ``--option``) with its default, valid range (or choices) and help: ``--margin`` is ``m2`` for
+ArcFace but ``m3`` for CosFace, and ``--scale`` is ``s`` everywhere. ``LossSpec.focal_gamma`` is the focal
+γ a loss trains with when ``--focal-gamma`` is not given.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
+class Range:
+    """An interval of valid values; ``open_low``/``open_high`` exclude the end."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"> {self.low:g}" if self.open_low else f">= {self.low:g}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+POSITIVE, NON_NEGATIVE = Range(0.0, open_low=True), Range(0.0)
+#: Angular (and cosine) margins: 0 to π/2.
+MARGIN = Range(0.0, math.pi / 2)
+
+
+@dataclass(frozen=True)
 class LossParam:
-    """One setting of a loss: margin keyword ``name``, configuration field ``option``, default, help."""
+    """One setting of a loss: margin keyword ``name``, configuration field ``option``, default, help, and
+    the valid values: a numeric ``valid`` range, or the ``choices`` of a string setting."""
 
     name: str
     option: str
     default: float | str
     help: str
+    valid: Range | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str:
@@ -71,19 +102,19 @@ class LossSpec:
 
 
 _M = "fqtool.losses"
-_SCALE = LossParam("s", "scale", 64.0, "Softmax scale s.")
+_SCALE = LossParam("s", "scale", 64.0, "Softmax scale s.", POSITIVE)
 
 
 _MARGIN_HELP = "Additive margin m (angular for arcface, eqface; cosine for cosface)."
 
 
 def _margin(name: str, default: float, text: str = _MARGIN_HELP) -> LossParam:
-    return LossParam(name, "margin", default, text)
+    return LossParam(name, "margin", default, text, MARGIN)
 
 
 _MAG_BOUNDS = (
-    LossParam("l_a", "l_a", 10.0, "Lower magnitude bound l_a."),
-    LossParam("u_a", "u_a", 110.0, "Upper magnitude bound u_a."),
+    LossParam("l_a", "l_a", 10.0, "Lower magnitude bound l_a.", POSITIVE),
+    LossParam("u_a", "u_a", 110.0, "Upper magnitude bound u_a.", POSITIVE),
 )
 
 
@@ -91,9 +122,10 @@ def _mag_params(l_m: float, lambda_g: float) -> tuple[LossParam, ...]:
     return (
         _SCALE,
         *_MAG_BOUNDS,
-        LossParam("l_m", "l_m", l_m, "Margin at l_a."),
-        LossParam("u_m", "u_m", 0.8, "Margin at u_a."),
-        LossParam("lambda_g", "lambda_g", lambda_g, "Weight λ_g of the magnitude regulariser g(a)."),
+        LossParam("l_m", "l_m", l_m, "Margin at l_a.", MARGIN),
+        LossParam("u_m", "u_m", 0.8, "Margin at u_a.", MARGIN),
+        LossParam("lambda_g", "lambda_g", lambda_g, "Weight λ_g of the magnitude regulariser g(a).",
+                  NON_NEGATIVE),
     )
 
 
@@ -116,9 +148,9 @@ LOSSES: dict[str, LossSpec] = {
             "combined", f"{_M}.margins:CombinedMarginLoss",
             (
                 _SCALE,
-                LossParam("m1", "m1", 1.0, "Multiplicative angular margin m1 (1 = none)."),
-                LossParam("m2", "m2", 0.3, "Additive angular margin m2."),
-                LossParam("m3", "m3", 0.2, "Additive cosine margin m3."),
+                LossParam("m1", "m1", 1.0, "Multiplicative angular margin m1 (1 = none).", POSITIVE),
+                LossParam("m2", "m2", 0.3, "Additive angular margin m2.", MARGIN),
+                LossParam("m3", "m3", 0.2, "Additive cosine margin m3.", MARGIN),
             ),
             "s·(cos(m1·θ_y + m2) − m3), arcface_torch's margin_list, by default the ArcFace paper's "
             "(1, 0.3, 0.2)",
@@ -145,19 +177,21 @@ LOSSES: dict[str, LossSpec] = {
             (
                 _SCALE,
                 _margin("m", 0.5, "Additive angular margin m: s·cos(acos(cos θ_y) + m), no fallback."),
-                LossParam("alpha", "alpha", 10.0, "Weight α of the quality regression loss."),
-                LossParam("beta", "beta", 0.5, "β of the Smooth-L1 quality regression loss."),
+                LossParam("alpha", "alpha", 10.0, "Weight α of the quality regression loss.", NON_NEGATIVE),
+                LossParam("beta", "beta", 0.5, "β of the Smooth-L1 quality regression loss.", NON_NEGATIVE),
                 LossParam("target", "cr_target", "code",
                           "Regression target: 'code' CCS/NNCCS (official code) or 'paper' "
-                          "CCS/(NNCCS + 1 + ε)."),
+                          "CCS/(NNCCS + 1 + ε).", choices=("code", "paper")),
             ),
             "ArcFace (acos form) + α·SmoothL1(qs, CR): a regressor learns the certainty ratio CR",
         ),
     )
 }
 
-#: Allowed values of the string-valued settings.
-PARAM_CHOICES: dict[str, tuple[str, ...]] = {"cr_target": ("code", "paper")}
+#: Allowed values of the string-valued settings (from their ``LossParam.choices``).
+PARAM_CHOICES: dict[str, tuple[str, ...]] = {
+    p.option: p.choices for spec in LOSSES.values() for p in spec.params if p.choices
+}
 
 
 def loss_names() -> tuple[str, ...]:
@@ -180,4 +214,5 @@ def loss_options() -> tuple[str, ...]:
     return tuple(seen)
 
 
-__all__ = ["LOSSES", "PARAM_CHOICES", "LossParam", "LossSpec", "get_loss", "loss_names", "loss_options"]
+__all__ = ["LOSSES", "MARGIN", "NON_NEGATIVE", "PARAM_CHOICES", "POSITIVE", "LossParam", "LossSpec", "Range",
+           "get_loss", "loss_names", "loss_options"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from fqtool import __version__
+from fqtool._version import __version__
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.fsutil import atomic_write_bytes
 from fqtool.models._state import (
@@ -27,7 +27,7 @@ from fqtool.models._state import (
     read_safetensors_metadata,
     strip_prefix,
 )
-from fqtool.models.face_model import FaceModel, ModelInfo, QualityCalibration
+from fqtool.models.face_model import MODEL_QUALITY_METHODS, FaceModel, ModelInfo, QualityCalibration
 from fqtool.models.preprocess import Preprocess
 from fqtool.models.quality_head import head_from_state
 from fqtool.models.registry import build_backbone, get_spec
@@ -73,10 +73,58 @@ def checkpoint_metadata(
         "has_quality_head": model.quality_head is not None,
         "calibration": calibration,
         "source": info.source,
+        "trained_on_synthetic": info.trained_on_synthetic or _synthetic_data(training_config),
         "training_config": training_config,
         "extra": extra,
     }
     return _jsonable(meta)
+
+
+#: What ``fqtool synth`` writes beside the data it makes.
+SYNTH_MANIFEST = "synth.json"
+
+
+#: What ``fqtool convert-rec`` writes into its output: the ``.rec`` it came from.
+CONVERTED_FROM = "source.json"
+
+
+def is_synthetic_data(path: str | Path | None) -> bool:
+    """``path`` is (inside) data made by ``fqtool synth``: a ``synth.json`` in it or one of its three
+    parents, or a ``convert-rec`` output (``source.json``) of such a ``.rec`` (the demo's route)."""
+    if not path or not isinstance(path, str | Path):
+        return False
+    path = Path(path).expanduser().absolute()
+    for folder in [path, *list(path.parents)[:3]]:
+        if (folder / SYNTH_MANIFEST).is_file():
+            return True
+        converted = folder / CONVERTED_FROM
+        if converted.is_file():
+            try:
+                rec = json.loads(converted.read_text(encoding="utf-8")).get("rec")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(rec, str) and (Path(rec).parent / SYNTH_MANIFEST).is_file():
+                return True
+    return False
+
+
+def _synthetic_data(training_config: dict | None) -> bool:
+    return is_synthetic_data((training_config or {}).get("data"))
+
+
+def non_finite_weights(model: FaceModel) -> list[str]:
+    """Names of the parameters and buffers that hold NaN or infinite values."""
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    return [name for name, t in tensors.items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def ensure_finite(model: FaceModel, path: str | Path | None = None) -> None:
+    """Refuse (one line) to save or export a model with NaN/inf weights: it is never a success."""
+    broken = non_finite_weights(model)
+    if broken:
+        raise CheckpointError(f"the weights hold NaN or infinite values ({few_keys(broken)}); nothing "
+                              "written (the model is broken: retrain or use an earlier checkpoint)", path)
 
 
 def _tensors_for_saving(model: FaceModel) -> dict[str, torch.Tensor]:
@@ -168,6 +216,7 @@ def model_from_checkpoint(
         raise CheckpointError(f"unexpected tensors in fqtool checkpoint: {few_keys(unknown)}", path)
     load_state_checked(backbone, strip_prefix(tensors, BACKBONE_PREFIX), what=saved_arch, path=path)
     head = head_from_state(strip_prefix(tensors, HEAD_PREFIX), backbone, path)
+    _check_recorded_facts(meta, backbone, head, path)
     calibration = meta.get("calibration")
     try:
         preprocess = Preprocess.from_dict(meta.get("preprocess") or {})
@@ -181,9 +230,29 @@ def model_from_checkpoint(
         family=str(meta.get("family", "fqtool")),
         calibration=calibration,
         source=meta.get("source"),
+        trained_on_synthetic=meta.get("trained_on_synthetic") is True,
     )
     model = FaceModel(backbone, info, head)
     if meta.get("quality_method") == "norm":
         model.quality_method = "norm"  # a head that is kept but not used by default
     # else the head's own method (older checkpoints said "head" for CR-FIQA regressors too)
     return model
+
+
+def _check_recorded_facts(meta: dict, backbone: torch.nn.Module, head, path: Path) -> None:
+    """What the metadata claims about the model must be true of the tensors (one-line errors)."""
+    method = meta.get("quality_method")
+    if method is not None and method not in MODEL_QUALITY_METHODS:
+        known = ", ".join(MODEL_QUALITY_METHODS)
+        raise CheckpointError(f"damaged fqtool metadata (quality_method {method!r}; known: {known})", path)
+    if meta.get("has_quality_head") is True and head is None:
+        raise CheckpointError("damaged fqtool metadata (has_quality_head is true, but there is no "
+                              "quality_head.* tensor)", path)
+    if method in ("head", "crfiqa") and head is None:
+        raise CheckpointError(f"damaged fqtool metadata (quality_method {method!r} without a quality head)",
+                              path)
+    recorded = meta.get("embedding_size")
+    actual = int(getattr(backbone, "embedding_size", 0) or 0)
+    if recorded is not None and (isinstance(recorded, bool) or recorded != actual):
+        raise CheckpointError(f"damaged fqtool metadata (embedding_size {recorded!r}; the weights give "
+                              f"{actual})", path)

@@ -61,11 +61,13 @@ class QualityCalibration:
 
     @classmethod
     def from_dict(cls, data: dict) -> QualityCalibration:
-        """From saved metadata; ``ValueError`` unless ``low`` and ``high`` are finite numbers."""
+        """From saved metadata; ``ValueError`` unless ``low`` < ``high`` are finite numbers."""
         low, high = data.get("low"), data.get("high")
         numbers = [v for v in (low, high) if isinstance(v, int | float) and not isinstance(v, bool)]
         if len(numbers) != 2 or not all(math.isfinite(v) for v in numbers):
             raise ValueError(f"calibration low/high must be finite numbers, not {low!r}/{high!r}")
+        if not low < high:
+            raise ValueError(f"calibration low {low:g} is not below high {high:g}")
         return cls(float(low), float(high), str(data.get("source", "checkpoint")))
 
 
@@ -80,6 +82,8 @@ class ModelInfo:
     calibration: QualityCalibration | None = None
     #: Where imported weights came from (file names, sha256), kept in converted checkpoints.
     source: dict | None = None
+    #: The checkpoint says its training data were synthetic (``fqtool synth``): real photos may rank badly.
+    trained_on_synthetic: bool = False
 
 
 @runtime_checkable

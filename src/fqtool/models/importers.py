@@ -43,7 +43,7 @@ from fqtool.models.registry import build_backbone, get_spec
 
 #: iResNet keyword style (BatchNorm eps/momentum, dropout placement) and preprocessing per family.
 FAMILY_STYLE = {"magface": "magface", "arcface_torch": "arcface", "eqface": "eqface", "crfiqa": "arcface"}
-FAMILIES = tuple(FAMILY_PREPROCESS)
+FAMILIES = tuple(FAMILY_STYLE)  # the families whose state dicts fqtool reads
 
 _IRESNET_BY_LAYERS = {layers: f"iresnet{depth}" for depth, layers in IRESNET_LAYERS.items()}
 _IRESNET_BY_LAYERS[(1, 1, 1, 1)] = "iresnet_tiny"

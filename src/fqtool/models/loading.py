@@ -12,6 +12,7 @@ from fqtool.models import importers
 from fqtool.models._state import read_safetensors, sniff_format
 from fqtool.models.checkpoint import model_from_checkpoint, parse_metadata
 from fqtool.models.face_model import EmbeddingModel, FaceModel
+from fqtool.models.preprocess import Preprocess, parse_preprocess
 from fqtool.runtime import require_onnxruntime, resolve_device
 
 NO_WEIGHTS_MESSAGE = (
@@ -21,13 +22,14 @@ NO_WEIGHTS_MESSAGE = (
 )
 
 
-def _load_onnx(path: Path, quality_weights: Path | None, device: str) -> EmbeddingModel:
+def _load_onnx(path: Path, quality_weights: Path | None, device: str,
+               preprocess: Preprocess | None = None) -> EmbeddingModel:
     if quality_weights is not None:
         raise FqtoolError("--quality-weights cannot be added to an .onnx model (export the head with it)")
     require_onnxruntime(f"{path.name}: running an .onnx model")
     from fqtool.models.onnx_model import OnnxFaceModel
 
-    return OnnxFaceModel(path, device=device)
+    return OnnxFaceModel(path, device=device, preprocess=preprocess)
 
 
 def load_model(
@@ -37,8 +39,12 @@ def load_model(
     arch: str | None = None,
     device: str | torch.device = "cpu",
     family: str | None = None,
+    preprocess: str | Preprocess | None = None,
 ) -> EmbeddingModel:
     """Open any model fqtool can run, in eval mode on ``device``.
+
+    ``preprocess`` (a :class:`Preprocess` or a ``--preprocess`` SPEC: a preset name such as ``facenet``, or
+    ``size=160,mean=127.5,std=128,colour=rgb``) overrides what the file says or what fqtool assumes.
 
     * fqtool ``.safetensors``: rebuilt from its metadata (``arch`` only as a check).
     * PyTorch files (MagFace, arcface_torch, EQFace, CR-FIQA) and plain-state-dict ``.safetensors``: family
@@ -49,6 +55,7 @@ def load_model(
     Every result is an :class:`~fqtool.models.face_model.EmbeddingModel`; the torch ones are
     :class:`~fqtool.models.face_model.FaceModel` modules.
     """
+    declared = parse_preprocess(preprocess)
     path = Path(path).expanduser()
     if not path.exists():
         raise FqtoolError("no such file", path)
@@ -59,7 +66,7 @@ def load_model(
         raise FqtoolError("no such file", quality_path)
     kind = sniff_format(path)
     if kind == "onnx":
-        return _load_onnx(path, quality_path, str(device))
+        return _load_onnx(path, quality_path, str(device), declared)
     torch_device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     if kind == "safetensors":
         tensors, metadata = read_safetensors(path)
@@ -74,7 +81,18 @@ def load_model(
             )
     else:
         model = importers.import_checkpoint(path, quality_weights=quality_path, arch=arch, family=family)
+    if declared is not None:
+        _declare(model, declared, path)
     return model.to(torch_device).eval()
+
+
+def _declare(model: FaceModel, declared: Preprocess, path: Path) -> None:
+    """``--preprocess`` on a torch model: colour and normalisation are free, the size is the network's."""
+    size = tuple(model.info.preprocess.size)
+    if tuple(declared.size) != size:
+        raise FqtoolError(f"--preprocess size {declared.size[0]}x{declared.size[1]} does not fit this "
+                          f"{model.info.arch}, whose input is {size[0]}x{size[1]}", path)
+    model.info.preprocess = declared
 
 
 def resolve_weights(weights: str | Path | None) -> Path:

@@ -3,9 +3,9 @@
 ``prepare(RGB uint8 N×3×H×W) -> input`` and ``__call__(input) -> (embedding, quality)`` as torch
 tensors, so :func:`fqtool.eval.embed.embed_images` (and ``score``, ``verify``, ``erc-curve`` through
 ``load_model``) use it exactly like a torch model. Preprocessing, quality method and calibration are
-read from the graph's metadata. An ``.onnx`` without fqtool metadata is assumed to take arcface_torch
-input (RGB, ``(x/255 - 0.5) / 0.5``, NCHW float) and its quality is the embedding norm; that is said in
-one :class:`OnnxMetadataWarning`.
+read from the graph's metadata, or given (``preprocess=``, ``--preprocess``: it overrides the metadata).
+An ``.onnx`` with neither is assumed to take arcface_torch input (RGB, ``(x/255 - 0.5) / 0.5``, NCHW
+float) and its quality is the embedding norm; that is said in one :class:`OnnxMetadataWarning`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 
-from fqtool.errors import BadInputError, FormatError, FqtoolError
+from fqtool.errors import BadInputError, FormatError, FqtoolError, FqtoolWarning
 from fqtool.models._state import first_line
 from fqtool.models.face_model import (
     HEAD_METHODS,
@@ -34,6 +34,8 @@ from fqtool.runtime import resolve_device
 #: Graph input layouts recorded in the ``input_layout`` metadata of fqtool's exports.
 LAYOUT_NCHW = "nchw-float"
 LAYOUT_NHWC = "nhwc-uint8"
+#: A foreign (TensorFlow-style) graph: normalised float input in NHWC order (``--preprocess layout=nhwc``).
+LAYOUT_NHWC_FLOAT = "nhwc-float"
 #: The flattened feature-map output of a split export's ``_backbone`` graph (the quality graph's input).
 FEATURES_NAME = "features_map"
 
@@ -41,11 +43,11 @@ CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
 
 
-class OnnxMetadataWarning(UserWarning):
+class OnnxMetadataWarning(FqtoolWarning):
     """An ``.onnx`` without fqtool metadata: preprocessing and quality method are assumed."""
 
 
-class OnnxProviderWarning(UserWarning):
+class OnnxProviderWarning(FqtoolWarning):
     """CUDA was asked for but the installed onnxruntime cannot use it; the CPU runs the model."""
 
 
@@ -91,7 +93,7 @@ def _json(meta: dict[str, str], key: str, default):
 class OnnxFaceModel:
     """An exported face model in ONNX Runtime; see the module docstring."""
 
-    def __init__(self, path: str | Path, device: str = "auto") -> None:
+    def __init__(self, path: str | Path, device: str = "auto", preprocess: Preprocess | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise BadInputError("no such ONNX file", self.path)
@@ -108,10 +110,13 @@ class OnnxFaceModel:
         if len(self._inputs) != 1:
             raise FormatError(f"expected a graph with one input, found {len(self._inputs)}", self.path)
         self.input_name = self._inputs[0].name
+        self.declared = preprocess is not None  # the preprocessing was given, not read or assumed
         if "fqtool_version" in self.metadata:
             self._read_metadata()
+            if preprocess is not None:
+                self._override(preprocess)
         else:
-            self._assume_defaults()
+            self._assume_defaults(preprocess)
         self.quality_method = self.graph_quality_method
         self.device = torch.device("cpu")  # where outputs are returned
 
@@ -135,22 +140,53 @@ class OnnxFaceModel:
             preprocess=preprocess,
             family=meta.get("family", "fqtool"),
             calibration=calibration,
+            trained_on_synthetic=meta.get("trained_on_synthetic") == "true",
         )
         self.input_layout = meta.get("input_layout", LAYOUT_NCHW)
         self.embedding_name = "embedding" if "embedding" in self._outputs else self._outputs[0]
         self.quality_name = "quality" if "quality" in self._outputs else None
         method = meta.get("quality_method", "norm")
         if method not in MODEL_QUALITY_METHODS:
-            method = "norm"  # the embedding is always there; an unknown output is not trusted
+            known = ", ".join(MODEL_QUALITY_METHODS)
+            raise FormatError(f"damaged fqtool metadata (quality_method {method!r}; known: {known})",
+                              self.path)
         self.graph_quality_method = method if self.quality_name else "norm"
-        self.embedding_size = int(meta.get("embedding_size") or self._output_width())
+        self.embedding_size = self._recorded_width(meta.get("embedding_size"))
 
-    def _assume_defaults(self) -> None:
+    def _override(self, given: Preprocess) -> None:
+        """``--preprocess`` on an fqtool graph; one with built-in normalisation cannot take another."""
+        own = self.info.preprocess
+        built_in = (own.color, own.mean, own.std, own.size)
+        if self.input_layout == LAYOUT_NHWC and (given.color, given.mean, given.std, given.size) != built_in:
+            raise FqtoolError("has its preprocessing built into the graph (exported with "
+                              "--include-preprocessing); --preprocess cannot change it", self.path)
+        self.info.preprocess = given
+
+    def _recorded_width(self, recorded: str | None) -> int:
+        """The metadata's ``embedding_size``, checked against the graph's output where that is fixed."""
+        width = self._output_width()
+        if not recorded:
+            return width
+        try:
+            size = int(recorded)
+        except ValueError:
+            raise FormatError(f"damaged fqtool metadata (embedding_size {recorded!r})", self.path) from None
+        if size <= 0 or (width and size != width):
+            raise FormatError(f"damaged fqtool metadata (embedding_size {size}, the graph outputs {width})",
+                              self.path)
+        return size
+
+    def _assume_defaults(self, given: Preprocess | None = None) -> None:
+        """A foreign graph: its input layout from its shape (or ``given.layout``), preprocessing ``given``
+        or arcface_torch's (said in one warning)."""
         shape, kind = self._inputs[0].shape, self._inputs[0].type
         if len(shape) != 4:
             raise FormatError(f"input {self.input_name!r} has shape {shape}; expected 4-D images", self.path)
+        nhwc = shape[3] == 3 and (shape[1] != 3 or (given is not None and given.layout == "nhwc"))
         if kind == "tensor(uint8)" and shape[3] == 3:
             self.input_layout, dims = LAYOUT_NHWC, shape[1:3]
+        elif kind == "tensor(float)" and nhwc:
+            self.input_layout, dims = LAYOUT_NHWC_FLOAT, shape[1:3]
         elif kind == "tensor(float)" and shape[1] == 3:
             self.input_layout, dims = LAYOUT_NCHW, shape[2:4]
         else:
@@ -158,21 +194,26 @@ class OnnxFaceModel:
                 f"input {self.input_name!r} is {kind} {shape}; expected float N×3×H×W", self.path
             )
         size = tuple(int(d) if isinstance(d, int) else 112 for d in dims)
-        self.info = ModelInfo(
-            arch="unknown",
-            preprocess=Preprocess(size=size, color=ARCFACE.color, mean=ARCFACE.mean, std=ARCFACE.std),
-            family="unknown",
-        )
+        preprocess = given or Preprocess(size=size, color=ARCFACE.color, mean=ARCFACE.mean, std=ARCFACE.std)
+        fixed = [int(d) for d in dims if isinstance(d, int)]
+        if given is not None and len(fixed) == 2 and tuple(fixed) != tuple(given.size):
+            raise FqtoolError(f"--preprocess size {given.size[0]}x{given.size[1]} does not fit the graph's "
+                              f"input {fixed[0]}x{fixed[1]}", self.path)
+        self.info = ModelInfo(arch="unknown", preprocess=preprocess, family="unknown")
         self.embedding_name = "embedding" if "embedding" in self._outputs else self._outputs[0]
         self.quality_name = "quality" if "quality" in self._outputs else None
         self.graph_quality_method = "head" if self.quality_name else "norm"
         self.embedding_size = self._output_width()
-        warnings.warn(
-            f"{self.path}: no fqtool metadata; assuming arcface_torch preprocessing (RGB, (x/255-0.5)/0.5) "
-            f"and {'its quality output' if self.quality_name else 'the embedding norm as quality'}",
-            OnnxMetadataWarning,
-            stacklevel=3,
-        )
+        if given is None:
+            quality = "its quality output" if self.quality_name else "the embedding norm as quality"
+            warnings.warn(
+                f"{self.path}: no fqtool metadata; assuming arcface_torch input (RGB, (x/255-0.5)/0.5, "
+                f"{size[0]}x{size[1]}) and {quality}; if the model expects other input, pass --preprocess "
+                "(e.g. --preprocess facenet) or stamp it once with `fqtool convert-weights IN.onnx OUT.onnx "
+                "--preprocess SPEC`",
+                OnnxMetadataWarning,
+                stacklevel=3,
+            )
 
     def _output_width(self) -> int:
         for output in self.session.get_outputs():
@@ -215,7 +256,7 @@ class OnnxFaceModel:
         (``flip(-1)`` still flips the width, and ``__call__`` hands it over without a copy).
         """
         images = torch.as_tensor(images).cpu()
-        if self.input_layout == LAYOUT_NCHW:
+        if self.input_layout in (LAYOUT_NCHW, LAYOUT_NHWC_FLOAT):
             return self.preprocess(images).contiguous()
         if tuple(images.shape[-2:]) != tuple(self.preprocess.size):
             images = (
@@ -237,6 +278,8 @@ class OnnxFaceModel:
         x = x.detach().cpu()
         if self.input_layout == LAYOUT_NCHW:
             return x.float().contiguous().numpy()
+        if self.input_layout == LAYOUT_NHWC_FLOAT:
+            return x.float().permute(0, 2, 3, 1).contiguous().numpy()
         if x.ndim == 4 and x.shape[1] == 3 and x.shape[-1] != 3:
             x = x.permute(0, 2, 3, 1)  # NCHW view (e.g. from prepare) → NHWC
         return x.to(torch.uint8).contiguous().numpy()

@@ -1,2 +1,3 @@
-"""Training: configuration, torchrun set-up, the shared engine, resume state, logging and the recipes
-(``train-feature`` / ``train-quality`` = EQFace stages 1–3, ``train-magface``)."""
+"""Training: the recipe table (``recipe_spec``: ``train-feature`` / ``train-quality`` = EQFace stages 1–3,
+``train-magface``, ``train-crfiqa``), configuration, torchrun set-up, the shared engine, the recipes' task
+builders, resume state and logging."""

@@ -1,8 +1,10 @@
 """Training configuration: one flat dataclass, recipe defaults, TOML files, flag overrides.
 
-Precedence (lowest to highest): base defaults → the recipe's defaults (MagFace / EQFace papers) →
-``--config FILE.toml`` → command-line flags. The resolved configuration is written as ``config.toml``
-next to the checkpoints, so a run can be repeated with ``--config out/config.toml``.
+Precedence (lowest to highest): base defaults → the recipe's defaults (MagFace / EQFace papers, from
+:data:`fqtool.train.recipe_spec.RECIPES`) → ``--config FILE.toml`` → command-line flags; the chosen loss's
+settings (and focal γ) not given anywhere take the loss registry's defaults. The resolved configuration
+is written as ``config.toml`` next to the checkpoints, so a run can be repeated with
+``--config out/config.toml``.
 
 TOML keys are the field names below (``-`` and ``_`` are interchangeable). Tables are flattened one level,
 so ``[optim] lr = 0.1`` and ``lr = 0.1`` mean the same; unknown keys are an error (a typo is never silent).
@@ -20,17 +22,8 @@ from typing import Any
 
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.fsutil import atomic_write_text
-from fqtool.losses.registry import LOSSES, PARAM_CHOICES, loss_options
-
-RECIPES = ("feature", "quality", "magface", "crfiqa")
-
-#: The losses each recipe trains with; the first is its default. Their settings live in the loss registry.
-RECIPE_LOSSES: dict[str, tuple[str, ...]] = {
-    "feature": ("arcface", "cosface", "combined", "eqface"),
-    "quality": ("eqface",),
-    "magface": ("magface", "mag-cosface"),
-    "crfiqa": ("crfiqa",),
-}
+from fqtool.losses.registry import LOSSES, NON_NEGATIVE, PARAM_CHOICES, POSITIVE, Range, loss_options
+from fqtool.train.recipe_spec import get_recipe
 
 
 @dataclass
@@ -65,7 +58,7 @@ class TrainConfig:
     clip_grad: float = 0.0
     # loss (None = the loss's default from fqtool.losses.registry; settings of other losses stay None)
     loss: str = "magface"
-    focal_gamma: float = 0.0
+    focal_gamma: float | None = None  # None = the loss's (RecipeSpec.focal_gamma → LossSpec.focal_gamma)
     sample_rate: float = 1.0
     scale: float | None = None
     margin: float | None = None
@@ -102,35 +95,7 @@ class TrainConfig:
     quiet: bool = False
 
 
-#: Paper recipes (the loss settings come from the loss registry). MagFace: run.sh of IrvingMeng/MagFace;
-#: EQFace: config.py of deepcam-cn/FaceQuality; CR-FIQA: config.py / train_cr_fiqa.py of fdbtrs/CR-FIQA
-#: (CASIA-WebFace; its lr drops "at 20, 28, 32" with ``m − 1 <= epoch``, i.e. after 19, 27, 31 epochs).
-RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "magface": {
-        "arch": "iresnet50",
-        "epochs": 25, "batch_size": 512, "lr": 0.1, "lr_schedule": "step", "lr_steps": [10.0, 18.0, 22.0],
-        "momentum": 0.9, "weight_decay": 5e-4, "focal_gamma": 0.0,
-    },
-    "feature": {
-        "arch": "iresnet100", "style": "eqface",
-        "epochs": 10, "batch_size": 512, "lr": 0.05, "lr_schedule": "cosine", "warmup_epochs": 1.0,
-        "min_lr": 1e-5, "momentum": 0.9, "weight_decay": 5e-4, "head_weight_decay": 0.0, "focal_gamma": 2.0,
-    },
-    "quality": {
-        "epochs": 5, "batch_size": 512, "lr": 0.01, "lr_schedule": "cosine",
-        "warmup_epochs": 0.0, "min_lr": 1e-5, "momentum": 0.9, "weight_decay": 0.0, "head_weight_decay": 0.0,
-        "focal_gamma": 2.0,
-    },
-    "crfiqa": {
-        "arch": "iresnet50", "style": "crfiqa", "dropout": 0.4,
-        "epochs": 34, "batch_size": 128, "lr": 0.1, "lr_batch": 512, "lr_schedule": "step",
-        "lr_steps": [19.0, 27.0, 31.0], "momentum": 0.9, "weight_decay": 5e-4, "clip_grad": 5.0,
-        "focal_gamma": 0.0,
-    },
-}
-
 _CHOICES = {
-    "recipe": RECIPES,
     "lr_schedule": ("step", "cosine"),
     "precision": ("auto", "bf16", "fp16", "fp32"),
     "loss": tuple(LOSSES),
@@ -198,19 +163,22 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 def recipe_default(recipe: str, name: str) -> Any:
     """What ``name`` is when nothing sets it: the recipe's value, its default loss's, or the base default."""
+    spec = get_recipe(recipe)
     if name in loss_options():
-        param = LOSSES[RECIPE_LOSSES[recipe][0]].param(name)
+        param = LOSSES[spec.default_loss].param(name)
         return None if param is None else param.default
     if name == "loss":
-        return RECIPE_LOSSES[recipe][0]
-    if name in RECIPE_DEFAULTS[recipe]:
-        return RECIPE_DEFAULTS[recipe][name]
-    spec = _FIELDS.get(name)
-    if spec is None:
+        return spec.default_loss
+    if name == "focal_gamma":
+        return spec.focal_gamma(spec.default_loss)
+    if name in spec.defaults:
+        return spec.defaults[name]
+    base = _FIELDS.get(name)
+    if base is None:
         return None
-    if spec.default_factory is not dataclasses.MISSING:
-        return spec.default_factory() or None
-    return None if spec.default is dataclasses.MISSING else spec.default
+    if base.default_factory is not dataclasses.MISSING:
+        return base.default_factory() or None
+    return None if base.default is dataclasses.MISSING else base.default
 
 
 def effective_lr(cfg: TrainConfig, world_size: int) -> float:
@@ -221,11 +189,13 @@ def effective_lr(cfg: TrainConfig, world_size: int) -> float:
 
 
 def _resolve_loss_settings(values: dict[str, Any], flagged: set[str]) -> None:
-    """Fill the chosen loss's unset settings with its defaults; a flag of another loss is an error, and a
-    file's setting of another loss (e.g. an old config.toml) is dropped."""
+    """Fill the chosen loss's unset settings (and focal γ) with its defaults; a flag of another loss is an
+    error, and a file's setting of another loss (e.g. an old config.toml) is dropped."""
     spec = LOSSES.get(values.get("loss", ""))
     if spec is None:
         return  # validate() names the bad --loss
+    if values.get("focal_gamma") is None:
+        values["focal_gamma"] = get_recipe(values["recipe"]).focal_gamma(spec.name)
     for option in loss_options():
         param = spec.param(option)
         if param is not None:
@@ -242,9 +212,8 @@ def _resolve_loss_settings(values: dict[str, Any], flagged: set[str]) -> None:
 def resolve_config(recipe: str, *, config_file: str | Path | None = None, **flags: Any) -> TrainConfig:
     """Build the run's configuration: defaults → recipe → TOML file → flags that are not None; the loss's
     settings not given anywhere take the loss registry's defaults."""
-    if recipe not in RECIPES:
-        raise FqtoolError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
-    values: dict[str, Any] = {"loss": RECIPE_LOSSES[recipe][0], **RECIPE_DEFAULTS[recipe]}
+    spec = get_recipe(recipe)
+    values: dict[str, Any] = {"loss": spec.default_loss, **spec.defaults}
     origin: dict[str, str] = {}
     if config_file is not None:
         from_file = read_toml(config_file)
@@ -268,47 +237,33 @@ def resolve_config(recipe: str, *, config_file: str | Path | None = None, **flag
     return cfg
 
 
-@dataclass(frozen=True)
-class _Range:
-    """An interval of valid values; ``open_low``/``open_high`` exclude the end."""
-
-    low: float = -math.inf
-    high: float = math.inf
-    open_low: bool = False
-    open_high: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        above = value > self.low if self.open_low else value >= self.low
-        below = value < self.high if self.open_high else value <= self.high
-        return above and below
-
-    def __str__(self) -> str:
-        if self.high == math.inf:
-            return f"> {self.low:g}" if self.open_low else f">= {self.low:g}"
-        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
-        return f"in {left}{self.low:g}, {self.high:g}{right}"
-
-
-_POSITIVE, _NON_NEGATIVE, _AT_LEAST_ONE = _Range(0.0, open_low=True), _Range(0.0), _Range(1.0)
-_MARGIN = _Range(0.0, math.pi / 2)
-#: Valid ranges of numeric settings. Every float setting (listed here or not) must also be finite.
-_RANGES: dict[str, _Range] = {
-    "dropout": _Range(0.0, 1.0, open_high=True), "epochs": _AT_LEAST_ONE, "batch_size": _Range(2.0),
-    "lr": _POSITIVE, "lr_gamma": _Range(0.0, 1.0, open_low=True), "warmup_epochs": _NON_NEGATIVE,
-    "min_lr": _NON_NEGATIVE, "momentum": _Range(0.0, 1.0, open_high=True), "weight_decay": _NON_NEGATIVE,
-    "head_weight_decay": _NON_NEGATIVE, "clip_grad": _NON_NEGATIVE, "scale": _POSITIVE, "margin": _MARGIN,
-    "focal_gamma": _NON_NEGATIVE, "sample_rate": _Range(0.0, 1.0, open_low=True), "l_a": _POSITIVE,
-    "u_a": _POSITIVE, "l_m": _MARGIN, "u_m": _MARGIN, "lambda_g": _NON_NEGATIVE, "m1": _POSITIVE,
-    "m2": _MARGIN, "m3": _MARGIN, "alpha": _NON_NEGATIVE, "beta": _NON_NEGATIVE,
-    "quality_std_warn": _NON_NEGATIVE, "embedding_size": _AT_LEAST_ONE, "workers": _NON_NEGATIVE,
-    "save_every": _NON_NEGATIVE, "val_every": _NON_NEGATIVE, "log_every": _AT_LEAST_ONE,
-    "max_steps": _NON_NEGATIVE, "max_bad_steps": _AT_LEAST_ONE, "calibration_images": _NON_NEGATIVE,
+_POSITIVE, _NON_NEGATIVE, _AT_LEAST_ONE = POSITIVE, NON_NEGATIVE, Range(1.0)
+#: Valid ranges of the numeric settings that are not a loss's (those come from its ``LossParam.valid``).
+#: Every float setting (listed here or not) must also be finite.
+_RANGES: dict[str, Range] = {
+    "dropout": Range(0.0, 1.0, open_high=True), "epochs": _AT_LEAST_ONE, "batch_size": Range(2.0),
+    "lr": _POSITIVE, "lr_gamma": Range(0.0, 1.0, open_low=True), "warmup_epochs": _NON_NEGATIVE,
+    "min_lr": _NON_NEGATIVE, "momentum": Range(0.0, 1.0, open_high=True), "weight_decay": _NON_NEGATIVE,
+    "head_weight_decay": _NON_NEGATIVE, "clip_grad": _NON_NEGATIVE, "focal_gamma": _NON_NEGATIVE,
+    "sample_rate": Range(0.0, 1.0, open_low=True), "quality_std_warn": _NON_NEGATIVE,
+    "embedding_size": _AT_LEAST_ONE, "workers": _NON_NEGATIVE, "save_every": _NON_NEGATIVE,
+    "val_every": _NON_NEGATIVE, "log_every": _AT_LEAST_ONE, "max_steps": _NON_NEGATIVE,
+    "max_bad_steps": _AT_LEAST_ONE, "calibration_images": _NON_NEGATIVE,
 }
 _WHY = {"batch_size": " (BatchNorm needs at least 2 images per batch)"}
 
 
 def _option(name: str) -> str:
     return f"--{name.replace('_', '-')}"
+
+
+def _valid_range(cfg: TrainConfig, name: str, kind: str) -> Range | None:
+    """The range of setting ``name``: the chosen loss's ``LossParam.valid`` for a loss setting, else
+    :data:`_RANGES` (lists of floats: >= 0)."""
+    if name in loss_options():
+        param = LOSSES[cfg.loss].param(name) if cfg.loss in LOSSES else None
+        return None if param is None else param.valid
+    return _RANGES.get(name, _NON_NEGATIVE if kind.startswith("list[float]") else None)
 
 
 def _check_numbers(cfg: TrainConfig, origin: dict[str, str]) -> None:
@@ -320,7 +275,7 @@ def _check_numbers(cfg: TrainConfig, origin: dict[str, str]) -> None:
         items = value if isinstance(value, list) else [value]
         if "float" in kind and any(v is not None and not math.isfinite(v) for v in items):
             raise FqtoolError(f"{_option(name)} must be a finite number, not {value}{where}")
-        valid = _RANGES.get(name, _NON_NEGATIVE if kind.startswith("list[float]") else None)
+        valid = _valid_range(cfg, name, kind)
         bad = [v for v in items if v is not None and valid is not None and v not in valid]
         if bad:
             raise FqtoolError(f"{_option(name)} must be {valid}, not {bad[0]}{_WHY.get(name, '')}{where}")
@@ -329,13 +284,14 @@ def _check_numbers(cfg: TrainConfig, origin: dict[str, str]) -> None:
 def validate(cfg: TrainConfig, origin: dict[str, str] | None = None) -> None:
     """Reject settings that cannot work, with a message naming the option (and the file it came from,
     from ``origin``: setting name → source)."""
+    recipe = get_recipe(cfg.recipe)
     for name, choices in _CHOICES.items():
         if getattr(cfg, name) not in choices and not (name in PARAM_CHOICES and getattr(cfg, name) is None):
             raise FqtoolError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
                               f"not {getattr(cfg, name)!r}")
-    if cfg.loss not in RECIPE_LOSSES[cfg.recipe]:
+    if cfg.loss not in recipe.losses:
         raise FqtoolError(f"--loss {cfg.loss} does not fit this command; use one of "
-                          f"{', '.join(RECIPE_LOSSES[cfg.recipe])}")
+                          f"{', '.join(recipe.losses)}")
     if not cfg.data:
         raise FqtoolError("--data is required (a .rec folder, a list file or an image folder)")
     _check_numbers(cfg, origin or {})
@@ -343,8 +299,9 @@ def validate(cfg: TrainConfig, origin: dict[str, str] | None = None) -> None:
         raise FqtoolError(f"MagFace needs l_a < u_a (got {cfg.l_a} and {cfg.u_a})")
     if cfg.lr_batch < 0:
         raise FqtoolError(f"--lr-batch must be >= 0 (0 = no scaling), not {cfg.lr_batch}")
-    if cfg.recipe == "quality" and not cfg.weights:
-        raise FqtoolError("train-quality needs --weights: the stage-1 model from train-feature")
+    for name, message in recipe.required.items():
+        if not getattr(cfg, name):
+            raise FqtoolError(message)
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The four recipes, each a :class:`Task` for the one engine.
+"""The recipes' task builders, each a :class:`Task` for the one engine (which recipe uses which builder,
+and with which losses and defaults: :data:`fqtool.train.recipe_spec.RECIPES`).
 
 * ``magface``: backbone + MagFace head (magnitude-aware margin + regulariser); quality = ‖embedding‖.
 * ``feature``: EQFace stage 1 (ArcFace/CosFace/combined + focal). With ``quality_weights`` it is
@@ -258,13 +259,8 @@ def crfiqa_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Tas
     return Task(model=model, trainable=net, head=head, forward=forward, quality_is_head=True)
 
 
-RECIPE_TASKS: dict[str, Callable[[TrainConfig, int, torch.device], Task]] = {
-    "magface": magface_task,
-    "feature": feature_task,
-    "quality": quality_task,
-    "crfiqa": crfiqa_task,
-}
-
-
 def build_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Task:
-    return RECIPE_TASKS[cfg.recipe](cfg, num_classes, device)
+    """The recipe's task, from its ``RecipeSpec.task`` builder."""
+    from fqtool.train.recipe_spec import get_recipe
+
+    return get_recipe(cfg.recipe).task_builder()(cfg, num_classes, device)

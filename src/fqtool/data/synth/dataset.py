@@ -271,7 +271,7 @@ def _write_folder(out: Path, files: dict[str, bytes]) -> None:
 
 
 def _manifest(cfg: SynthConfig, files: list[str], degraded_train: int, degraded_val: int) -> dict:
-    from fqtool import __version__
+    from fqtool._version import __version__
 
     return {
         "generator": "fqtool.data.synth",
