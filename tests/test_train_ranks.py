@@ -57,7 +57,7 @@ def _saved_head_momentum(state: dict) -> torch.Tensor:
 def test_fp16_non_finite_loss_backs_the_scale_off_and_goes_on(monkeypatch, tiny_rec, tmp_path) -> None:
     """A NaN loss under fp16 used to leave the scaler 'unscaled' and crash the next step."""
     monkeypatch.setattr(engine, "grad_scaler", _cpu_scaler)
-    original = recipes.RECIPE_TASKS["magface"]
+    original = recipes.magface_task
     calls = {"n": 0}
 
     def task(cfg, num_classes, device):
@@ -74,7 +74,7 @@ def test_fp16_non_finite_loss_backs_the_scale_off_and_goes_on(monkeypatch, tiny_
         built.forward = poisoned
         return built
 
-    monkeypatch.setitem(recipes.RECIPE_TASKS, "magface", task)
+    monkeypatch.setattr(recipes, "magface_task", task)
     result = engine.train(_config(tiny_rec, tmp_path, max_steps=3, max_bad_steps=2))
     assert result.steps == 3 and result.skipped_steps == 1
     # 1024 → 2048 (good) → 1024 (skipped: backed off) → 2048 (good)

@@ -9,6 +9,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from fqtool.cli.console import warn
 from fqtool.train.logging import TrainProgress
 
 
@@ -62,7 +63,7 @@ class ConsoleProgress(TrainProgress):
         self.console.print(text, highlight=False)
 
     def warning(self, text: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {text}", highlight=False)
+        warn(text, on=self.console)
 
     def close(self) -> None:
         if self._bar is not None:
