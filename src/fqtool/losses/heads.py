@@ -212,14 +212,15 @@ class ClassificationHead(nn.Module):
         """The full (C, E) centres on CPU, assembled shard by shard (a collective: call on every rank).
 
         By default **every rank** receives the full matrix (simple: any rank may save or inspect it);
-        ``rank0_only=True`` keeps it on rank 0 only (other ranks get ``{}``), saving host memory for
-        very large C. Peak device memory is one shard. Optimizer state is not included: slice full
+        ``rank0_only=True`` keeps it on rank 0 only (other ranks get ``{}``; each shard travels to rank 0
+        alone), saving host memory for very large C: what the trainer's checkpoints use. Peak device
+        memory is one shard. Optimizer state is not included: slice full
         momentum buffers with :func:`shard_slice` yourself.
         """
         keep = not rank0_only or self.rank == 0
         full = torch.empty((self.num_classes, self.embedding_size), dtype=self.weight.dtype) if keep else None
         for owner in range(self.world_size):
-            part = self._broadcast_shard(owner)
+            part = self._shard_to_rank0(owner) if rank0_only else self._broadcast_shard(owner)
             if full is not None:
                 full[shard_slice(self.num_classes, owner, self.world_size)] = part.cpu()
         if full is None:
@@ -243,6 +244,19 @@ class ClassificationHead(nn.Module):
         )
         torch.distributed.broadcast(buf, src=owner)
         return buf
+
+    def _shard_to_rank0(self, owner: int) -> Tensor | None:
+        """``owner``'s shard on rank 0 (point to point: no other rank receives it), None elsewhere."""
+        if owner == self.rank == 0 or self.world_size == 1:
+            return self.weight.detach()
+        if self.rank == owner:
+            torch.distributed.send(self.weight.detach().contiguous(), dst=0)
+        elif self.rank == 0:
+            _, count = shard_range(self.num_classes, owner, self.world_size)
+            buf = self.weight.new_empty((count, self.embedding_size))
+            torch.distributed.recv(buf, src=owner)
+            return buf
+        return None
 
     def load_full_state_dict(self, state: dict[str, Any]) -> None:
         """Load this rank's rows from a :meth:`full_state_dict` taken with any world size."""
