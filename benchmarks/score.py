@@ -102,7 +102,7 @@ def bench_e2e(model, folder: Path, device: torch.device, batch_size: int, worker
     return result.images_per_second, len(result)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", action="append", help="architecture(s); default iresnet18 and iresnet50")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--json", type=Path, help="write results here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -147,8 +147,11 @@ def main() -> None:
                 results.append({"arch": arch, "mode": "e2e", "images_per_s": rate, "images": count,
                                 "workers": args.workers})
                 print(f"{arch:14s} e2e    {rate:10,.1f} img/s ({count} JPEGs, {args.workers} workers)")
+    if device.type == "cuda":
+        env["max_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     if args.json:
         args.json.write_text(json.dumps({"env": env, "results": results}, indent=2))
+    return {"env": env, "results": results}
 
 
 if __name__ == "__main__":

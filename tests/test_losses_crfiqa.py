@@ -109,7 +109,7 @@ def test_recipe_defaults_follow_the_official_code() -> None:
     assert (cfg.arch, cfg.dropout, cfg.loss, cfg.scale, cfg.margin) == ("iresnet50", 0.4, "crfiqa", 64.0, 0.5)
     assert (cfg.alpha, cfg.beta, cfg.cr_target) == (10.0, 0.5, "code")
     assert (cfg.epochs, cfg.lr_steps, cfg.lr_schedule) == (34, [19.0, 27.0, 31.0], "step")
-    assert (cfg.momentum, cfg.weight_decay, cfg.clip_grad, cfg.batch_size) == (0.9, 5e-4, 5.0, 128)
+    assert (cfg.momentum, cfg.weight_decay, cfg.clip_grad, cfg.batch_per_gpu) == (0.9, 5e-4, 5.0, 128)
     assert cfg.head_weight_decay is None  # the header shares the backbone's weight decay
     # lr = 0.1 / 512 × batch × world size (train_cr_fiqa.py)
     assert effective_lr(cfg, world_size=4) == pytest.approx(0.1)

@@ -40,8 +40,9 @@ def _cpu_scaler(precision: str) -> torch.amp.GradScaler:
 
 
 def _config(data, out, world: int = 1, **kw):
-    return resolve_config("magface", data=str(data), output=str(out),
-                          **{**STEP, "batch_size": GLOBAL_BATCH // world, **kw})
+    """``--batch-size`` is the global batch: 8 images per process in 1 process, 4 in each of 2."""
+    settings = {**STEP, "batch_size": GLOBAL_BATCH, **kw}
+    return resolve_config("magface", data=str(data), output=str(out), **settings)
 
 
 def _head_momentum(trainer) -> torch.Tensor:

@@ -12,8 +12,9 @@ if TYPE_CHECKING:  # torch is imported on first use: the data commands use this 
     import torch
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """Map ``auto|cpu|cuda|cuda:N`` to a device; asking for CUDA where there is none is a clear error."""
+def parse_device(name: str = "auto") -> torch.device:
+    """Map ``auto|cpu|cuda|cuda:N`` to a device, without side effects; asking for CUDA where there is none,
+    or for a GPU index this machine does not have, is a clear error."""
     import torch
 
     name = (name or "auto").strip().lower()
@@ -27,7 +28,31 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise FqtoolError(f"device {name!r} was asked for but CUDA is not available on this machine")
     if device.type not in ("cpu", "cuda"):
         raise FqtoolError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise FqtoolError(f"device {name!r}: this machine has {count} visible GPU(s) (cuda:0 to "
+                          f"cuda:{count - 1}; CUDA_VISIBLE_DEVICES renumbers them)")
     return device
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """:func:`parse_device`, and an explicit ``cuda:N`` becomes this process's current device, so
+    pin-memory threads, RNG states, cuDNN workspaces and ``"cuda"`` tensors all land on GPU N instead of
+    GPU 0. ``auto``/``cuda`` mean the current device already and touch nothing (no CUDA context is made
+    before a caller such as torchrun's set-up picks its GPU)."""
+    device = parse_device(name)
+    if device.type == "cuda" and device.index is not None:
+        device = use_cuda_device(device)
+    return device
+
+
+def use_cuda_device(device: torch.device) -> torch.device:
+    """Make ``device`` (``cuda`` = the current one) the current CUDA device; returns it with its index."""
+    import torch
+
+    index = torch.cuda.current_device() if device.index is None else device.index
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -83,8 +83,12 @@ SHARED: dict[str, Opt] = {
     "dropout": Opt(float, ("--dropout",), "Dropout before the embedding layer.", "Model",
                    kwargs=(("min", 0.0), ("max", 1.0))),
     "epochs": Opt(int, ("--epochs",), "Epochs.", kwargs=(("min", 1),)),
-    "batch_size": Opt(int, ("--batch-size", "-b"), "Images per batch per process (global batch = this × "
-                      "processes).", kwargs=(("min", 1),)),
+    "batch_size": Opt(int, ("--batch-size", "-b"), "The global batch: images per step over all processes "
+                      "(each takes batch / processes; MagFace's and EQFace's recipes).",
+                      unset="--batch-per-gpu × processes", kwargs=(("min", 1),)),
+    "batch_per_gpu": Opt(int, ("--batch-per-gpu",), "Images per step per process, arcface_torch style "
+                         "(global batch = this × processes); excludes --batch-size.",
+                         unset="--batch-size / processes", kwargs=(("min", 1),)),
     "lr": Opt(float, ("--lr",), "Base learning rate (SGD)."),
     "lr_batch": Opt(int, ("--lr-batch",), "Linear lr scaling: the lr is --lr × global batch / this "
                     "(0 = --lr as given).", kwargs=(("min", 0),)),

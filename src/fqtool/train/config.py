@@ -44,7 +44,8 @@ class TrainConfig:
     dropout: float = 0.0
     # optimisation
     epochs: int = 25
-    batch_size: int = 512
+    batch_size: int | None = 512  # the global batch (all processes together); see batch_split
+    batch_per_gpu: int | None = None  # arcface_torch style: images per process (global = this × processes)
     lr: float = 0.1
     lr_batch: int = 0
     lr_schedule: str = "step"
@@ -181,11 +182,49 @@ def recipe_default(recipe: str, name: str) -> Any:
     return None if base.default is dataclasses.MISSING else base.default
 
 
+@dataclass(frozen=True)
+class BatchSplit:
+    """The global batch and its share per process; ``given`` is the option that defined it."""
+
+    global_batch: int
+    per_gpu: int
+    world_size: int
+    given: str  # "batch_size" (global) or "batch_per_gpu"
+
+    def describe(self, unit: str = "processes") -> str:
+        """``global 512 = 2 GPUs × 256``."""
+        if self.world_size == 1:
+            unit = {"processes": "process", "GPUs": "GPU"}.get(unit, unit)
+        return f"global {self.global_batch} = {self.world_size} {unit} × {self.per_gpu}"
+
+
+def batch_split(cfg: TrainConfig, world_size: int) -> BatchSplit:
+    """Split the batch over ``world_size`` processes: ``--batch-size`` is global (per process = global /
+    world size, which must divide), ``--batch-per-gpu`` is per process (global = it × world size)."""
+    world_size = max(1, int(world_size))
+    if cfg.batch_per_gpu is not None:
+        return BatchSplit(cfg.batch_per_gpu * world_size, cfg.batch_per_gpu, world_size, "batch_per_gpu")
+    if cfg.batch_size is None:
+        raise FqtoolError("no batch size: set --batch-size (global) or --batch-per-gpu")
+    per_gpu, rest = divmod(cfg.batch_size, world_size)
+    if rest:
+        lower, upper = cfg.batch_size - rest, cfg.batch_size - rest + world_size
+        options = f"{lower} or {upper}" if lower >= 2 * world_size else f"{upper}"
+        raise FqtoolError(f"--batch-size {cfg.batch_size} is the global batch and does not split over "
+                          f"{world_size} processes; use a multiple of {world_size} (e.g. {options}) "
+                          "or --batch-per-gpu")
+    if per_gpu < 2:
+        raise FqtoolError(f"--batch-size {cfg.batch_size} is the global batch: {per_gpu} image(s) per "
+                          f"process over {world_size} processes, and BatchNorm needs at least 2; use "
+                          f"--batch-size {2 * world_size} or more")
+    return BatchSplit(cfg.batch_size, per_gpu, world_size, "batch_size")
+
+
 def effective_lr(cfg: TrainConfig, world_size: int) -> float:
     """``lr``, or ``lr × global batch / lr_batch`` with linear scaling (CR-FIQA: 0.1 × batch/512)."""
     if cfg.lr_batch <= 0:
         return cfg.lr
-    return cfg.lr * cfg.batch_size * world_size / cfg.lr_batch
+    return cfg.lr * batch_split(cfg, world_size).global_batch / cfg.lr_batch
 
 
 def _resolve_loss_settings(values: dict[str, Any], flagged: set[str]) -> None:
@@ -209,6 +248,23 @@ def _resolve_loss_settings(values: dict[str, Any], flagged: set[str]) -> None:
             values[option] = None
 
 
+_BATCH_OPTIONS = ("batch_size", "batch_per_gpu")
+
+
+def _one_batch_option(values: dict[str, Any], layer: dict[str, Any], source: str) -> None:
+    """A layer (file or flags) that sets one of --batch-size / --batch-per-gpu replaces the other."""
+    set_here = [name for name in _BATCH_OPTIONS if layer.get(name) is not None]
+    if len(set_here) == 2:
+        if source == "command line":
+            raise FqtoolError("--batch-size (the global batch) and --batch-per-gpu exclude each other; "
+                              "give one")
+        raise BadInputError("sets both batch_size (global) and batch_per_gpu; keep one", source)
+    if set_here:
+        other = _BATCH_OPTIONS[1 - _BATCH_OPTIONS.index(set_here[0])]
+        values[other] = None
+        layer.pop(other, None)
+
+
 def resolve_config(recipe: str, *, config_file: str | Path | None = None, **flags: Any) -> TrainConfig:
     """Build the run's configuration: defaults → recipe → TOML file → flags that are not None; the loss's
     settings not given anywhere take the loss registry's defaults."""
@@ -220,16 +276,21 @@ def resolve_config(recipe: str, *, config_file: str | Path | None = None, **flag
         if from_file.get("recipe", recipe) != recipe:
             message = f"this file is for recipe {from_file['recipe']!r}, not {recipe!r}"
             raise BadInputError(message, config_file)
-        values.update({k: _coerce(k, v, str(config_file)) for k, v in from_file.items()})
+        from_file = {k: _coerce(k, v, str(config_file)) for k, v in from_file.items()}
+        _one_batch_option(values, from_file, str(config_file))
+        values.update(from_file)
         origin.update(dict.fromkeys(from_file, str(config_file)))
     flagged = set()
+    given: dict[str, Any] = {}
     for name, value in flags.items():
         if _key(name) not in _FIELDS:
             raise _unknown(name, "command line")
         if value is not None:
-            values[_key(name)] = _coerce(_key(name), value, "command line")
-            flagged.add(_key(name))
-            origin[_key(name)] = "command line"
+            given[_key(name)] = _coerce(_key(name), value, "command line")
+    _one_batch_option(values, given, "command line")
+    values.update(given)
+    flagged.update(given)
+    origin.update(dict.fromkeys(given, "command line"))
     values["recipe"] = recipe
     _resolve_loss_settings(values, flagged)
     cfg = TrainConfig(**values)
@@ -248,9 +309,10 @@ _RANGES: dict[str, Range] = {
     "sample_rate": Range(0.0, 1.0, open_low=True), "quality_std_warn": _NON_NEGATIVE,
     "embedding_size": _AT_LEAST_ONE, "workers": _NON_NEGATIVE, "save_every": _NON_NEGATIVE,
     "val_every": _NON_NEGATIVE, "log_every": _AT_LEAST_ONE, "max_steps": _NON_NEGATIVE,
-    "max_bad_steps": _AT_LEAST_ONE, "calibration_images": _NON_NEGATIVE,
+    "max_bad_steps": _AT_LEAST_ONE, "calibration_images": _NON_NEGATIVE, "batch_per_gpu": Range(2.0),
 }
-_WHY = {"batch_size": " (BatchNorm needs at least 2 images per batch)"}
+_WHY = {"batch_size": " (BatchNorm needs at least 2 images per batch)",
+        "batch_per_gpu": " (BatchNorm needs at least 2 images per batch)"}
 
 
 def _option(name: str) -> str:
@@ -295,6 +357,9 @@ def validate(cfg: TrainConfig, origin: dict[str, str] | None = None) -> None:
     if not cfg.data:
         raise FqtoolError("--data is required (a .rec folder, a list file or an image folder)")
     _check_numbers(cfg, origin or {})
+    if (cfg.batch_size is None) == (cfg.batch_per_gpu is None):
+        raise FqtoolError("set exactly one of --batch-size (the global batch) and --batch-per-gpu "
+                          f"(got {cfg.batch_size} and {cfg.batch_per_gpu})")
     if cfg.l_a is not None and cfg.u_a is not None and cfg.l_a >= cfg.u_a:
         raise FqtoolError(f"MagFace needs l_a < u_a (got {cfg.l_a} and {cfg.u_a})")
     if cfg.lr_batch < 0:
@@ -319,15 +384,22 @@ def _toml_value(value: Any) -> str:
     return f'"{text}"'
 
 
-def dumps_toml(cfg: TrainConfig) -> str:
-    """The resolved configuration as TOML (unset optional values are written as comments)."""
+def dumps_toml(cfg: TrainConfig, world_size: int | None = None) -> str:
+    """The resolved configuration as TOML (unset optional values are written as comments). With
+    ``world_size`` the batch option this run did not set is written as a comment with its value, so the
+    file records both the global and the per-process batch and still reads back as the same setting."""
+    split = batch_split(cfg, world_size) if world_size else None
     lines = ["# fqtool training configuration (resolved: defaults + recipe + file + flags)"]
     for name, value in to_dict(cfg).items():
         if name in ("resume", "overwrite"):  # about this invocation, not the run's settings
+            continue
+        if split is not None and name in _BATCH_OPTIONS and value is None:
+            derived = split.global_batch if name == "batch_size" else split.per_gpu
+            lines.append(f"# {name} = {derived}  (this run: {split.describe()}; set by {split.given})")
             continue
         lines.append(f"# {name} = (unset)" if value is None else f"{name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 
-def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    atomic_write_text(path, dumps_toml(cfg))
+def save_config(cfg: TrainConfig, path: str | Path, world_size: int | None = None) -> None:
+    atomic_write_text(path, dumps_toml(cfg, world_size))

@@ -1,8 +1,9 @@
 """torchrun set-up: read ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``; without them, one plain process.
 
 ``torchrun --nproc-per-node N -m fqtool train-…`` starts N processes that each call :func:`setup`:
-NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), Gloo on CPU. Multi-node runs are the same
-command with ``--nnodes``/``--rdzv-endpoint``; nothing here is specific to one machine.
+NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``, an explicit ``--device cuda:N`` is overridden
+with a note), Gloo on CPU. The chosen GPU is always made the process's current device. Multi-node runs
+are the same command with ``--nnodes``/``--rdzv-endpoint``; nothing here is specific to one machine.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from fqtool.errors import FqtoolError
-from fqtool.runtime import resolve_device
+from fqtool.runtime import parse_device, resolve_device, use_cuda_device
 
 T = TypeVar("T")
 
@@ -29,6 +30,7 @@ class DistEnv:
     local_rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    notes: tuple[str, ...] = ()  # one-line remarks for the run's log (e.g. an overridden --device)
 
     @property
     def is_main(self) -> bool:
@@ -49,17 +51,34 @@ def _env_int(name: str) -> int | None:
         raise FqtoolError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+def rank_device(requested: torch.device, local_rank: int) -> tuple[torch.device, str | None]:
+    """The device of process ``local_rank`` of a torchrun job: ``cuda:LOCAL_RANK`` on CUDA (an explicit
+    other index would put every process on one GPU: it is overridden, with a note), else ``requested``."""
+    if requested.type != "cuda":
+        return requested, None
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise FqtoolError(f"LOCAL_RANK {local_rank}: this node has {count} visible GPU(s); start at most "
+                          f"{count} processes per node (torchrun --nproc-per-node {count})")
+    device = torch.device("cuda", local_rank)
+    note = None
+    if requested.index is not None and requested.index != local_rank:
+        note = (f"--device cuda:{requested.index} is ignored under torchrun: each process takes "
+                f"cuda:LOCAL_RANK (this one {device}); choose the GPUs with CUDA_VISIBLE_DEVICES")
+    return device, note
+
+
 def setup(device_name: str = "auto", timeout_min: float = 30.0) -> DistEnv:
-    """Initialise the process group when launched by torchrun; otherwise return a single-process env."""
-    device = resolve_device(device_name)
+    """Initialise the process group when launched by torchrun (``--nproc-per-node 1`` included: the same
+    NCCL/Gloo code paths as N processes); otherwise return a single-process env. Either way a CUDA device
+    is made the process's current device."""
     world = _env_int("WORLD_SIZE")
-    if world is None or world <= 1:
-        return DistEnv(device=device)
+    if world is None or (world <= 1 and "MASTER_ADDR" not in os.environ):  # not started by torchrun
+        return DistEnv(device=resolve_device(device_name))
     local_rank = _env_int("LOCAL_RANK") or 0
+    device, note = rank_device(parse_device(device_name), local_rank)
     if device.type == "cuda":
-        if device.index is None:
-            device = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
-        torch.cuda.set_device(device)
+        device = use_cuda_device(device)
     if not dist.is_initialized():
         dist.init_process_group(
             "nccl" if device.type == "cuda" else "gloo",
@@ -67,7 +86,7 @@ def setup(device_name: str = "auto", timeout_min: float = 30.0) -> DistEnv:
             device_id=device if device.type == "cuda" else None,
         )
     return DistEnv(rank=dist.get_rank(), local_rank=local_rank, world_size=dist.get_world_size(),
-                   device=device)
+                   device=device, notes=(note,) if note else ())
 
 
 def cleanup() -> None:

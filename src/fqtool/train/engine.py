@@ -19,7 +19,8 @@ from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.fsutil import ensure_dir
 from fqtool.models import QualityCalibration
 from fqtool.runtime import autocast, resolve_precision
-from fqtool.train.config import TrainConfig, effective_lr, save_config, to_dict
+from fqtool.train import memory
+from fqtool.train.config import TrainConfig, batch_split, effective_lr, save_config, to_dict
 from fqtool.train.data import GlobalBatchSampler, make_loader, open_training_data
 from fqtool.train.distributed import (
     DistEnv,
@@ -47,9 +48,6 @@ from fqtool.train.state import (
     sharded_params,
 )
 from fqtool.train.step import BufferGuard, StepOutcome, backward_and_step, grad_scaler, non_finite_tensors
-
-__all__ = ["NonFiniteLossError", "NonFiniteModelError", "TrainResult", "Trainer", "grad_scaler",
-           "non_finite_tensors", "train"]
 
 
 class NonFiniteLossError(FqtoolError):
@@ -92,6 +90,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, env: DistEnv, progress: TrainProgress | None = None) -> None:
         cfg, notes = self._cpu_settings(cfg, env)
         self.cfg, self.env = cfg, env
+        self.batch = batch_split(cfg, env.world_size)  # before any file is touched: a bad split is one line
+        notes.extend(env.notes)
         self.output = Path(cfg.output)
         self._prepare_output()
         self.precision = resolve_precision(cfg.precision, env.device)
@@ -112,7 +112,8 @@ class Trainer:
         self.base_lr = effective_lr(cfg, env.world_size)
         self.optimizer = self._make_optimizer()
         self.scaler = grad_scaler(self.precision)
-        self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, rank=env.rank,
+        self.memory_notes = memory.training_notes(cfg, self.task, self.batch, self.precision, env.device)
+        self.sampler = GlobalBatchSampler(len(self.dataset), self.batch.per_gpu, rank=env.rank,
                                           world_size=env.world_size, seed=cfg.seed)
         if hasattr(self.task.head, "batch_per_rank"):  # equal batches by construction: no size exchange
             self.task.head.batch_per_rank = self.sampler.batch_size
@@ -135,7 +136,7 @@ class Trainer:
         self.val_results: dict[str, float] = {}
         self._warned_collapse = False
         self._val_step = -1
-        for note in notes:
+        for note in notes + self.memory_notes[1:]:
             self.log.warn(note)
 
     @staticmethod
@@ -352,7 +353,7 @@ class Trainer:
         results = {}
         for name, images, issame in self.val_sets:
             emb = embed_images(self._eval_view(), images, device=self.env.device, flip=True,
-                               batch_size=min(256, self.cfg.batch_size * 2), precision=self.precision)
+                               batch_size=min(256, self.batch.per_gpu * 2), precision=self.precision)
             res = evaluate_verification(emb.embeddings, issame, name=name, flip=True)
             results[f"val/{name}/accuracy"] = float(res.accuracy)
             results[f"val/{name}/accuracy_std"] = float(res.accuracy_std)
@@ -367,7 +368,7 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg = self.cfg
         if self.env.is_main:
-            save_config(cfg, self.output / "config.toml")
+            save_config(cfg, self.output / "config.toml", self.env.world_size)
             self.log.message(self._banner())
         self.task.train_mode()
         self.log.start(self.step)
@@ -425,8 +426,9 @@ class Trainer:
         cfg, env = self.cfg, self.env
         resumed = f", resumed from {self.resumed_from} at step {self.step}" if self.resumed_from else ""
         return (f"train-{cfg.recipe}: {cfg.arch} on {len(self.dataset)} images / {self.num_classes} ids, "
-                f"{env.world_size} process(es) × batch {cfg.batch_size} on {env.device}, {self.precision}, "
-                f"{self.steps_per_epoch} steps/epoch, {self.stop_step} steps{resumed}")
+                f"batch {self.batch.describe('GPUs' if env.device.type == 'cuda' else 'processes')} on "
+                f"{env.device}, {self.precision}, {self.steps_per_epoch} steps/epoch, {self.stop_step} steps"
+                f"{resumed}; {self.memory_notes[0]}")
 
     # ------------------------------------------------------------------ outputs
     def _finish(self) -> Path | None:

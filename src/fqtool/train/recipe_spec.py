@@ -138,8 +138,9 @@ RECIPES: dict[str, RecipeSpec] = {
             """,
             defaults={
                 "arch": "iresnet50", "style": "crfiqa", "dropout": 0.4,
-                "epochs": 34, "batch_size": 128, "lr": 0.1, "lr_batch": 512, "lr_schedule": "step",
-                "lr_steps": [19.0, 27.0, 31.0], "momentum": 0.9, "weight_decay": 5e-4, "clip_grad": 5.0,
+                "epochs": 34, "batch_size": None, "batch_per_gpu": 128, "lr": 0.1, "lr_batch": 512,
+                "lr_schedule": "step", "lr_steps": [19.0, 27.0, 31.0], "momentum": 0.9, "weight_decay": 5e-4,
+                "clip_grad": 5.0,
             },
         ),
     )
