@@ -39,7 +39,7 @@ def _cpu_scaler(precision: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)
 
 
-def _config(data, out, world: int = 1, **kw):
+def _config(data, out, **kw):
     """``--batch-size`` is the global batch: 8 images per process in 1 process, 4 in each of 2."""
     settings = {**STEP, "batch_size": GLOBAL_BATCH, **kw}
     return resolve_config("magface", data=str(data), output=str(out), **settings)
@@ -111,7 +111,7 @@ def _skip_job(env, base: Path, data: str) -> dict:
     original = heads.gather_sizes
     heads.gather_sizes = lambda n, device: calls.append(n) or original(n, device)
     engine.grad_scaler = _cpu_scaler
-    trainer = engine.Trainer(_config(data, base / "skip", world=2, max_steps=3), env)
+    trainer = engine.Trainer(_config(data, base / "skip", max_steps=3), env)
     seen = {"n": 0}
 
     def poison(grad):
@@ -130,7 +130,7 @@ def _skip_job(env, base: Path, data: str) -> dict:
 
 def _resume_job(env, base: Path, data: str) -> dict:
     """Resume the 1-process state (step 2) on 2 ranks, train 1 step, save."""
-    trainer = engine.Trainer(_config(data, base / "r12", world=2, max_steps=3, resume="auto"), env)
+    trainer = engine.Trainer(_config(data, base / "r12", max_steps=3, resume="auto"), env)
     start = {"step": trainer.step, "head": trainer.task.head.weight.detach().clone(),
              "momentum": _head_momentum(trainer)}
     trainer.run()
@@ -141,7 +141,7 @@ def _resume_job(env, base: Path, data: str) -> dict:
 def _mismatch_job(env, base: Path, data: str) -> str:
     """Each node has its own output folder (same path on a real cluster), with states of other steps."""
     try:
-        engine.Trainer(_config(data, base / f"node{env.rank}", world=2, max_steps=4, resume="auto"), env)
+        engine.Trainer(_config(data, base / f"node{env.rank}", max_steps=4, resume="auto"), env)
     except FqtoolError as exc:
         return str(exc)
     return "no error"
@@ -151,7 +151,7 @@ def _save_job(env, base: Path, data: str) -> bool:
     """Only rank 1's BatchNorm statistics are NaN (buffers are per rank): no rank may write the state."""
     from fqtool.train.distributed import barrier
 
-    trainer = engine.Trainer(_config(data, base / "save", world=2, max_steps=1), env)
+    trainer = engine.Trainer(_config(data, base / "save", max_steps=1), env)
     if env.rank == 1:
         buffer = next(b for name, b in trainer.task.trainable.named_buffers() if "running_mean" in name)
         buffer.fill_(float("nan"))
