@@ -120,8 +120,7 @@ class Trainer:
         self.steps_per_epoch = self.sampler.batches_per_epoch
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.stop_step = min(self.total_steps, cfg.max_steps) if cfg.max_steps > 0 else self.total_steps
-        self.step, self.epoch, self.bad_steps, self.skipped = 0, 0, 0, 0
-        self.samples_in_epoch = 0
+        self.step, self.epoch, self.bad_steps, self.skipped, self.samples_in_epoch = 0, 0, 0, 0, 0
         self.resumed_from = self._maybe_resume()
         if self.resumed_from is None:
             seed_everything(cfg.seed * 1000 + env.rank + 1)  # per-rank streams from here on
