@@ -187,7 +187,7 @@ def _never(*args, **kwargs):
     ("args", "heavy"),
     [
         (["score", "{faces}", "-w", "{w}", "-o", "{dir}"], "fqtool.eval.scoring.score_dataset"),
-        (["verify", "--features", "{feats}", "--csv", "{dir}"], "fqtool.cli.verify._collect_features"),
+        (["verify", "--features", "{feats}", "--csv", "{dir}"], "fqtool.eval.benchmark.run_verify"),
         (["convert-weights", "{w}", "{dir}"], "fqtool.models.loading.load_face_model"),
         (["make-list", "{faces}", "-o", "{dir}"], "fqtool.data.lists.make_list"),
         (["export", "{w}", "-o", "{dir}"], "fqtool.models.loading.load_face_model"),

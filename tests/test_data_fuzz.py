@@ -138,3 +138,55 @@ def test_damaged_inputs_never_crash_the_process(tmp_path) -> None:
     noise = [ln for ln in proc.stderr.splitlines() if any(
         word in ln for word in ("Corrupt JPEG", "Premature end", "libpng", "libwebp", "Warning"))]
     assert noise == [], proc.stderr[-2000:]
+
+
+def _fuzz_cases(tmp_path: Path, rng: random.Random):
+    """(name, callable) pairs: damaged features files (.bin and IJB), lists with odd names, scores files."""
+    import numpy as np
+
+    from fqtool.data.lists import read_list
+    from fqtool.eval.features import FeatureSet, load_features, save_features
+    from fqtool.eval.ijb import IjbFeatures, load_ijb_features, save_ijb_features
+    from fqtool.eval.score_files import load_scores
+
+    nrng = np.random.default_rng(SEED)
+    emb = nrng.normal(size=(8, 4)).astype(np.float32)
+    bin_file = save_features(tmp_path / "f.npz", FeatureSet("s", emb, np.array([1, 0, 1, 0], bool),
+                                                             nrng.uniform(size=8)))
+    n = 6
+    ijb_file = save_ijb_features(tmp_path / "i.npz", IjbFeatures(
+        name="IJBC", images=np.array([f"{i}.jpg" for i in range(n)]), embeddings=emb[:n],
+        quality=np.ones(n), detector_scores=np.ones(n), templates=np.array([1, 1, 2, 2, 3, 3]),
+        medias=np.arange(n), pair_t1=np.array([1, 1]), pair_t2=np.array([2, 3]), pair_label=np.array([1, 0])))
+    odd = [" ", "  ", "\t", ";", "#", "\x00", "\x85", "é", "1e9", "-5", "nan", ",", '"', "\ufeff"]
+    for k in range(60):
+        source = bin_file if k % 2 else ijb_file
+        path = tmp_path / f"m{k:02d}.npz"
+        path.write_bytes(_mutate(source.read_bytes(), rng, keep=4))
+        loader = load_features if k % 2 else load_ijb_features
+        yield f"features {path.name}", (lambda p=path, load=loader: load(p))
+    for k in range(60):
+        lines = ["".join(rng.choice(odd + ["a", "b", "0", "1", " 3"]) for _ in range(rng.randint(1, 6)))
+                 for _ in range(rng.randint(1, 4))]
+        path = tmp_path / f"l{k:02d}.txt"
+        path.write_bytes("\n".join(lines).encode("utf-8", "surrogatepass"))
+        yield f"list {path.name}", (lambda p=path: read_list(p))
+        scores = tmp_path / f"s{k:02d}.txt"
+        scores.write_bytes("\n".join(f"images/{i}.jpg {line}" for i, line in enumerate(lines)).encode())
+        yield f"scores {scores.name}", (lambda p=scores: load_scores(p, 2))
+
+
+def test_damaged_features_lists_and_scores_files_are_one_fqtool_error(tmp_path) -> None:
+    """In process (numpy and zipfile cannot segfault): every case returns or raises an FqtoolError."""
+    from fqtool.errors import FqtoolError
+
+    unexpected, count = [], 0
+    for name, work in _fuzz_cases(tmp_path, random.Random(SEED)):
+        count += 1
+        try:
+            work()
+        except FqtoolError as exc:
+            assert "\n" not in str(exc), name
+        except Exception as exc:  # noqa: BLE001 - collected and reported below
+            unexpected.append(f"{name}: {type(exc).__name__}: {exc}")
+    assert count == 180 and unexpected == []

@@ -26,14 +26,13 @@ from fqtool.eval.ijb import (
     IJB_FARS,
     IjbFeatures,
     Pooling,
-    crfiqa_threshold,
     evaluate_ijb,
-    ijb_erc,
     load_ijb_features,
     roc_curve,
     save_ijb_features,
     tar_at_fars,
 )
+from fqtool.eval.ijb_erc import crfiqa_threshold, ijb_erc
 from fqtool.eval.verification import far_key
 from fqtool.models import create_model
 from fqtool.models.checkpoint import save_checkpoint

@@ -18,7 +18,7 @@ PACKAGE_DIR = Path(fqtool.__file__).parent
 #: ``fqtool`` itself is the package root (``__init__.py``: loaded lazily on first use (PEP 562), the
 #: version and the Python API's names: see ROOT_LAZY). docs/dev/architecture.md shows the same table.
 LAYERS: dict[str, int] = {
-    "fqtool": 0, "errors": 0, "fsutil": 0, "runtime": 0, "_version": 0,
+    "fqtool": 0, "errors": 0, "fsutil": 0, "runtime": 0, "_version": 0, "quality_methods": 0,
     "data": 1, "losses": 1,
     "models": 2,
     "eval": 3, "export": 3, "align": 3,

@@ -14,6 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import fqtool
+from _ijb_fixture import write_ijb_release
+from _photos import Placement, make_photo
 from fqtool.cli.app import app
 from fqtool.errors import FqtoolError
 from fqtool.models import create_model
@@ -37,6 +39,11 @@ def workdir(tmp_path_factory) -> Path:
         shutil.copy(face, root / "faces" / face.name)
     images = [f.read_bytes() for f in faces[:4]] * 2
     save_bin(root / "pairs.bin", images, [True, False, True, False])
+    (root / "photos").mkdir()  # photos for align and score(align=True), an IJB set for verify
+    for i, face in enumerate((6, 9)):
+        photo, _ = make_photo([Placement(face, 90, 40, 1.0, 10 * i)], size=(240, 320), seed=i)
+        Image.fromarray(photo).save(root / "photos" / f"{i}.jpg", quality=95)
+    write_ijb_release(root / "IJB_release", "IJBC", templates_per_id=2, impostors=40, seed=0)
     return root
 
 
@@ -56,6 +63,11 @@ def test_documented_examples_run(workdir, monkeypatch) -> None:
     assert np.allclose(np.linalg.norm(namespace["unit"], axis=1), 1.0, atol=1e-5)
     assert len(namespace["result"]) == 6 and (workdir / "faces_quality.csv").is_file()
     assert 0.0 <= namespace["res"].accuracy <= 1.0 and namespace["res"].num_pairs == 4
+    assert len(namespace["run"].faces) == 2 and len(namespace["scores"]) == 2
+    assert [r.protocol for r in namespace["ijb"].results] == ["insightface", "quality"]
+    assert {"model:norm", "model:head"} <= {row["method"] for row in namespace["curves"].summary()}
+    assert (workdir / "verify.csv").is_file() and (workdir / "pairs-erc" / "summary.csv").is_file()
+    assert namespace["quiet_report"].to_dict() == namespace["report"].to_dict()
 
 
 def test_every_input_kind_gives_the_same_numbers(model) -> None:

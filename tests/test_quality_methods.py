@@ -181,11 +181,3 @@ def test_erc_curve_methods_of_a_crfiqa_model(tmp_path: Path) -> None:
     wrong = runner.invoke(app, [*base[:3], str(eqface), *base[4:], "-o", str(tmp_path / "w"),
                                 "--method", "crfiqa"])
     assert wrong.exit_code == 2 and "has an EQFace quality head" in wrong.stderr
-
-
-def test_score_cli_method_choices_are_the_core_methods() -> None:
-    """``score --method`` is a torch-free copy of the core's list: the two must not drift apart."""
-    from fqtool.cli.score import Method
-    from fqtool.eval.scoring import METHODS
-
-    assert [m.value for m in Method] == list(METHODS)

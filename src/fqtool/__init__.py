@@ -17,17 +17,19 @@ _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 #: Public names served lazily (PEP 562), each from the module that defines it.
 _LAZY_EXPORTS = {
     "__version__": "fqtool._version",
+    "align_faces": "fqtool.api",
+    "erc_curve": "fqtool.api",
     "load_model": "fqtool.api",
     "QualityModel": "fqtool.api",
     "read_images": "fqtool.api",
     "verify": "fqtool.api",
 }
 
-__all__ = ["QualityModel", "__version__", "load_model", "read_images", "verify"]
+__all__ = ["QualityModel", "__version__", "align_faces", "erc_curve", "load_model", "read_images", "verify"]
 
 if TYPE_CHECKING:
     from fqtool._version import __version__
-    from fqtool.api import QualityModel, load_model, read_images, verify
+    from fqtool.api import QualityModel, align_faces, erc_curve, load_model, read_images, verify
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,25 +26,48 @@ from fqtool.errors import FqtoolError
 from fqtool.eval.embed import embed_images
 from fqtool.eval.features import FeatureSet, extract_features
 from fqtool.eval.scoring import ScoreResult, open_input, score_dataset, set_method
-from fqtool.eval.verification import VerificationResult, evaluate_verification
 from fqtool.models.loading import load_model as _open_network
 from fqtool.models.loading import resolve_weights
 from fqtool.runtime import resolve_device
 
-__all__ = ["QualityModel", "load_model", "read_images", "verify"]
+__all__ = ["QualityModel", "align_faces", "erc_curve", "load_model", "read_images", "verify"]
 
 
 # ----------------------------------------------------------------------------------------------- images
 
 
+# ----------------------------------------------------------------------------- input checks (h6, 25.13)
+
+
+def _batch_size(value: Any) -> int:
+    """A positive integer batch size, or the one-line error the CLI gives for the same input."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise FqtoolError(f"batch_size must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def _path_arg(value: Any, what: str) -> Any:
+    """A path argument: ``str``/``Path`` (or None); anything else is an FqtoolError, not a TypeError."""
+    if value is not None and not isinstance(value, str | Path):
+        raise FqtoolError(f"{what} must be a path (str or pathlib.Path), not {type(value).__name__}")
+    return value
+
+
+def _model_arg(model: Any) -> QualityModel:
+    if not isinstance(model, QualityModel):
+        raise FqtoolError(f"give a model from fqtool.load_model(...), not a {type(model).__name__} "
+                          f"({str(model)[:40]!r})")
+    return model
+
+
 def _from_file(path: Path) -> torch.Tensor:
-    from fqtool.data.decode import decode_image
+    from fqtool.data.decode import decode_image, read_image_file
 
     if not path.exists():
         raise FqtoolError("no such file", path)
     if not path.is_file():
         raise FqtoolError("is not an image file (give folders, list files and .rec to model.score)", path)
-    return decode_image(path.read_bytes(), str(path))
+    return decode_image(read_image_file(path), str(path))
 
 
 def _from_array(array: np.ndarray, what: str) -> torch.Tensor:
@@ -161,6 +184,7 @@ class QualityModel:
     def embed(self, images: Any, *, normalize: bool = False, flip: bool = False,
               batch_size: int = 64) -> np.ndarray:
         """Embeddings, ``N×D`` float32 (raw unless ``normalize``; ``flip`` adds the mirrored image's)."""
+        batch_size = _batch_size(batch_size)
         batch = read_images(images, self.size)
         out = embed_images(self.network, batch, device=self.device, batch_size=batch_size, flip=flip)
         emb = out.embeddings.astype(np.float32)
@@ -173,8 +197,37 @@ class QualityModel:
         return self.score(images, method=method, batch_size=batch_size).quality
 
     def open(self, source: str | Path):
-        """A folder (recursive), list file, ``.rec``, insightface folder or one image, as a dataset."""
-        return open_input(source, size=self.size)
+        """A folder (recursive), list file, ``.rec``, insightface folder or one image, as a dataset.
+
+        Its ``notes`` start with a warning when the images are not the model's size (photos, not aligned
+        faces: use :meth:`aligned` or ``score(..., align=True)``)."""
+        from fqtool.align.pipeline import first_off_size
+
+        dataset = open_input(source, size=self.size)
+        found = first_off_size(dataset, self.size)
+        if found is not None:
+            dataset.notes = [_not_aligned_note(found, self.size), *getattr(dataset, "notes", [])]
+        return dataset
+
+    def aligned(self, source: str | Path, *, detector: str | Path | None = None, workers: int = 1,
+                on_progress: Callable[[int], None] | None = None):
+        """Photos detected and aligned (largest face each) into a temporary folder, as a dataset named
+        after the photos; the folder goes when the dataset does. ``notes``: the photos with no face."""
+        import tempfile
+
+        from fqtool.align.datasets import aligned_dataset, missed_faces_note
+        from fqtool.align.pipeline import crop_size_for
+
+        workdir = tempfile.TemporaryDirectory(prefix="fqtool-align-")
+        dataset, run = aligned_dataset(source, workdir.name, crop_size_for(self.size), detector=detector,
+                                       workers=max(1, workers), on_progress=on_progress,
+                                       margin=self.preprocess.margin)
+        dataset.workdir = workdir  # TemporaryDirectory deletes the folder once the dataset is gone
+        note = missed_faces_note(run.no_face + [s for s, _ in run.unreadable], run.images, "not scored")
+        dataset.notes = [note] if note else []
+        if not len(dataset):
+            raise FqtoolError("no face found in any image", source)
+        return dataset
 
     def score(
         self,
@@ -185,15 +238,22 @@ class QualityModel:
         workers: int = 0,
         keep_embeddings: bool = False,
         on_progress: Callable[[int], None] | None = None,
+        align: bool = False,
+        detector: str | Path | None = None,
         **method_options: Any,
     ) -> ScoreResult:
         """Quality (raw and 0-100), norms and optionally embeddings, row-aligned with the images.
 
         ``images``: anything :func:`read_images` takes, a dataset from :meth:`open`, or a folder, list
         file or ``.rec`` path. Unreadable images of a folder/list/.rec are skipped and listed in ``bad``.
-        ``method_options`` go to :func:`fqtool.eval.scoring.score_dataset` (options of a quality method).
+        ``align``: ``images`` are photos (a folder, list file or image path) to detect and align first
+        (:meth:`aligned`, ``detector`` its weights). ``method_options`` go to
+        :func:`fqtool.eval.scoring.score_dataset` (options of a quality method).
         """
-        if _is_collection(images):
+        batch_size = _batch_size(batch_size)
+        if align:
+            dataset = self.aligned(images, detector=detector, workers=workers)
+        elif _is_collection(images):
             dataset = self.open(images)
         elif hasattr(images, "name") and hasattr(images, "__getitem__"):
             dataset = images
@@ -255,10 +315,21 @@ class QualityModel:
         meta: dict | None = None,
     ) -> FeatureSet:
         """Per-image features of a decoded verification set (``2P×3×H×W`` uint8 and P ``issame``)."""
+        batch_size = _batch_size(batch_size)
         return extract_features(
             self.network, images, issame, name=name, flip=flip, device=self.device,
             batch_size=batch_size, on_batch=on_batch, meta=meta,
         )
+
+
+def _not_aligned_note(found: tuple[int, int], size: tuple[int, int]) -> str:
+    """The warning for a folder whose images are not the model's size: crops for another model, or photos."""
+    if found[0] == found[1] and found[0] <= 256:  # square and small: crops aligned for another input size
+        advice = (f"they look like aligned crops for another model and are resized; re-align the photos "
+                  f"at this model's size (`fqtool align --size {size[0]}` or --align), or check --preprocess")
+    else:
+        advice = "they are resized without face alignment; for photos use --align (or `fqtool align` first)"
+    return f"images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: {advice}"
 
 
 def _is_collection(images: Any) -> bool:
@@ -281,32 +352,152 @@ def load_model(
 ) -> QualityModel:
     """Open any weights fqtool reads (fqtool ``.safetensors``, MagFace / arcface_torch / EQFace / CR-FIQA
     ``.pth``, exported ``.onnx``); ``weights=None`` reads ``$FQTOOL_WEIGHTS``. ``device``: auto, cpu,
-    cuda or cuda:N. ``quality_weights`` adds EQFace's ``quality.pth`` head to an EQFace backbone.
+    cuda or cuda:N (under torchrun a plain ``cuda``/``auto`` is this rank's GPU, ``cuda:LOCAL_RANK``).
+    ``quality_weights`` adds EQFace's ``quality.pth`` head to an EQFace backbone.
     ``preprocess``: the model's input when the file does not say it (or says it wrong), as a
     :class:`~fqtool.models.preprocess.Preprocess` or a ``--preprocess`` SPEC (``"facenet"``,
     ``"size=160,mean=127.5,std=128,colour=bgr"``)."""
-    path = resolve_weights(weights)
+    from fqtool.eval.ijb_embed import dist_env, local_device
+
+    path = resolve_weights(_path_arg(weights, "weights"))
+    _path_arg(quality_weights, "quality_weights")
     torch_device = device if isinstance(device, torch.device) else resolve_device(str(device))
+    _, world, local_rank = dist_env()
+    if local_device(torch_device, local_rank, world) != torch_device:  # under torchrun: this rank's GPU
+        from fqtool.runtime import use_cuda_device
+
+        torch_device = use_cuda_device(local_device(torch_device, local_rank, world))
     onnx_device = str(device) if path.suffix.lower() == ".onnx" else torch_device
     network = _open_network(path, quality_weights=quality_weights, arch=arch, device=onnx_device,
                             preprocess=preprocess)
     return QualityModel(network, device=torch_device, weights=path)
 
 
+# ----------------------------------------------------------------------------------------------- evaluation
+
+
+def align_faces(input: str | Path, output: str | Path, *, on_progress: Callable[[int], None] | None = None,
+          **options: Any):
+    """Detect and align every photo of ``input`` into ``output``, as ``fqtool align`` (crops, faces.csv,
+    no_face.txt; resumable). ``options`` are :class:`fqtool.align.pipeline.AlignOptions` fields (size,
+    faces, detector, landmarks, workers, …). Returns the run's :class:`~fqtool.align.pipeline.AlignResult`."""
+    from fqtool.align.pipeline import AlignOptions, align_input
+
+    return align_input(input, output, AlignOptions(**options), on_progress=on_progress)
+
+
+def _align_pairs(detector):
+    """``verify --align``: the benchmark's aligner, built from the align core."""
+    from fqtool.align.datasets import align_pair_images, missed_faces_note
+
+    def align_images(images, size, name, progress, margin=None):
+        with progress(f"align {name}", len(images)) as advance:
+            tensor, missed = align_pair_images(images, size, detector=detector, on_progress=advance,
+                                               margin=margin)
+        names = [f"#{i}" for i in missed]
+        return tensor, missed_faces_note(names, len(images), f"{name}: used whole, resized")
+
+    return align_images
+
+
+def _settings(data_dir, batch_size, workers, align, detector, save_features, progress, notify):
+    from fqtool.eval.benchmark import EmbedSettings, no_progress
+
+    return EmbedSettings(
+        data_dir=Path(data_dir) if data_dir else None, batch_size=batch_size, workers=workers,
+        align=_align_pairs(detector) if align else None, progress=progress or no_progress,
+        notify=notify or (lambda line: None), save=Path(save_features) if save_features else None,
+    )
+
+
+def _sources(model_or_features: Any, targets: Any) -> tuple[Any, list[str], list[Path]]:
+    """``(model source, TARGETs, features files)`` from ``verify``'s / ``erc_curve``'s first arguments."""
+    paths = isinstance(model_or_features, list | tuple) and all(
+        isinstance(p, str | Path) for p in model_or_features
+    )
+    if isinstance(model_or_features, str | Path) or paths:
+        if targets:  # a path where the model goes: features files take no targets
+            _model_arg(model_or_features)
+        paths = [model_or_features] if isinstance(model_or_features, str | Path) else model_or_features
+        return None, [], [Path(p) for p in paths]
+    names = [targets] if isinstance(targets, str | Path) else list(targets or [])
+    model = model_or_features if callable(model_or_features) else _model_arg(model_or_features)
+    return model, [str(t) for t in names], []
+
+
 def verify(
-    model: QualityModel,
-    target: str | Path,
+    model_or_features: Any,
+    targets: Any = None,
     *,
+    protocols: Sequence[str] = ("insightface",),
+    flip: bool | None = None,
+    folds: int = 10,
+    norm_score: bool = False,
+    detector_score: bool = False,
+    align: bool = False,
+    detector: str | Path | None = None,
     data_dir: str | Path | None = None,
-    flip: bool = True,
-    batch_size: int = 64,
-) -> VerificationResult:
-    """10-fold verification (insightface protocol) of ``model`` on one set: a ``.bin``, a pairs folder or a
-    name found in ``data_dir`` / ``$FQTOOL_DATA`` (``lfw`` → ``lfw.bin``)."""
-    from fqtool.eval.targets import decode_target
+    batch_size: int | None = None,
+    workers: int | None = None,
+    save_features: str | Path | None = None,
+    progress=None,
+    notify: Callable[[str], None] | None = None,
+):
+    """``fqtool verify``: 10-fold accuracy on pair sets, TAR@FAR on IJB-B / IJB-C, as a
+    :class:`~fqtool.eval.results.VerifyReport` (``.results``, ``.to_dict()``, ``.to_csv()``, ``.plot()``).
 
-    name, images, issame = decode_target(str(target), model.size, data_dir)
-    features = model.features(images, issame, name=name, flip=flip, batch_size=batch_size)
-    embeddings, norms = features.verification_inputs(flip)
-    return evaluate_verification(embeddings, features.issame, xnorm_norms=norms, name=name, flip=flip)
+    ``model_or_features``: a :class:`QualityModel` (or a callable returning one, opened once the inputs
+    are checked) with ``targets`` (``lfw``, a ``.bin``, a pairs folder, ``IJBC``, an IJB folder), or a
+    features file / list of them. ``flip`` None: each protocol's default. ``progress(label, total)``: a
+    context manager yielding ``advance(n)``. Returns None on torchrun ranks other than 0.
+    """
+    from fqtool.eval.benchmark import VerifyOptions, resolve_benchmarks, run_verify
 
+    model, names, files = _sources(model_or_features, targets)
+    benchmarks = resolve_benchmarks(names, files, Path(data_dir) if data_dir else None)
+    options = VerifyOptions(list(dict.fromkeys(protocols)), flip, folds, norm_score, detector_score)
+    settings = _settings(data_dir, batch_size, workers, align, detector, save_features, progress, notify)
+    return run_verify(benchmarks, model, options, settings)
+
+
+def erc_curve(
+    model_or_features: Any,
+    target: str | Path | None = None,
+    *,
+    methods: Sequence[str] = (),
+    scores: Sequence[str] = (),
+    model_quality: bool = True,
+    quality_models: Sequence[str] = (),
+    serfiq=None,
+    mode: str = "erc",
+    fmrs: Sequence[float] | None = None,
+    starting_fnmr: float = 0.05,
+    pair_quality: str = "min",
+    metric: str = "angular",
+    pauc_limit: float = 0.2,
+    flip: bool | None = None,
+    data_dir: str | Path | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    save_features: str | Path | None = None,
+    progress=None,
+    notify: Callable[[str], None] | None = None,
+):
+    """``fqtool erc-curve``: ERC / EDC curves of quality methods on one set, as an
+    :class:`~fqtool.eval.results.ErcResult` (``.summary()``, ``.to_dict()``, ``.to_csv(folder)``,
+    ``.plot(folder)``, ``.write(folder)``). Arguments as :func:`verify`; ``methods``: ``norm``, ``head``,
+    ``crfiqa``, ``serfiq`` (replacing the model's own quality), ``scores``: ``NAME=FILE`` quality files,
+    ``quality_models``: ``NAME=WEIGHTS`` checkpoints. None on torchrun ranks other than 0."""
+    from fqtool.eval.benchmark import ErcOptions, resolve_benchmark, run_erc
+    from fqtool.eval.serfiq import SerfiqOptions
+
+    model, names, files = _sources(model_or_features, target)
+    if len(names) + len(files) > 1:
+        raise FqtoolError("erc-curve takes one set (one TARGET or one features file)")
+    benchmark = resolve_benchmark(names[0] if names else None, files[0] if files else None,
+                                  Path(data_dir) if data_dir else None)
+    options = ErcOptions(list(scores), model_quality, list(methods), list(quality_models),
+                         serfiq or SerfiqOptions(), mode, tuple(fmrs) if fmrs else None, starting_fnmr,
+                         pair_quality, metric, pauc_limit, flip)
+    settings = _settings(data_dir, batch_size, workers, False, None, save_features, progress, notify)
+    return run_erc(benchmark, model, options, settings)

@@ -28,10 +28,28 @@ def _read_umask() -> int:
 FILE_MODE = 0o666 & ~_read_umask()
 
 
+#: Longest file name (bytes) most file systems allow; a temporary name must fit it too.
+NAME_MAX = 255
+#: What mkstemp adds to the prefix: 8 random characters and the ``.tmp`` suffix.
+_TEMP_EXTRA = 8 + len(".tmp")
+
+
+def _temp_prefix(name: str) -> str:
+    """``.<name>.``, the name shortened (on a character boundary) so the whole temporary name fits
+    :data:`NAME_MAX` bytes: a legal 244-character file name still gets a legal temporary name."""
+    room = NAME_MAX - _TEMP_EXTRA - 2
+    encoded = os.fsencode(name)
+    if len(encoded) > room:
+        name = os.fsdecode(encoded[:room])
+        while name and "\udc80" <= name[-1] <= "\udcff":  # half a multi-byte character cut off
+            name = name[:-1]
+    return f".{name}."
+
+
 def temp_file_for(path: str | Path) -> tuple[int, Path]:
     """An open temporary file (fd, path) next to ``path``, with the permissions a normal file would get."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     with contextlib.suppress(OSError):
         os.fchmod(fd, FILE_MODE)
     return fd, Path(name)
@@ -106,6 +124,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def source_identity(path: str | Path, head: int = 1 << 16) -> str:
+    """What a resumable step remembers of an input file: size, modification time and a hash of its first
+    ``head`` bytes; another file (or the same name replaced in place) gives another identity."""
+    st = os.stat(path)
+    with open(path, "rb") as handle:
+        digest = hashlib.sha256(handle.read(head)).hexdigest()[:16]
+    return f"{st.st_size}:{st.st_mtime_ns}:{digest}"
+
+
+def check_regular_file(path: str | Path) -> None:
+    """Raise ``OSError`` for a special file (FIFO, device, socket): reading ``/dev/zero`` as a list or a
+    scores file would never end, a FIFO would block. Callers turn it into their one-line message."""
+    import stat
+
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe, device or socket)")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -87,6 +87,38 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
+#: Operators a detector graph may not hold: control flow can run without end (an endless Loop).
+CONTROL_FLOW_OPS = frozenset({"Loop", "If", "Scan", "SequenceMap"})
+#: Candidate faces kept (best scores) before non-maximum suppression, which is quadratic in their number.
+MAX_CANDIDATES = 5000
+#: How far outside the image (in image sizes) a box or landmark may lie before it is dropped as nonsense.
+MAX_OUTSIDE = 4.0
+
+
+def check_graph(path: Path) -> None:
+    """Refuse a detector graph with control flow (Loop, If, Scan: a hostile graph can loop for ever)
+    or an input that is not one 4-D float tensor, before ONNX Runtime builds a session for it."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises its own DecodeError types
+        raise FormatError(f"not an ONNX graph ({type(exc).__name__})", path) from None
+    ops = {node.op_type for node in model.graph.node}
+    ops |= {node.op_type for function in model.functions for node in function.node}
+    found = sorted(ops & CONTROL_FLOW_OPS)
+    if found:
+        raise FormatError(f"the detector graph holds control flow ({', '.join(found)}); detectors are "
+                          "plain feed-forward graphs (SCRFD, RetinaFace)", path)
+    initialized = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initialized]
+    if len(inputs) != 1:
+        raise FormatError(f"the detector graph has {len(inputs)} inputs; expected one image input", path)
+    tensor = inputs[0].type.tensor_type
+    if tensor.elem_type != onnx.TensorProto.FLOAT or len(tensor.shape.dim) != 4:
+        raise FormatError("the detector input must be a 4-D float tensor (1, 3, H, W)", path)
+
+
 def _session(model: bytes | str | Path, threads: int):
     import onnxruntime as ort
 
@@ -118,15 +150,37 @@ class FaceDetector:
         self.nms_threshold = nms_threshold
         self.input_name = session.get_inputs()[0].name
         self.output_names = [o.name for o in session.get_outputs()]
+        self.source: Path | None = None  # the ONNX file, for messages
         if name:
             self.name = name
+
+    def run(self, blob: np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs for one input, as finite-checked float32 arrays; any failure of a foreign
+        graph (a wrong reshape, an allocation it cannot make, string outputs) is one FormatError."""
+        try:
+            outputs = self.session.run(self.output_names, {self.input_name: blob})
+            arrays = [np.asarray(o, dtype=np.float32) for o in outputs]
+        except Exception as exc:  # onnxruntime and numpy raise many types for hostile graphs
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise FormatError(f"the detector failed on an image ({first})", self.source) from None
+        return arrays
+
+    def _decoded(self, decode, *args):  # noqa: ANN001, ANN202 - the subclass's decode and its inputs
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # nonsense values are dropped by _sane
+                return decode(*args)
+        except FormatError as exc:
+            raise FormatError(str(exc), self.source) from None
+        except (ValueError, IndexError) as exc:
+            raise FormatError(f"the detector's outputs do not have the {self.name} layout ({exc})",
+                              self.source) from None
 
     def detect(self, image: np.ndarray, upscale: float = 1.0) -> Detections:
         """Faces in an H×W×3 RGB uint8 image, best first. ``upscale`` enlarges the detector input (after
         the ``max_side`` limit) so that faces too small for the detector's finest anchors are found."""
         if image.shape[0] < 2 or image.shape[1] < 2:
             return Detections.empty()
-        boxes, scores, landmarks = self._candidates(image, float(upscale))
+        boxes, scores, landmarks = _sane(*self._candidates(image, float(upscale)), image.shape[:2])
         if not len(scores):
             return Detections.empty()
         keep = nms(boxes, scores, self.nms_threshold)
@@ -138,6 +192,24 @@ class FaceDetector:
 
     def _candidates(self, image: np.ndarray, upscale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError  # pragma: no cover
+
+
+def _sane(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray,
+          image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates with finite numbers inside a generous margin around the image, at most
+    :data:`MAX_CANDIDATES` of them (best scores): a foreign graph's nonsense boxes are dropped, and a
+    graph that reports a face everywhere cannot make NMS run for hours."""
+    if not len(scores):
+        return boxes, scores, landmarks
+    reach = MAX_OUTSIDE * max(image_hw)
+    points = np.concatenate([boxes.reshape(len(boxes), 4), landmarks.reshape(len(landmarks), 10)], axis=1)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(scores) & (np.abs(np.nan_to_num(points, nan=0.0)) <= reach).all(axis=1)
+        ok &= np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    keep = np.flatnonzero(ok)
+    if len(keep) > MAX_CANDIDATES:
+        keep = keep[np.argsort(-scores[keep], kind="stable")[:MAX_CANDIDATES]]
+    return boxes[keep], scores[keep], landmarks[keep]
 
 
 class ScrfdDetector(FaceDetector):
@@ -221,8 +293,8 @@ class ScrfdDetector(FaceDetector):
 
     def _candidates(self, image, upscale):
         blob, scale = self._blob(image, upscale)
-        outputs = self.session.run(self.output_names, {self.input_name: blob})
-        boxes, scores, points = self.decode(outputs, blob.shape[2:])
+        outputs = self.run(blob)
+        boxes, scores, points = self._decoded(self.decode, outputs, blob.shape[2:])
         return boxes / scale, scores, points / scale
 
 
@@ -283,8 +355,8 @@ class RetinaFaceDetector(FaceDetector):
         blob = np.empty((1, 3, height, width), dtype=np.float32)
         for c in range(3):  # BGR planes minus the mean, written in place
             np.subtract(resized[..., 2 - c], self.MEAN_BGR[c], out=blob[0, c], dtype=np.float32)
-        loc, conf, points = self.session.run(self.output_names, {self.input_name: blob})
-        boxes, scores, landmarks = self.decode(loc, conf, points, (height, width))
+        loc, conf, points = self.run(blob)
+        boxes, scores, landmarks = self._decoded(self.decode, loc, conf, points, (height, width))
         sx, sy = image.shape[1] / width, image.shape[0] / height
         boxes = boxes * np.array([sx, sy, sx, sy], dtype=np.float32)
         return boxes, scores, landmarks * np.array([sx, sy], dtype=np.float32)
@@ -338,6 +410,7 @@ def load_detector(path: str | Path | None = None, *, threshold: float | None = N
     path = Path(path)
     if not path.is_file():
         raise BadInputError("no such detector file", path)
+    check_graph(path)
     session = _session(path, threads)
     try:
         kind = detector_kind(session)
@@ -345,6 +418,7 @@ def load_detector(path: str | Path | None = None, *, threshold: float | None = N
         raise FormatError(str(exc), path) from None
     cls = ScrfdDetector if kind == "scrfd" else RetinaFaceDetector
     detector = cls(session, threshold=threshold, max_side=max_side, name=f"{cls.name} ({path.name})")
+    detector.source = path
     if kind == "scrfd" and not detector.has_landmarks:
         raise FormatError("this SCRFD graph has no landmark outputs (6 or 10 outputs); alignment needs "
                           "the 9- or 15-output (…kps) models", path)

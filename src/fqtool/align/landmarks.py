@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fqtool.errors import BadInputError, FormatError
+from fqtool.fsutil import check_regular_file
 
 __all__ = ["GivenFace", "LANDMARK_COLUMNS", "read_landmarks"]
 
@@ -50,6 +51,32 @@ def _numbers(values: list[str], path: Path, line: int, what: str) -> np.ndarray:
     return numbers
 
 
+#: Landmarks further than this from the origin (pixels) are no image's; closer than this to each other
+#: (pixels, largest distance between two of the five) they describe no face: both are refused.
+MAX_COORDINATE = 1e6
+MIN_SPREAD = 1.0
+
+
+def landmarks_problem(points: np.ndarray) -> str | None:
+    """Why five (x, y) landmarks cannot be warped to the template (None when they can)."""
+    points = np.asarray(points, dtype=np.float64).reshape(5, 2)
+    if not np.isfinite(points).all():
+        return "landmarks must be finite numbers"
+    if np.abs(points).max() > MAX_COORDINATE:
+        return f"landmarks beyond ±{MAX_COORDINATE:g} pixels"
+    spread = float(np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1).max())
+    if spread < MIN_SPREAD:
+        return f"the five landmarks lie within {MIN_SPREAD:g} pixel of each other (no face)"
+    return None
+
+
+def _check_points(points: np.ndarray, path: Path, line: int) -> np.ndarray:
+    why = landmarks_problem(points)
+    if why is not None:
+        raise FormatError(f"line {line}: {why}", path)
+    return points
+
+
 def _check_name(name: str, known: Collection[str] | None, path: Path, line: int) -> str:
     name = name.strip().replace("\\", "/")
     if name.startswith("./"):
@@ -73,7 +100,8 @@ def _read_text(path: Path, known, out: dict[str, list[GivenFace]], lines: list[s
         name = _check_name(fields[0], known, path, number)
         values = _numbers(fields[1:], path, number, "landmarks and score")
         score = float(values[10]) if len(values) == 11 else 1.0
-        out.setdefault(name, []).append(GivenFace(values[:10].reshape(5, 2), score))
+        points = _check_points(values[:10].reshape(5, 2), path, number)
+        out.setdefault(name, []).append(GivenFace(points, score))
 
 
 def _read_csv(path: Path, known, out: dict[str, list[GivenFace]], lines: list[str]) -> None:
@@ -97,13 +125,15 @@ def _read_csv(path: Path, known, out: dict[str, list[GivenFace]], lines: list[st
         box = None
         if has_box and all(row[col[c]].strip() for c in BOX_COLUMNS):
             box = _numbers([row[col[c]] for c in BOX_COLUMNS], path, number, "x1 y1 x2 y2")
-        out.setdefault(name, []).append(GivenFace(points.reshape(5, 2), score, box))
+        points = _check_points(points.reshape(5, 2), path, number)
+        out.setdefault(name, []).append(GivenFace(points, score, box))
 
 
 def read_landmarks(path: str | Path, known: Collection[str] | None = None) -> dict[str, list[GivenFace]]:
     """Faces per image name (names as relative paths with ``/``); ``known`` = the input's image names."""
     path = Path(path)
     try:
+        check_regular_file(path)
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise BadInputError("no such landmarks file", path) from None

@@ -22,11 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from fqtool.align.detectors import Detections, FaceDetector, load_detector
-from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, read_landmarks
-from fqtool.data.decode import IMAGE_EXTENSIONS
+from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, landmarks_problem, read_landmarks
+from fqtool.data.decode import IMAGE_EXTENSIONS, decode_rgb_array, read_image_file, resize_if_needed
+from fqtool.data.lists import check_names
+from fqtool.data.walk import walk_images
 from fqtool.data.warp import (
     MAX_SIZE,
     TEMPLATE_112,
@@ -37,7 +39,7 @@ from fqtool.data.warp import (
     warp_affine_fast,
 )
 from fqtool.errors import BadInputError, FqtoolError
-from fqtool.fsutil import atomic_open, atomic_path, ensure_dir
+from fqtool.fsutil import atomic_open, atomic_path, ensure_dir, source_identity
 
 __all__ = [
     "CSV_COLUMNS",
@@ -88,7 +90,7 @@ class AlignOptions:
     margin: float | None = None
 
     def check(self) -> None:
-        template(self.size)  # refuses sizes no crop should have
+        template(self.size)  # refuses sizes no crop should have (at most MAX_SIZE: no 112000² crops)
         if self.margin is not None and not (0.0 <= self.margin <= 4 * MAX_SIZE):
             raise FqtoolError(f"--margin {self.margin:g}: use 0 to {4 * MAX_SIZE} pixels")
         if self.faces not in FACE_POLICIES:
@@ -143,6 +145,9 @@ class ImageOutcome:
     faces: list[AlignedFace] = field(default_factory=list)
     status: str = "ok"  # ok | no_face | unreadable
     reason: str = ""
+    #: The source file's identity when it was read (fsutil.source_identity): a resumed run redoes an image
+    #: whose file changed or is another input's with the same name.
+    identity: str = ""
 
 
 @dataclass
@@ -168,42 +173,17 @@ class AlignResult:
 
 
 def decode_rgb(data: bytes, source: str | Path | None = None) -> np.ndarray:
-    """Encoded bytes → H×W×3 RGB uint8, upright (EXIF orientation applied); CMYK/grey/palette converted."""
-    try:
-        with Image.open(io.BytesIO(data)) as pil:
-            pil.load()
-            upright = ImageOps.exif_transpose(pil)
-            rgb = upright.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        kind = "not an image" if isinstance(exc, UnidentifiedImageError) else f"unreadable image ({exc})"
-        raise BadInputError(kind, source) from None
-    return np.asarray(rgb)
+    """Encoded bytes → H×W×3 RGB uint8 through fqtool's one decoder (EXIF orientation applied, 16-bit
+    and CMYK/grey/palette converted, pixel cap)."""
+    return decode_rgb_array(data, str(source) if source is not None else "")
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise BadInputError(f"cannot read image ({exc.strerror or exc})", path) from None
-    if not data:
-        raise BadInputError("empty file", path)
-    return decode_rgb(data, path)
-
-
-def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
+    return decode_rgb(read_image_file(path), path)
 
 
 def _scan(folder: Path, skip: Path | None) -> list[str]:
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and (skip is None or (here / d).resolve() != skip))
-        rel = os.path.relpath(dirpath, folder)
-        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        found.extend(prefix + f for f in filenames if _is_image(f))
-    return sorted(found)
+    return walk_images(folder, skip_dir=skip)
 
 
 def list_inputs(input_path: str | Path, skip: str | Path | None = None) -> tuple[Path, list[str]]:
@@ -306,6 +286,7 @@ class Aligner:
 
     def crops(self, image: np.ndarray, name: str = "") -> tuple[Detections, list[np.ndarray]]:
         found = self.faces(image, name)
+        found = found.take([k for k, lm in enumerate(found.landmarks) if landmarks_problem(lm) is None])
         size, margin = self.options.size, self.options.margin
         if margin is not None:  # loose crops need only the box
             return found, [loose_crop(image, box, margin, size) for box in found.boxes]
@@ -352,16 +333,38 @@ def _safe_stem(source: str) -> str:
 
 
 def out_names(sources: Sequence[str], fmt: str) -> dict[str, str]:
-    """Crop name stem per source: the source's path without its suffix, unless two sources would then
-    collide (``a.jpg`` and ``a.png``), in which case the suffix is kept in the stem (``a_jpg``)."""
+    """Crop name stem per source, unique by construction, also where case does not count.
+
+    The source's path without its suffix; sources whose stems collide (``a.jpg`` and ``a.png``) keep the
+    suffix in the stem (``a_jpg``); a stem still taken after that (``a_jpg.png``, ``A.jpg`` next to
+    ``A.JPG``) gets ``~2``, ``~3``… Crop names are the stem, or the stem plus ``_<face>``, so unique stems
+    give unique crop names."""
     stems = {s: _safe_stem(s) for s in sources}
     counts: dict[str, int] = {}
     for stem in stems.values():
-        counts[stem] = counts.get(stem, 0) + 1
-    out = {}
+        counts[stem.casefold()] = counts.get(stem.casefold(), 0) + 1
+    wanted = {}
     for source, stem in stems.items():
-        if counts[stem] > 1:
+        if counts[stem.casefold()] > 1:
             stem = stem + "_" + os.path.splitext(source)[1].lstrip(".").lower()
+        wanted[source] = stem
+    return _uniquified(wanted)
+
+
+def _uniquified(wanted: dict[str, str]) -> dict[str, str]:
+    """Each value made unique (compared case-folded): the first keeps its name, the others get ``~k``."""
+    taken = {stem.casefold() for stem in wanted.values()}
+    used: set[str] = set()
+    out = {}
+    for source in sorted(wanted):
+        stem = wanted[source]
+        if stem.casefold() in used:
+            k = 2
+            while f"{stem}~{k}".casefold() in taken:
+                k += 1
+            stem = f"{stem}~{k}"
+            taken.add(stem.casefold())
+        used.add(stem.casefold())
         out[source] = stem
     return out
 
@@ -392,7 +395,7 @@ class _Journal:
         self.key = options.journal_key()
         self.handle = None
 
-    def load(self, output: Path) -> dict[str, ImageOutcome]:
+    def load(self, output: Path, root: Path, stems: dict[str, str]) -> dict[str, ImageOutcome]:
         done: dict[str, ImageOutcome] = {}
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
@@ -407,12 +410,17 @@ class _Journal:
             try:
                 entry = json.loads(line)
                 outcome = ImageOutcome(entry["source"], [AlignedFace.from_row(r) for r in entry["faces"]],
-                                       entry["status"], entry.get("reason", ""))
+                                       entry["status"], entry.get("reason", ""), str(entry["id"]))
             except (ValueError, KeyError, TypeError, IndexError):
                 continue  # a line cut short by the interruption: that image is redone
-            if all((output / f.out).is_file() for f in outcome.faces):
+            if _unchanged(root, outcome) and all(self._current(output, stems, f) for f in outcome.faces):
                 done[outcome.source] = outcome
         return done
+
+    def _current(self, output: Path, stems: dict[str, str], face: AlignedFace) -> bool:
+        """The crop exists under the name this run gives it (names depend on the other inputs)."""
+        name = _crop_name(stems.get(face.source, ""), face.face, self.key["faces"], self.key["fmt"])
+        return face.out == name and (output / face.out).is_file()
 
     def open(self, keep: Iterable[ImageOutcome]) -> None:
         self.handle = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -421,8 +429,8 @@ class _Journal:
             self.add(outcome)
 
     def add(self, outcome: ImageOutcome) -> None:
-        entry = {"source": outcome.source, "status": outcome.status, "reason": outcome.reason,
-                 "faces": [f.row() for f in outcome.faces]}
+        entry = {"source": outcome.source, "id": outcome.identity, "status": outcome.status,
+                 "reason": outcome.reason, "faces": [f.row() for f in outcome.faces]}
         self.handle.write(json.dumps(entry) + "\n")
         self.handle.flush()
 
@@ -432,6 +440,18 @@ class _Journal:
         if finished:
             with contextlib.suppress(OSError):
                 self.path.unlink()
+
+
+def _identity(path: Path) -> str:
+    try:
+        return source_identity(path)
+    except OSError:
+        return ""
+
+
+def _unchanged(root: Path, outcome: ImageOutcome) -> bool:
+    """The journalled image is the same file as now (not another input's, not replaced in place)."""
+    return bool(outcome.identity) and outcome.identity == _identity(root / outcome.source)
 
 
 def write_faces_csv(path: Path, faces: Iterable[AlignedFace]) -> None:
@@ -456,19 +476,21 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 def _process(aligner: Aligner, root: Path, output: Path, source: str, stem: str) -> ImageOutcome:
     options = aligner.options
+    identity = _identity(root / source)
     try:
         image = read_rgb(root / source)
     except BadInputError as exc:
-        return ImageOutcome(source, status="unreadable", reason=str(exc).removeprefix(f"{root / source}: "))
+        return ImageOutcome(source, status="unreadable", reason=str(exc).removeprefix(f"{root / source}: "),
+                            identity=identity)
     found, crops = aligner.crops(image, source)
     if not crops:
-        return ImageOutcome(source, status="no_face")
+        return ImageOutcome(source, status="no_face", identity=identity)
     faces = []
     for k, crop in enumerate(crops):
         out = _crop_name(stem, k, options.faces, options.fmt)
         _write_crop(output / out, encode_crop(crop, options.fmt))
         faces.append(AlignedFace(source, k, out, float(found.scores[k]), found.boxes[k], found.landmarks[k]))
-    return ImageOutcome(source, faces)
+    return ImageOutcome(source, faces, identity=identity)
 
 
 def _ordered(executor: ThreadPoolExecutor | None, fn: Callable, items: list, ahead: int) -> Iterator:
@@ -506,16 +528,17 @@ def align_input(
     if not sources:
         raise BadInputError("no images found (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")",
                             input_path)
+    check_names(sources)  # faces.csv and no_face.txt name every source: refused now, not after the crops
     if aligner is None:
         given = read_landmarks(options.landmarks, set(sources)) if options.landmarks else None
         aligner = Aligner(options, given=given)
     ensure_dir(output)
     journal = _Journal(output, options)
-    done = journal.load(output)
+    stems = out_names(sources, options.fmt)
+    done = journal.load(output, root, stems)
     todo = [s for s in sources if s not in done]
     if on_progress is not None and len(done):
         on_progress(len(sources) - len(todo))
-    stems = out_names(sources, options.fmt)
     outcomes = dict(done)
     began = time.perf_counter()
     workers = max(1, int(options.workers))
@@ -571,10 +594,18 @@ def align_images(
             out[i] = crops[0]
         else:
             missed.append(i)
-            out[i] = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+            out[i] = _resized(image, size)
         if on_progress is not None:
             on_progress(1)
     return out, missed
+
+
+def _resized(image: np.ndarray, size: int) -> np.ndarray:
+    """A whole image squashed to size×size by the resize every other path uses."""
+    import torch
+
+    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    return resize_if_needed(chw, (size, size)).permute(1, 2, 0).numpy()
 
 
 def crop_size_for(model_size: Sequence[int]) -> int:

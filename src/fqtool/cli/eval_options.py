@@ -1,18 +1,20 @@
-"""What ``verify`` and ``erc-curve`` share: the ``--data-dir`` option and how a TARGET is embedded."""
+"""What ``verify`` and ``erc-curve`` share: the ``--data-dir`` option, progress bars and user lines for
+the core's benchmarks, and drawing a result's table with rich."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from fqtool.cli.console import err_console, warn
 from fqtool.cli.progress import progress_bar
 
 if TYPE_CHECKING:
-    from fqtool.api import QualityModel
-    from fqtool.eval.features import FeatureSet
+    from rich.table import Table
+
+    from fqtool.eval.results import TableData
 
 DataDir = Annotated[
     Path | None,
@@ -23,66 +25,53 @@ DataDir = Annotated[
         show_default=False,
     ),
 ]
+EvalBatchSize = Annotated[
+    int | None,
+    typer.Option("--batch-size", "-b", min=1, help="Images per batch. Default: 64 on the CPU, 256 on CUDA.",
+                 show_default=False),
+]
+EvalWorkers = Annotated[
+    int | None,
+    typer.Option("--workers", "-j", min=0, help="DataLoader worker processes. Default: none on the CPU, "
+                 "one per core (up to 8) on CUDA.", show_default=False),
+]
 
 
-@dataclass
-class EmbedOptions:
-    """How TARGETs are found, decoded and embedded."""
-
-    weights: Path | None = None
-    quality_weights: Path | None = None
-    data_dir: Path | None = None
-    device: str = "auto"
-    batch_size: int = 64
-    workers: int = 0
-    quiet: bool = False
-    align: bool = False  # detect + align each image first (verify --align)
-    detector: Path | None = None
-    preprocess: str | None = None  # --preprocess SPEC: overrides the file's preprocessing
+def progress_for(quiet: bool):
+    """The core's ``progress(label, total)``: the CLI's progress bar (silent with --quiet)."""
+    return lambda label, total: progress_bar(label, total, quiet=quiet)
 
 
-def load_model_for_eval(opts: EmbedOptions) -> tuple[QualityModel, Path]:
-    """Resolve ``--weights`` / $FQTOOL_WEIGHTS and open the model on the device (the Python API's)."""
+def say(line: str) -> None:
+    """A line from the core for the user (a file written), on stderr."""
+    err_console.print(line, highlight=False, soft_wrap=True)
+
+
+def warn_all(notes: list[str]) -> None:
+    for note in notes:
+        warn(note)
+
+
+def model_loader(
+    weights: Path | None, quality_weights: Path | None, device: str, preprocess: str | None = None
+):
+    """Open ``--weights`` on ``--device`` only once the inputs are checked (the Python API's model);
+    ``--preprocess`` overrides the file's preprocessing."""
     from fqtool.api import load_model
 
-    model = load_model(opts.weights, quality_weights=opts.quality_weights, device=opts.device,
-                       preprocess=opts.preprocess)
-    return model, model.weights
+    return lambda: load_model(weights, quality_weights=quality_weights, device=device, preprocess=preprocess)
 
 
-def features_for_target(
-    model: QualityModel, target: str, opts: EmbedOptions, *, flip: bool, meta: dict | None = None
-) -> FeatureSet:
-    """Decode and embed one TARGET with a progress bar."""
-    return features_and_images(model, target, opts, flip=flip, meta=meta)[0]
+def rich_table(data: TableData) -> Table:
+    """A result's :class:`~fqtool.eval.results.TableData` as a rich table."""
+    from rich import box
+    from rich.table import Table
 
-
-def features_and_images(
-    model: QualityModel, target: str, opts: EmbedOptions, *, flip: bool, meta: dict | None = None
-) -> tuple[FeatureSet, object]:
-    """Decode and embed one TARGET with a progress bar; also return the decoded uint8 images."""
-    from fqtool.eval.targets import decode_target
-
-    if opts.align:
-        name, images, issame = _aligned_target(target, model.size, opts, model.preprocess.margin)
-    else:
-        name, images, issame = decode_target(target, model.size, opts.data_dir, opts.workers)
-    total = len(images) * (2 if flip else 1)
-    with progress_bar(f"embed {name}", total, quiet=opts.quiet) as advance:
-        features = model.features(
-            images, issame, name=name, flip=flip, batch_size=opts.batch_size, on_batch=advance, meta=meta
-        )
-    return features, images
-
-
-def _aligned_target(target: str, size, opts: EmbedOptions, margin: float | None = None):
-    """``--align``: the pairs' images detected and aligned instead of resized."""
-    import numpy as np
-
-    from fqtool.cli.align_options import align_pair_images
-    from fqtool.eval.targets import load_target, resolve_target, target_name
-
-    name = target_name(target, resolve_target(target, opts.data_dir))
-    vset = load_target(target, opts.data_dir)
-    images = align_pair_images(vset.images, tuple(size), opts.detector, name, opts.quiet, margin)
-    return name, images, np.asarray(vset.issame)
+    style = {"box": box.SIMPLE_HEAD, "padding": (0, 1), "collapse_padding": True} if data.compact else {}
+    table = Table(title=data.title, **style)
+    for column in data.columns:
+        table.add_column(column, justify="left" if column in data.left else "right",
+                         no_wrap=column in data.no_wrap)
+    for row in data.rows:
+        table.add_row(*row)
+    return table

@@ -19,6 +19,7 @@ import typer
 
 from fqtool.errors import FqtoolError
 from fqtool.eval.erc import METRICS, MODES
+from fqtool.quality_methods import names_for
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,9 @@ Flip = FLIP.annotated(bool | None, show_default=False)
 Features = FEATURES.annotated(Path | None, show_default=False)
 
 
-class QualityMethod(StrEnum):
-    """``--method``: auto (the model's own), norm, head, crfiqa, serfiq (``fqtool.eval.scoring.METHODS``)."""
-
-    auto = "auto"
-    norm = "norm"
-    head = "head"
-    crfiqa = "crfiqa"
-    serfiq = "serfiq"
+#: ``score --method``: auto (the model's own), norm, head, crfiqa, serfiq, from the torch-free
+#: quality-method table (``fqtool.quality_methods``).
+QualityMethod = StrEnum("QualityMethod", {name: name for name in names_for("score")})
 
 
 #: ``--mode`` of ``erc-curve``: erc or edc (``fqtool.eval.erc.MODES``).

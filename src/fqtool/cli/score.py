@@ -10,7 +10,6 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from fqtool.cli.align_options import aligned_input, warn_if_not_aligned
 from fqtool.cli.console import console, warn
 from fqtool.cli.options import (
     AlignFlag,
@@ -20,6 +19,7 @@ from fqtool.cli.options import (
     Device,
     Output,
     PreprocessSpec,
+    QualityMethod,
     QualityWeights,
     Quiet,
     SerfiqDropout,
@@ -30,14 +30,7 @@ from fqtool.cli.options import (
 )
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
-
-
-class Method(StrEnum):
-    auto = "auto"
-    norm = "norm"
-    head = "head"
-    crfiqa = "crfiqa"
-    serfiq = "serfiq"
+from fqtool.quality_methods import method_help
 
 
 class Format(StrEnum):
@@ -121,11 +114,8 @@ def command(
                      "(names, embeddings, quality).", show_default=False),
     ] = None,
     method: Annotated[
-        Method, typer.Option("--method", help="Quality: auto (the model's own), norm (MagFace embedding "
-                             "norm), head (the model's quality head: EQFace's, or CR-FIQA's regressor), "
-                             "crfiqa (insist on a CR-FIQA regressor) or serfiq (SER-FIQ: agreement of "
-                             "--serfiq-passes dropout passes; training-free, slower).")
-    ] = Method.auto,
+        QualityMethod, typer.Option("--method", help=f"Quality: {method_help('score')}.")
+    ] = QualityMethod("auto"),
     file_format: Annotated[
         Format, typer.Option("--format", help="Output: csv (path, quality, quality_100, norm, label), "
                              "path-score (CR-FIQA's '<path> <quality>' lines, read by erc-curve --scores) "
@@ -181,10 +171,10 @@ def command(
     model = load_model(weights_path, quality_weights=quality_weights, device=device, arch=arch,
                        preprocess=preprocess)
     if align:  # the crops live in a temporary folder that goes with the dataset
-        dataset = aligned_input(input, model.size, detector, workers, quiet, margin=model.preprocess.margin)
+        with progress_bar("align", None, quiet=quiet) as advance:
+            dataset = model.aligned(input, detector=detector, workers=workers, on_progress=advance)
     else:
         dataset = model.open(input)
-        warn_if_not_aligned(dataset, model.size)
     for note in getattr(dataset, "notes", []):
         warn(note)
     with progress_bar("score", len(dataset), quiet=quiet) as advance:

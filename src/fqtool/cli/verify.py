@@ -3,114 +3,33 @@ template verification (TAR@FAR, insightface / magface / quality-weighted pooling
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from fqtool.cli.console import console, err_console, warn
-from fqtool.cli.eval_options import DataDir, EmbedOptions, features_for_target, load_model_for_eval
-from fqtool.cli.ijb_eval import IjbRun, ijb_table, report_ijb, split_features, split_targets
+from fqtool.cli.console import console
+from fqtool.cli.eval_options import (
+    DataDir,
+    EvalBatchSize,
+    EvalWorkers,
+    model_loader,
+    progress_for,
+    rich_table,
+    say,
+    warn_all,
+)
 from fqtool.cli.options import (
     AlignFlag,
-    BatchSize,
     DetectorFile,
     Device,
     PreprocessSpec,
     QualityWeights,
     Quiet,
     Weights,
-    Workers,
     check_output_file,
 )
-from fqtool.errors import FqtoolError
-from fqtool.eval.features import FeatureSet, load_features, save_features
-from fqtool.eval.verification import (
-    DEFAULT_FARS,
-    PROTOCOLS,
-    VerificationResult,
-    evaluate_verification,
-    far_key,
-)
-from fqtool.fsutil import atomic_open
-
-
-def _features_path(base: Path, name: str, several: bool) -> Path:
-    if not several:
-        return base
-    stem = base.name[: -len(".npz")] if base.name.endswith(".npz") else base.name
-    return base.with_name(f"{stem}_{name}.npz")
-
-
-def _collect_features(
-    targets: list[str],
-    features: list[Path],
-    opts: EmbedOptions,
-    flip: bool,
-    save: Path | None,
-    model_and_path=None,
-    several: bool = False,
-) -> list[FeatureSet]:
-    if features:
-        return [load_features(path) for path in features]
-    if not targets:
-        return []
-    model, weights_path = model_and_path or load_model_for_eval(opts)
-    out = []
-    for target in targets:
-        fs = features_for_target(model, target, opts, flip=flip, meta={"weights": weights_path.name})
-        if save is not None:
-            written = save_features(_features_path(save, fs.name, several or len(targets) > 1), fs)
-            err_console.print(f"features: {written}", highlight=False, soft_wrap=True)
-        out.append(fs)
-    return out
-
-
-def _table(results: list[VerificationResult], fars: tuple[float, ...]) -> Table:
-    res0 = results[0]
-    flip = "flip" if res0.flip else "no flip"
-    table = Table(title=f"Verification ({res0.protocol} protocol, {res0.folds}-fold, {flip})")
-    for column in ("target", "pairs", "accuracy %", "thr", "XNorm"):
-        table.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
-    for far in fars:
-        table.add_column(f"TAR@{far:.0e}", justify="right", no_wrap=True)
-    for res in results:
-        tars = [res.tar_at_far.get(far_key(f)) for f in fars]
-        table.add_row(
-            res.name,
-            str(res.num_pairs),
-            f"{100 * res.accuracy:.2f}±{100 * res.accuracy_std:.2f}",
-            f"{res.threshold:.3f}",
-            "-" if res.xnorm is None else f"{res.xnorm:.3f}",
-            *["-" if t is None else f"{t:.4f}" for t in tars],
-        )
-    return table
-
-
-def _write_csv(path: Path, results: list[VerificationResult], fars: tuple[float, ...]) -> None:
-    header = ["target", "protocol", "flip", "pairs", "accuracy", "accuracy_std", "threshold", "xnorm"]
-    header += [f"tar_at_far_{far_key(f)}" for f in fars]
-    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for r in results:
-            tars = [r.tar_at_far.get(far_key(f)) for f in fars]
-            writer.writerow(
-                [
-                    r.name,
-                    r.protocol,
-                    r.flip,
-                    r.num_pairs,
-                    f"{r.accuracy:.6f}",
-                    f"{r.accuracy_std:.6f}",
-                    f"{r.threshold:.4f}",
-                    "" if r.xnorm is None else f"{r.xnorm:.6f}",
-                    *["" if t is None else f"{t:.6f}" for t in tars],
-                ]
-            )
 
 
 def command(
@@ -161,9 +80,9 @@ def command(
         ),
     ] = False,
     folds: Annotated[int, typer.Option("--folds", min=1, help="Cross-validation folds.")] = 10,
-    batch_size: BatchSize = 64,
+    batch_size: EvalBatchSize = None,
     device: Device = "auto",
-    workers: Workers = 0,
+    workers: EvalWorkers = None,
     plot: Annotated[
         Path | None,
         typer.Option("--plot", help="Write a ROC plot (FILE.png + FILE.svg).", show_default=False),
@@ -196,77 +115,31 @@ def command(
 ) -> None:
     """Verification accuracy (10-fold, mean ± std), threshold, XNorm and TAR@FAR on .bin pair sets;
     TAR@FAR 1e-6 … 1e-1 on IJB-B / IJB-C template pairs."""
-    protocols = list(dict.fromkeys(protocol or ["insightface"]))
+    from fqtool.api import verify
+    from fqtool.eval.benchmark import VerifyOptions, check_verify, resolve_benchmarks
+
     check_output_file(csv_path, "--csv")
-    opts = EmbedOptions(weights, quality_weights, data_dir, device, batch_size, workers, quiet)
-    opts.preprocess = preprocess
-    opts.align, opts.detector = align, detector
-    ijb_targets, bin_targets = split_targets(list(targets or []), data_dir)
-    ijb_files, bin_files = split_features(list(features or []))
-    if (ijb_targets or bin_targets) and (ijb_files or bin_files):
-        raise FqtoolError("give TARGETs (with --weights) or --features files, not both")
-    if not (ijb_targets or bin_targets or ijb_files or bin_files):
-        raise FqtoolError(
-            "nothing to evaluate: give one or more TARGETs (lfw, path/to/set.bin, IJBC, …) or --features"
-        )
-    if (ijb_targets or ijb_files) and (bin_targets or bin_files) and (csv_path or plot):
-        raise FqtoolError("--csv and --plot take either .bin sets or IJB sets; run them separately")
-    if (bin_targets or bin_files) and (len(protocols) > 1 or protocols[0] not in PROTOCOLS):
-        raise FqtoolError(
-            f"unknown --protocol {','.join(protocols)!r} for .bin sets; use one of {' or '.join(PROTOCOLS)}"
-        )
-    ijb = IjbRun(protocols, flip, norm_score, detector_score) if ijb_targets or ijb_files else None
-    model_and_path = load_model_for_eval(opts) if ijb_targets or bin_targets else None
-    several = len(ijb_targets) + len(bin_targets) > 1
-    ijb_results = []
-    if ijb is not None:
-        save_to = (lambda name: _features_path(save_features_to, name, several)) if save_features_to else None
-        ijb_results = ijb.evaluate(ijb_targets, ijb_files, opts, save_to, model_and_path)
-    if ijb_results is None:  # a torchrun rank other than 0: its shard is embedded and saved
-        return
-    if not (bin_targets or bin_files):
-        report_ijb(ijb_results, json_out, csv_path, plot)
-        return
-    protocol_name = protocols[0]
-    use_flip = (protocol_name == "insightface") if flip is None else flip
-    sets = _collect_features(
-        bin_targets, bin_files, opts, use_flip, save_features_to, model_and_path, several
+    options = VerifyOptions(list(dict.fromkeys(protocol or ["insightface"])), flip, folds, norm_score,
+                            detector_score)
+    benchmarks = resolve_benchmarks(targets, features, data_dir)
+    outputs = tuple(o for o, v in (("--csv", csv_path), ("--plot", plot)) if v)
+    check_verify(benchmarks, options, outputs)
+    report = verify(
+        model_loader(weights, quality_weights, device, preprocess) if targets else list(features or []),
+        targets, protocols=options.protocols, flip=flip, folds=folds, norm_score=norm_score,
+        detector_score=detector_score, align=align, detector=detector, data_dir=data_dir,
+        batch_size=batch_size, workers=workers, save_features=save_features_to, progress=progress_for(quiet),
+        notify=say,
     )
-    results = []
-    for fs in sets:
-        emb, norms = fs.verification_inputs(use_flip)
-        res = evaluate_verification(
-            emb,
-            fs.issame,
-            protocol=protocol_name,
-            folds=folds,
-            xnorm_norms=norms,
-            name=fs.name,
-            flip=use_flip,
-        )
-        for note in res.warnings:
-            warn(f"{fs.name}: {note}")
-        results.append(res)
-    if ijb_results and not json_out:
-        console.print(ijb_table(ijb_results))
-    _report(results, json_out, csv_path, plot, extra=[r.to_dict() for r in ijb_results])
-
-
-def _report(
-    results: list[VerificationResult],
-    json_out: bool,
-    csv_path: Path | None,
-    plot: Path | None,
-    extra: list[dict] | None = None,
-) -> None:
+    if report is None:  # a torchrun rank other than 0: its shard is embedded and saved
+        return
+    warn_all(report.warnings)
     if csv_path is not None:
-        _write_csv(csv_path, results, DEFAULT_FARS)
+        report.to_csv(csv_path)
     if plot is not None:
-        from fqtool.eval.plots import plot_roc
-
-        written = plot_roc(results, plot)
-        err_console.print("plot: " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
+        say("plot: " + ", ".join(str(p) for p in report.plot(plot)))
     if json_out:
-        typer.echo(json.dumps({"results": [r.to_dict() for r in results] + (extra or [])}, indent=2))
-    else:
-        console.print(_table(results, DEFAULT_FARS))
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    for table in report.tables():
+        console.print(rich_table(table))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fqtool.data.decode import decode_image, image_extension, resize_if_needed
+from fqtool.data.decode import decode_image, image_extension, read_image_file, resize_if_needed
 from fqtool.errors import BadInputError, FormatError, UnsafePickleError
 from fqtool.fsutil import atomic_write_bytes, atomic_write_text, ensure_dir
 
@@ -168,14 +168,40 @@ def _validate(obj: object, path: Path) -> VerificationSet:
     if isinstance(issame, np.ndarray):
         if issame.dtype not in _ALLOWED_DTYPES:
             raise FormatError(f"issame has dtype {issame.dtype}, not bool", path)
-        same = issame.astype(bool).ravel()
+        values = issame.ravel()
     elif isinstance(issame, list | tuple) and all(isinstance(x, bool | int | np.bool_) for x in issame):
-        same = np.array([bool(x) for x in issame], dtype=bool)
+        values = np.array([int(x) for x in issame], dtype=object)
     else:
         raise FormatError("issame is not a list of booleans", path)
+    odd = [x for x in values.tolist() if int(x) not in (0, 1)]
+    if odd:
+        raise FormatError(f"issame holds {odd[0]!r}; each entry must be true/false (or 1/0)", path)
+    same = np.array([bool(x) for x in values.tolist()], dtype=bool)
+    _check_expansion(images, path)
     vset = VerificationSet(path.stem, [_as_bytes(x, i, path) for i, x in enumerate(images)], same, path)
     _check_counts(vset, path)
     return vset
+
+
+#: Image bytes a .bin may hold per byte of file (pairs share images, so a little over 1 is normal; a
+#: pickle of references to one image can claim a million times its size) and at least this many bytes.
+_MAX_EXPANSION = 64
+_MIN_EXPANSION_BYTES = 2 << 30
+
+
+def _check_expansion(images: Sequence, path: Path) -> None:
+    """A small file may not stand for more image data than it could plausibly hold."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return
+    limit = max(_MAX_EXPANSION * size, _MIN_EXPANSION_BYTES)
+    total = 0
+    for item in images:
+        total += len(item) if isinstance(item, bytes | bytearray | memoryview | np.ndarray) else 0
+        if total > limit:
+            raise FormatError(f"{len(images)} images that repeat the same data stand for more than "
+                              f"{limit >> 20} MiB of images in a {size >> 10} KiB file; refused", path)
 
 
 def _check_counts(vset: VerificationSet, path: Path) -> None:
@@ -294,10 +320,7 @@ def load_verification_folder(folder: str | Path) -> VerificationSet:
         if len(fields) != 3 or fields[2] not in ("0", "1"):
             raise FormatError(f"line {n} is not '<image a> <image b> <0|1>'", pairs)
         for rel in fields[:2]:
-            try:
-                images.append((folder / rel).read_bytes())
-            except OSError as exc:
-                raise BadInputError(f"cannot read image ({exc.strerror or exc})", folder / rel) from None
+            images.append(read_image_file(folder / rel))
         same.append(fields[2] == "1")
     if not same:
         raise BadInputError("pairs.txt lists no pairs", pairs)

@@ -40,7 +40,7 @@ from fqtool.data.binfile import load_bin, write_verification_folder
 from fqtool.data.decode import image_extension
 from fqtool.data.lists import LIST_FORMATS, default_list_name, write_classes, write_list
 from fqtool.data.rec_layout import image_layout
-from fqtool.data.recordio import MAGIC, RecordIOReader, read_record_at
+from fqtool.data.recordio import MAGIC, RecordIOReader, read_record_at, record_fits
 from fqtool.errors import BadInputError, FormatError, OutputError
 from fqtool.fsutil import atomic_write_text, ensure_dir
 
@@ -443,7 +443,7 @@ def _write_block(
                 j += 1
             buf = _pread(fd, end - base, base)
             for k in range(i, j):
-                image = _image_bytes(buf, offs[k] - base, rec_path, offs[k], key_list[k])
+                image = _image_bytes(buf, offs[k] - base, rec_path, offs[k], key_list[k], lens[k])
                 ext = image_extension(image[:12])
                 if not ext:
                     msg = f"record {key_list[k]} is not an encoded image (unknown format)"
@@ -474,7 +474,7 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return os.read(fd, size)
 
 
-def _image_bytes(buf: bytes, pos: int, rec_path: str, offset: int, key: int) -> memoryview:
+def _image_bytes(buf: bytes, pos: int, rec_path: str, offset: int, key: int, span: int = 0) -> memoryview:
     """The encoded image of the record at ``pos`` in ``buf`` (header and extra labels stripped)."""
     if pos + 8 > len(buf):
         raise FormatError(f"truncated record at byte offset {offset} (file ends)", rec_path)
@@ -485,6 +485,9 @@ def _image_bytes(buf: bytes, pos: int, rec_path: str, offset: int, key: int) -> 
             rec_path,
         )
     length = lrec & _LEN_MASK
+    if lrec >> 29 == 0 and not record_fits(buf, pos, length, span):
+        raise FormatError(f"record {key} at byte offset {offset} says it holds {length} bytes but the next "
+                          f"record starts {span - 8} bytes later (damaged length field)", rec_path)
     if lrec >> 29 != 0 or pos + 8 + length > len(buf):
         payload = memoryview(read_record_at(rec_path, offset))  # split record, or longer than the read
     else:

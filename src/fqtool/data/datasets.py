@@ -18,7 +18,7 @@ from fqtool.data.decode import decode_image, resize_if_needed
 from fqtool.data.lists import classes_file_for, read_classes, read_list, scan_folder
 from fqtool.data.rec_layout import image_layout
 from fqtool.data.recordio import RecordIOReader, unpack_record
-from fqtool.errors import BadInputError, FormatError
+from fqtool.errors import BadInputError, FormatError, FqtoolError
 
 __all__ = ["FaceImageDataset", "FileImageDataset", "RecordImageDataset", "open_dataset"]
 
@@ -80,11 +80,39 @@ class FaceImageDataset(Dataset):
         return f"{type(self).__name__}({self.source.name!r}, images={len(self)}, classes={self.num_classes})"
 
 
+_SHARED_MEMORY_FAILURES = ("unable to resize file", "File too large", "No space left on device",
+                           "shared memory", "/dev/shm", "unable to write to file", "unable to mmap")
+
+
+def guarded_batches(loader):  # noqa: ANN001, ANN201 - a torch DataLoader and its batches
+    """Iterate ``loader``; DataLoader workers that cannot share memory (``ulimit -f``, a full or small
+    ``/dev/shm``) end in one line with the fix instead of torch's traceback."""
+    try:
+        yield from loader
+    except RuntimeError as exc:
+        text = str(exc)
+        if not any(marker in text for marker in _SHARED_MEMORY_FAILURES):
+            raise
+        first = next(line for line in text.splitlines() if any(m in line for m in _SHARED_MEMORY_FAILURES))
+        first = first.strip()[:160]
+        raise FqtoolError(f"the data-loading workers cannot share memory ({first}); use --workers 0, or "
+                          "raise the file-size limit (ulimit -f) / free space in /dev/shm") from None
+
+
+def _utf8(name: str) -> bytes:
+    """A name as UTF-8; a file name that is not UTF-8 (the OS gave it as surrogates) is one line naming it
+    (score's CSV and every list are UTF-8 text, so such a name could not be written anyway)."""
+    try:
+        return name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInputError(f"image name {name!r} is not valid UTF-8; rename it") from None
+
+
 class _Strings:
     """Many strings in one UTF-8 blob plus offsets (no per-string Python objects)."""
 
     def __init__(self, items: list[str]) -> None:
-        encoded = [s.encode("utf-8") for s in items]
+        encoded = [_utf8(s) for s in items]
         self.blob = b"".join(encoded)
         self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(e) for e in encoded], out=self.offsets[1:])
@@ -106,7 +134,10 @@ class FileImageDataset(FaceImageDataset):
             num_classes = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
         super().__init__(source, labels, num_classes, **kwargs)
         self.root = str(Path(root))
-        self._paths = _Strings(paths)
+        try:
+            self._paths = _Strings(paths)
+        except BadInputError as exc:
+            raise BadInputError(str(exc), source) from None
         self._root_abs = os.path.abspath(self.root)
 
     def path(self, i: int) -> str:
@@ -122,12 +153,9 @@ class FileImageDataset(FaceImageDataset):
         return p
 
     def _load(self, i: int) -> bytes:
-        path = self.path(i)
-        try:
-            with open(path, "rb") as fh:
-                return fh.read()
-        except OSError as exc:
-            raise BadInputError(f"cannot read image ({exc.strerror or exc})", path) from None
+        from fqtool.data.decode import read_image_file
+
+        return read_image_file(self.path(i))
 
     def describe(self, i: int) -> str:
         return self.path(i)

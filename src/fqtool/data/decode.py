@@ -1,4 +1,11 @@
-"""Encoded image bytes → RGB uint8 tensors (3×H×W).
+"""Encoded image bytes → RGB uint8 tensors (3×H×W): the one image decoder of fqtool.
+
+Policy, the same for every command (training, score, verify, align, ``--align``): the EXIF orientation
+tag is applied (a photo is read upright, as a viewer shows it; images without the tag, such as the
+crops of insightface data sets, are unaffected); grey, palette, CMYK and RGBA become RGB; 16-bit images
+keep their high byte; images over :data:`MAX_PIXELS` and files over :data:`MAX_FILE_BYTES` are refused.
+Image files are read through :func:`read_image_file` (regular files only: a FIFO or ``/dev/zero`` is
+refused instead of blocking or filling memory).
 
 JPEG and WebP go to torchvision's native decoders (libjpeg-turbo, libwebp), 2–3× faster than PIL,
 after their headers are parsed here (size at most :data:`MAX_PIXELS`); both survive damaged data (the
@@ -15,6 +22,7 @@ import contextlib
 import ctypes
 import io
 import os
+import stat
 import struct
 import sys
 import threading
@@ -30,13 +38,42 @@ if TYPE_CHECKING:
 # torch / torchvision are imported on first use, so that light users (image_extension, the
 # convert-rec workers, ``fqtool --help``) do not pay for them.
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "image_extension", "resize_if_needed"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_FILE_BYTES", "MAX_PIXELS", "decode_image", "decode_rgb_array",
+           "image_extension", "read_image_file", "resize_if_needed"]
 
 #: File suffixes treated as images when scanning folders (compared lower-case).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
 #: Largest image (width × height) decoded; a damaged header can claim 65535×65535 (12 GB of pixels).
 MAX_PIXELS = 64 << 20
+
+#: Largest image file read (bytes): far above any real photo's, far below what fills memory.
+MAX_FILE_BYTES = 256 << 20
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file; a special file (FIFO, device), an empty or an oversized file is a
+    :class:`BadInputError` naming it (read in one call, so nothing blocks on a pipe)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise BadInputError(f"cannot read image ({exc.strerror or exc})", path) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BadInputError("not a regular file (a pipe, device or socket); images must be files", path)
+        if st.st_size > MAX_FILE_BYTES:
+            raise BadInputError(f"image file of {st.st_size} bytes is too large (at most {MAX_FILE_BYTES})",
+                                path)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise BadInputError(f"cannot read image ({exc.strerror or exc})", path) from None
+    finally:
+        os.close(fd)
+    if not data:
+        raise BadInputError("empty file", path)
+    return data
 
 
 def image_extension(data: bytes) -> str:
@@ -64,8 +101,53 @@ def decode_image(data: bytes, source: str = "") -> torch.Tensor:
     if kind and size is not None and 0 < size[0] * size[1] <= MAX_PIXELS:
         img = _decode_native(kind, data)
         if img is not None:
-            return img
+            return upright(img, _orientation(kind, data))
     return _decode_pil(data, source)
+
+
+def decode_rgb_array(data: bytes, source: str = ""):  # noqa: ANN201 - numpy is imported lazily
+    """Decode to an (H, W, 3) uint8 numpy array (the same pixels as :func:`decode_image`)."""
+    return decode_image(data, source).permute(1, 2, 0).numpy()
+
+
+def _orientation(kind: str, data: bytes) -> int:
+    """The EXIF orientation (1..8) of a JPEG or WebP, 1 when it has none; PIL reads the tag only when an
+    EXIF block is there (cheap test first: most data-set images have none)."""
+    if kind == "jpeg" and b"Exif\x00\x00" not in bytes(data[:65536]):
+        return 1
+    if kind == "webp" and not (bytes(data[12:16]) == b"VP8X" and data[20] & 0x08):
+        return 1
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as pil:
+                value = pil.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block is ignored, as PIL does when decoding
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright(img: torch.Tensor, orientation: int) -> torch.Tensor:
+    """A (3, H, W) tensor turned as EXIF ``orientation`` says (what PIL's ``exif_transpose`` does)."""
+    import torch
+
+    if orientation == 2:
+        return img.flip(-1)
+    if orientation == 3:
+        return img.flip(-1, -2)
+    if orientation == 4:
+        return img.flip(-2)
+    if orientation == 5:
+        return img.transpose(-1, -2).contiguous()
+    if orientation == 6:
+        return torch.rot90(img, -1, dims=(-2, -1)).contiguous()
+    if orientation == 7:
+        return img.transpose(-1, -2).flip(-1, -2)
+    if orientation == 8:
+        return torch.rot90(img, 1, dims=(-2, -1)).contiguous()
+    return img
 
 
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -271,7 +353,7 @@ def _decode_pil(data: bytes, source: str) -> torch.Tensor:
                 if pil.width * pil.height > MAX_PIXELS:
                     raise BadInputError(f"image of {pil.width}×{pil.height} pixels is too large",
                                         source or None)
-                arr = _pil_rgb_array(pil, np)
+                arr = _pil_rgb_array(_exif_upright(pil), np)
     except BadInputError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
@@ -283,13 +365,36 @@ def _decode_pil(data: bytes, source: str) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
+def _exif_upright(pil):  # noqa: ANN001, ANN202 - PIL is imported lazily
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(pil)
+    except Exception:  # a damaged EXIF block: the image as stored
+        return pil
+
+
 def _pil_rgb_array(pil, np):  # noqa: ANN001, ANN202 - PIL and numpy are imported lazily
-    """(H, W, 3) uint8 array; 16-bit grey keeps its high byte (as torchvision did)."""
+    """(H, W, 3) uint8 array; 16-bit grey keeps its high byte (as torchvision did), 32-bit integer and
+    float grey are scaled from their own range."""
     if pil.mode in _SIXTEEN_BIT:
-        grey = (np.asarray(pil).astype(np.uint32) >> 8).astype(np.uint8)
+        wide = np.asarray(pil).astype(np.int64)
+        if pil.mode == "I" and wide.max(initial=0) > 65535 or wide.min(initial=0) < 0:
+            wide = _rescaled(wide.astype(np.float64), np) * 65535
+        grey = (np.clip(wide, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if pil.mode == "F":
+        grey = (_rescaled(np.asarray(pil, dtype=np.float64), np) * 255).round().astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     rgb = pil if pil.mode == "RGB" else pil.convert("RGB")
     return np.array(rgb, dtype=np.uint8)
+
+
+def _rescaled(values, np):  # noqa: ANN001, ANN202
+    """Finite values mapped onto [0, 1] (their minimum and maximum)."""
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
 def resize_if_needed(img: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:

@@ -9,6 +9,7 @@ one-line :class:`~fqtool.errors.BadInputError` naming the file and line.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +70,18 @@ def _read_lines(path: Path) -> list[str]:
         raise BadInputError(f"cannot read ({exc})", path) from None
 
 
+#: Ids are stored as int64: larger ones (a template id of 10²²) are refused, not overflowed.
+ID_LIMIT = 2**63 - 1
+
+
 def _int(text: str, what: str, path: Path, line: int) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise BadInputError(f"line {line}: {what} {text!r} is not an integer", path) from None
+    if abs(value) > ID_LIMIT:
+        raise BadInputError(f"line {line}: {what} {text} is out of range (at most {ID_LIMIT})", path)
+    return value
 
 
 def read_tid_mid(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -148,8 +156,10 @@ def read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not path.is_file():
         raise BadInputError("IJB meta file not found", path)
     try:
-        table = np.loadtxt(path, dtype=np.int64, ndmin=2, comments=None)
-    except (ValueError, UnicodeDecodeError):
+        with warnings.catch_warnings():  # numpy's "input contained no data" is said below, in one line
+            warnings.simplefilter("ignore")
+            table = np.loadtxt(path, dtype=np.int64, ndmin=2, comments=None)
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise BadInputError(_first_bad_pair_line(path), path) from None
     if table.size == 0:
         raise BadInputError("no template pairs listed", path)
@@ -251,13 +261,13 @@ class IjbAlignedFaces:
     def __getitem__(self, item: int):
         import torch
 
-        from fqtool.data.decode import decode_image
+        from fqtool.data.decode import decode_image, read_image_file
         from fqtool.data.warp import norm_crop
 
         index = int(self.indices[item])
         path = self.folder / str(self.names[index])
         try:
-            image = decode_image(path.read_bytes(), str(path))
+            image = decode_image(read_image_file(path), str(path))
             aligned = norm_crop(image.permute(1, 2, 0).numpy(), self.landmarks[index], self.size)
             return index, torch.from_numpy(aligned).permute(2, 0, 1).contiguous(), ""
         except (OSError, FqtoolError, ValueError, np.linalg.LinAlgError) as exc:

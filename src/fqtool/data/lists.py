@@ -14,22 +14,22 @@ Also read: MagFace training lists ``<path> 0 <label> 0`` (label = third column) 
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fqtool.data.decode import IMAGE_EXTENSIONS
+from fqtool.data.walk import is_hidden, is_image_name, name_problem, walk_images
 from fqtool.errors import BadInputError, FormatError
-from fqtool.fsutil import atomic_open
+from fqtool.fsutil import atomic_open, check_regular_file
 
 __all__ = [
     "LIST_FORMATS",
     "ImageList",
     "FolderScan",
     "MakeListResult",
+    "check_names",
     "classes_file_for",
     "default_list_name",
     "format_list",
@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 LIST_FORMATS = ("space", "semicolon", "lst")
+#: Largest class label accepted in a list (16.7 M classes; WebFace260M has 4 M identities).
+MAX_LABEL = (1 << 24) - 1
 
 
 @dataclass
@@ -66,14 +68,48 @@ def _check_fmt(fmt: str) -> None:
 
 
 def format_list(paths: Sequence[str], labels: Sequence[int] | np.ndarray, fmt: str = "space") -> str:
-    """The text of a list file (one line per image)."""
+    """The text of a list file (one line per image); every line is checked to read back as written.
+
+    A name that would read back wrong in ``fmt`` (a line break, spaces where the format splits on them,
+    a ``;`` or a tab in the first line, leading ``#``…) is a :class:`FormatError` naming it."""
     _check_fmt(fmt)
     labels = np.asarray(labels, dtype=np.int64).tolist()
     if fmt == "space":
-        return "".join(f"{p} {lab}\n" for p, lab in zip(paths, labels, strict=True))
-    if fmt == "semicolon":
-        return "".join(f"{p};{lab}\n" for p, lab in zip(paths, labels, strict=True))
-    return "".join(f"{i}\t{lab:f}\t{p}\n" for i, (p, lab) in enumerate(zip(paths, labels, strict=True)))
+        lines = [f"{p} {lab}" for p, lab in zip(paths, labels, strict=True)]
+    elif fmt == "semicolon":
+        lines = [f"{p};{lab}" for p, lab in zip(paths, labels, strict=True)]
+    else:
+        lines = [f"{i}\t{lab:f}\t{p}" for i, (p, lab) in enumerate(zip(paths, labels, strict=True))]
+    _check_round_trip(lines, paths, labels, fmt)
+    return "".join(line + "\n" for line in lines)
+
+
+def _check_round_trip(lines: list[str], paths: Sequence[str], labels: list[int], fmt: str) -> None:
+    """Each written line, read as :func:`read_list` reads it, gives back its path and label."""
+    for i, (line, path, label) in enumerate(zip(lines, paths, labels, strict=True)):
+        why = name_problem(path)
+        why = why and why.removeprefix("contains ").removeprefix("is ")
+        if why is None and (not line.strip() or line.lstrip().startswith("#")):
+            why = "the line would read as a comment"
+        if why is None and i == 0 and _detect(line) != fmt:
+            why = f"the first line would read as the {_detect(line)} format"
+        if why is None:
+            try:
+                if _parse_line(line, fmt) != (path, label):
+                    why = "it would not read back as written"
+            except (ValueError, IndexError):
+                why = "it would not read back as written"
+        if why is not None:
+            hint = "rename it" + ("" if fmt == "lst" else " or use another --format")
+            raise FormatError(f"image name {path!r} cannot be written in a {fmt} list ({why}); {hint}")
+
+
+def check_names(names: Sequence[str], what: str = "image name") -> None:
+    """Names bound for a text file (a CSV, ``classes.tsv``, ``sources.txt``) must be one UTF-8 line."""
+    for name in names:
+        why = name_problem(name)
+        if why is not None:
+            raise FormatError(f"{what} {name!r} {why}; rename it")
 
 
 def write_list(
@@ -110,6 +146,8 @@ def _label(text: str) -> int:
         value = int(number)
     if value < -1:
         raise _LabelError(f"negative label {value} (only -1, unlabelled, is allowed)")
+    if value > MAX_LABEL:  # a label of 1e9 would make training allocate a billion-class head
+        raise _LabelError(f"label {value} is beyond {MAX_LABEL} (more classes than any data set has)")
     return value
 
 
@@ -133,6 +171,7 @@ def read_list(path: str | Path) -> ImageList:
     """Read any supported list format (detected from the first line)."""
     path = Path(path)
     try:
+        check_regular_file(path)
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or exc
@@ -153,13 +192,36 @@ def read_list(path: str | Path) -> ImageList:
             msg = f"line {n} does not match the {kind} list format: {line[:80]!r}"
             raise FormatError(msg, path) from None
         paths.append(p)
+    _check_repeats(paths, path)
     fmt = kind if kind in LIST_FORMATS else "space"
     return ImageList(paths, labels, fmt, path.parent)
 
 
+#: A list longer than this whose entries are mostly one image is refused (a 10 M-line list of one image
+#: would make score or training decode that image ten million times); oversampling lists repeat a few.
+REPEAT_CHECK_ENTRIES = 100_000
+MAX_SAME_IMAGE = 1000
+
+
+def _check_repeats(paths: list[str], path: Path) -> None:
+    if len(paths) <= REPEAT_CHECK_ENTRIES:
+        return
+    from collections import Counter
+
+    sample = paths[:: max(1, len(paths) // 10_000)]
+    name, seen = Counter(sample).most_common(1)[0]
+    if 2 * seen <= len(sample):
+        return
+    count = sum(1 for p in paths if p == name)
+    if count > MAX_SAME_IMAGE and 2 * count > len(paths):
+        raise FormatError(f"{count:,} of its {len(paths):,} entries are the same image {name!r}; a list "
+                          "names each image once (or a few times)", path)
+
+
 def write_classes(path: str | Path, classes: Sequence[str] | Mapping[int, str]) -> None:
     """Write ``classes.tsv``: ``<label>\\t<folder>`` per class (a list: label = position)."""
-    items = sorted(classes.items()) if isinstance(classes, Mapping) else enumerate(classes)
+    items = sorted(classes.items()) if isinstance(classes, Mapping) else list(enumerate(classes))
+    check_names([name for _, name in items], "folder name")
     with atomic_open(path, "w", encoding="utf-8", newline="\n") as fh:
         fh.write("".join(f"{label}\t{name}\n" for label, name in items))
 
@@ -187,42 +249,12 @@ def read_classes(path: str | Path) -> dict[int, str]:
 
 
 def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return is_image_name(name)
 
 
 def _images_under(folder: str, prefix: str, skipped: list[str]) -> list[str]:
-    """Image files below ``folder`` (recursively), as sorted paths ``prefix + relative path``.
-
-    Symbolic links to files are followed, links to folders are not (as ``os.walk``); a link that loops
-    or points nowhere, and a folder that cannot be read, are appended to ``skipped`` instead.
-    """
-    found: list[str] = []
-    stack = [(folder, prefix)]
-    while stack:
-        path, rel = stack.pop()
-        try:
-            entries = list(os.scandir(path))
-        except OSError:
-            skipped.append(rel.rstrip("/") or ".")
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            name = rel + entry.name
-            if entry.is_symlink():
-                try:
-                    target = os.stat(entry.path)
-                except OSError:  # a loop (ELOOP) or a dangling link
-                    skipped.append(name)
-                    continue
-                if stat.S_ISREG(target.st_mode) and _is_image(entry.name):
-                    found.append(name)
-            elif entry.is_dir(follow_symlinks=False):
-                stack.append((entry.path, name + "/"))
-            elif _is_image(entry.name):
-                found.append(name)
-    found.sort()
-    return found
+    """Image files below ``folder`` as sorted ``prefix + relative path`` (the one walker's rule)."""
+    return walk_images(folder, prefix, skipped)
 
 
 @dataclass
@@ -247,7 +279,7 @@ class FolderScan:
                        f"(labels come from sub-folders): {_shorten(self.loose)}")
         if self.skipped:
             out.append(f"{root}: skipped {len(self.skipped)} symbolic links that loop or point nowhere, "
-                       f"or unreadable folders: {_shorten(self.skipped)}")
+                       f"special files (pipes, devices) or unreadable folders: {_shorten(self.skipped)}")
         return out
 
 
@@ -273,7 +305,7 @@ def scan_folder(root: str | Path, *, include_loose: bool = False) -> FolderScan:
     labels: list[int] = []
     top_images: list[str] = []
     for entry in entries:
-        if entry.name.startswith("."):
+        if is_hidden(entry.name):
             continue
         try:
             is_dir, is_file = entry.is_dir(), entry.is_file()
@@ -398,11 +430,11 @@ def _check_images(
     """Decode every image with a few threads (decoders release the GIL); returns (keep mask, bad)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from fqtool.data.decode import decode_image
+    from fqtool.data.decode import decode_image, read_image_file
 
     def ok(rel: str) -> bool:
         try:
-            decode_image((root / rel).read_bytes(), rel)
+            decode_image(read_image_file(root / rel), rel)
         except (BadInputError, OSError):
             return False
         return True

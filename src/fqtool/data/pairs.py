@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from fqtool.data.binfile import VerificationSet, save_bin, write_verification_folder
-from fqtool.data.decode import image_extension
-from fqtool.data.lists import scan_image_folder
+from fqtool.data.decode import image_extension, read_image_file
+from fqtool.data.lists import check_names, scan_image_folder
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.fsutil import atomic_write_text
 
@@ -131,10 +131,7 @@ def _read_images(root: Path, paths: list[str], used: list[int]) -> dict[int, byt
     data = {}
     for i in sorted(set(used)):
         file = root / paths[i]
-        try:
-            raw = file.read_bytes()
-        except OSError as exc:
-            raise BadInputError(f"cannot read image ({exc.strerror or exc})", file) from None
+        raw = read_image_file(file)
         if not image_extension(raw):
             raise BadInputError("not a JPEG/PNG/BMP/WebP image", file)
         data[i] = raw
@@ -155,6 +152,8 @@ def make_pairs(root: str | Path, output: str | Path, *, genuine: int = 3000, imp
         raise FqtoolError("output folder exists and is not empty (give a new folder or a .bin)", output)
     pairs = draw_pairs(labels, genuine, impostor, seed, root)
     order = [i for a, b, _ in pairs for i in (a, b)]
+    if not as_bin:
+        check_names([paths[i] for i in sorted(set(order))])  # sources.txt: one name per line
     data = _read_images(root, paths, order)
     images = [data[i] for i in order]
     issame = np.array([same for _, _, same in pairs], dtype=bool)

@@ -237,6 +237,31 @@ def _parse_idx_checked(text: bytes, idx_path: Path) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 2)
 
 
+def _check_distinct(keys: np.ndarray, offsets: np.ndarray, idx_path: Path | None) -> None:
+    """Each key once and each record under one key: a damaged (or hostile) index that names one record
+    many times would make a conversion write it once per line."""
+    for values, what in ((keys, "key"), (offsets, "byte offset")):
+        ordered = np.sort(values, kind="stable")
+        twice = np.flatnonzero(ordered[1:] == ordered[:-1])
+        if len(twice):
+            value = int(ordered[twice[0]])
+            count = int((values == value).sum())
+            raise FormatError(f"the index names {what} {value} {count} times (each record has one line); "
+                              "the index is damaged: rebuild it (fqtool.data.recordio.rebuild_index)",
+                              idx_path)
+
+
+def record_fits(head: bytes | memoryview, pos: int, length: int, span: int) -> bool:
+    """Whether a whole record's length field agrees with where the next record starts: ``span`` bytes
+    from ``pos`` (0 = unknown). A length cut short (a damaged header) leaves image bytes where the next
+    record's magic number should be."""
+    end = _PART.size + length + (-length % 4)
+    if span <= 0 or span == end or span < end:
+        return True
+    after = bytes(head[pos + end:pos + end + 4])
+    return len(after) < 4 or after == MAGIC_BYTES
+
+
 def _is_sorted(a: np.ndarray) -> bool:
     return bool((a[1:] >= a[:-1]).all())
 
@@ -280,6 +305,11 @@ _pread = getattr(os, "pread", None)
 
 def _magic_msg(offset: int, magic: int) -> str:
     return f"not a RecordIO record at byte offset {offset} (magic {magic:#010x}, expected {MAGIC:#010x})"
+
+
+def _cut_short_msg(offset: int, length: int, span: int) -> str:
+    return (f"record at byte offset {offset} says it holds {length} bytes but the next record starts "
+            f"{span - _PART.size} bytes later (damaged length field)")
 
 
 def _continuation_msg(offset: int) -> str:
@@ -328,6 +358,7 @@ class RecordIOReader:
                 f"past the end of {self.rec_path.name} ({self.file_size} bytes)",
                 self.idx_path,
             )
+        _check_distinct(keys, offsets, self.idx_path)
 
     # -- pickling / per-process file handles -------------------------------------------------------
     def __getstate__(self) -> dict:
@@ -449,6 +480,8 @@ class RecordIOReader:
         end = _PART.size + length
         data = head[_PART.size:end] if len(head) >= end else self._read_exact(offset + _PART.size, length)
         if cflag == 0:
+            if not record_fits(head, 0, length, span):
+                raise FormatError(_cut_short_msg(offset, length, span), self.rec_path)
             return data
         chunks = [data]
         pos = offset + _PART.size + length + (-length % 4)

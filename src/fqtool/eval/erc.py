@@ -19,7 +19,6 @@ of ties unspecified); EDC discards tied pairs together, as the standard's sample
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -460,46 +459,11 @@ def parse_scores_option(text: str) -> tuple[str, Path]:
     return name.strip(), Path(file.strip())
 
 
-def _row_index(row: dict, column: str, path: Path, line: int) -> int:
-    raw = (row.get(column) or "").strip()
-    text = Path(raw).stem if column == "path" else raw
-    try:
-        return int(text)
-    except ValueError:
-        what = "file stem" if column == "path" else "index"
-        raise FqtoolError(f"line {line}: {what} {text!r} is not an integer image index", path) from None
-
-
 def load_quality_csv(path: str | Path, num_images: int) -> np.ndarray:
     """Per-image quality from a CSV with ``quality`` and ``index`` (0-based) or ``path`` (stem = index).
 
-    Every image ``0 … num_images-1`` needs exactly one value; anything else is an error naming the file.
-    """
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-            fields = rows[0].keys() if rows else []
-    except OSError as exc:
-        raise FqtoolError(f"cannot read scores ({exc.strerror or exc})", path) from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise FqtoolError(f"not a CSV file ({exc})", path) from None
-    column = "index" if "index" in fields else "path" if "path" in fields else None
-    if column is None or "quality" not in fields:
-        raise FqtoolError("scores CSV needs a 'quality' column and an 'index' or 'path' column", path)
-    values = np.full(num_images, np.nan)
-    for line, row in enumerate(rows, start=2):
-        index = _row_index(row, column, path, line)
-        if not 0 <= index < num_images:
-            raise FqtoolError(f"line {line}: image index {index} is outside 0..{num_images - 1}", path)
-        try:
-            values[index] = float(row["quality"])
-        except (TypeError, ValueError):
-            raise FqtoolError(f"line {line}: quality {row['quality']!r} is not a number", path) from None
-        if not math.isfinite(values[index]):
-            raise FqtoolError(f"line {line}: quality {row['quality']!r} is not a finite number", path)
-    missing = np.flatnonzero(np.isnan(values))
-    if len(missing):
-        shown = ", ".join(str(i) for i in missing[:5]) + (", …" if len(missing) > 5 else "")
-        raise FqtoolError(f"{len(missing)} of {num_images} images have no quality (index {shown})", path)
-    return values
+    Every image ``0 … num_images-1`` needs exactly one finite value; anything else is an error naming the
+    file (the one reader policy of :mod:`fqtool.eval.score_files`)."""
+    from fqtool.eval.score_files import read_quality_csv  # h6: one reader policy (issue 25.7)
+
+    return read_quality_csv(path, num_images)

@@ -12,7 +12,6 @@ Keys (plain ``np.savez_compressed``, loaded with ``allow_pickle=False``):
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,21 +87,16 @@ def load_features(path: str | Path) -> FeatureSet:
     path = Path(path)
     if not path.is_file():
         raise FormatError("features file not found", path)
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise FormatError("is one array (.npy), not a features .npz written by --save-features", path)
-        with loaded as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise FormatError(f"not a features .npz ({exc})", path) from None
+    from fqtool.eval.feature_checks import check_pair_labels, read_npz  # h6: checked reading (25.2/11)
+
+    arrays = read_npz(path)
     missing = [k for k in ("embeddings", "issame", "quality", "name") if k not in arrays]
     if missing:
         raise FormatError(f"not an fqtool features file (missing {', '.join(missing)})", path)
     features = FeatureSet(
         name=str(arrays["name"]),
         embeddings=arrays["embeddings"],
-        issame=arrays["issame"].astype(bool),
+        issame=check_pair_labels(arrays["issame"].reshape(-1), path, "issame"),
         quality=arrays["quality"],
         embeddings_flip=arrays.get("embeddings_flip"),
         meta=_meta(arrays.get("meta"), path),
@@ -122,6 +116,9 @@ def _meta(raw: np.ndarray | None, path: Path) -> dict:
 
 
 def _validate(features: FeatureSet, path: Path) -> None:
+    from fqtool.eval.feature_checks import validate_pair_features  # h6: one validation place (25.2)
+
+    validate_pair_features(features, path)
     emb = features.embeddings
     if emb.ndim != 2:
         raise FormatError(f"embeddings must be 2-D, got shape {emb.shape}", path)

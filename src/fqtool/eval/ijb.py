@@ -29,12 +29,7 @@ import numpy as np
 
 from fqtool.errors import FormatError, FqtoolError
 from fqtool.eval.erc import (
-    Curve,
-    CurveReport,
     area_under,
-    erc_curve,
-    erc_ideal,
-    load_quality_csv,
 )
 from fqtool.eval.verification import far_key, l2_normalize
 from fqtool.fsutil import atomic_path
@@ -124,17 +119,9 @@ def _meta_of(raw, path: Path) -> dict:
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of an ``.npz``; a ``.npy``, a damaged or a foreign file is a one-line FormatError."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise FormatError(f"not a features .npz ({exc})", path) from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise FormatError("is one array (.npy), not a features .npz written by --save-features", path)
-    try:
-        with loaded as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise FormatError(f"not a features .npz ({exc})", path) from None
+    from fqtool.eval.feature_checks import read_npz  # h6: bounded, checked reading (25.11)
+
+    return read_npz(path)
 
 
 def is_ijb_features(path: str | Path) -> bool:
@@ -195,6 +182,9 @@ def load_ijb_features(path: str | Path) -> IjbFeatures:
 
 
 def _validate(f: IjbFeatures, path: Path) -> None:
+    from fqtool.eval.feature_checks import validate_ijb_features  # h6: one validation place (25.2)
+
+    validate_ijb_features(f, path)
     n = len(f.embeddings)
     if f.embeddings.ndim != 2:
         raise FormatError(f"embeddings must be 2-D, got shape {f.embeddings.shape}", path)
@@ -212,33 +202,9 @@ def _validate(f: IjbFeatures, path: Path) -> None:
 def load_ijb_quality_csv(path: str | Path, images: np.ndarray) -> np.ndarray:
     """Per-image quality for an IJB set from a CSV with ``quality`` and ``index`` (0-based row of the image
     lists) or ``path`` (matched by file name, e.g. ``fqtool score`` over ``loose_crop/``)."""
-    import csv
+    from fqtool.eval.score_files import read_ijb_quality_csv  # h6: one reader policy (issue 25.7)
 
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FqtoolError(f"cannot read scores ({exc})", path) from None
-    if "path" not in header or "index" in header:
-        return load_quality_csv(path, len(images))
-    row_of = {Path(str(name)).name: row for row, name in enumerate(images)}
-    values = np.full(len(images), np.nan)
-    with open(path, newline="", encoding="utf-8") as handle:
-        for line, row in enumerate(csv.DictReader(handle), start=2):
-            name = Path((row.get("path") or "").strip()).name
-            if name not in row_of:
-                raise FqtoolError(f"line {line}: image {name!r} is not in the IJB image list", path)
-            try:
-                values[row_of[name]] = float(row["quality"])
-            except (TypeError, ValueError, KeyError):
-                raise FqtoolError(f"line {line}: quality is not a number", path) from None
-    missing = np.flatnonzero(np.isnan(values))
-    if len(missing):
-        raise FqtoolError(
-            f"{len(missing)} of {len(images)} images have no quality (e.g. {images[missing[0]]})", path
-        )
-    return values
+    return read_ijb_quality_csv(path, images)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -439,6 +405,9 @@ def evaluate_ijb(f: IjbFeatures, pooling: Pooling, *, model: str = "", fars=IJB_
     labels = np.asarray(f.pair_label).astype(bool)
     genuine, impostor = int(labels.sum()), int((~labels).sum())
     warnings = []
+    from fqtool.eval.feature_checks import finite_warning  # h6: the .bin path's NaN warning (25.2)
+
+    warnings += [w for w in (finite_warning(f.embeddings),) if w]
     if genuine == 0 or impostor == 0:
         raise FqtoolError(f"{f.name}: TAR@FAR needs genuine and impostor pairs ({genuine} / {impostor})")
     fpr, tpr, _ = roc_curve(labels, scores)
@@ -465,89 +434,3 @@ def evaluate_ijb(f: IjbFeatures, pooling: Pooling, *, model: str = "", fars=IJB_
         roc_tpr=tpr,
         warnings=warnings,
     )
-
-
-# --------------------------------------------------------------------------- ERC on template pairs (CR-FIQA)
-
-
-def erc_template_features(f: IjbFeatures, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """CR-FIQA's template features: raw image features (``[e, e_flip]`` concatenated with flip), media mean,
-    sum over media, L2-normalised."""
-    feats = np.asarray(f.embeddings, np.float64)
-    if flip:
-        if f.embeddings_flip is None:
-            raise FormatError("these features have no flipped embeddings; use --no-flip", f.meta.get("path"))
-        feats = np.concatenate([feats, np.asarray(f.embeddings_flip, np.float64)], axis=1)
-    pooled, ids = media_then_template(
-        feats, f.templates, f.medias, normalize_media=False, template_mean=False
-    )
-    return l2_normalize(pooled), ids
-
-
-def template_pair_quality(f: IjbFeatures, image_quality: np.ndarray) -> np.ndarray:
-    """Pair quality = min of the two template qualities; template quality = min of its images' quality."""
-    q = np.asarray(image_quality, np.float64)
-    order = np.argsort(f.templates, kind="stable")
-    starts, _ = _groups(f.templates[order])
-    template_q = np.minimum.reduceat(q[order], starts)
-    ids = f.templates[order][starts]
-    q1 = template_q[np.searchsorted(ids, f.pair_t1)]
-    q2 = template_q[np.searchsorted(ids, f.pair_t2)]
-    return np.minimum(q1, q2)
-
-
-def crfiqa_threshold(genuine: np.ndarray, impostor: np.ndarray, fmr: float) -> float:
-    """CR-FIQA ``get_eer_threshold``: among the distinct pair distances, the one whose FMR
-    ``#(impostor <= d) / #impostor`` is nearest ``fmr`` (the largest such distance on ties)."""
-    if len(impostor) == 0:
-        return float("nan")
-    candidates = np.unique(np.concatenate([genuine, impostor]))[::-1]  # similarity ascending
-    neg = np.sort(impostor)
-    fmr_at = np.searchsorted(neg, candidates, side="right") / len(neg)
-    return float(candidates[int(np.argmin(np.abs(fmr_at - fmr)))])
-
-
-def _erc_one(dist, labels, pq, fmr, method, pauc_limit) -> Curve:
-    return erc_curve(dist, labels, pq, fmr, method=method, pauc_limit=pauc_limit, threshold=crfiqa_threshold)
-
-
-def ijb_erc(
-    f: IjbFeatures,
-    qualities: dict[str, np.ndarray],
-    *,
-    fmrs=ERC_FMRS,
-    flip: bool = True,
-    pauc_limit: float = 0.2,
-) -> CurveReport:
-    """Error-versus-reject on the template pairs as CR-FIQA's ``erc_ijbc.py`` (arccos(cos)/pi)."""
-    feats, ids = erc_template_features(f, flip)
-    dist = 1.0 - pair_scores(feats, ids, f.pair_t1, f.pair_t2, "magface")
-    labels = np.asarray(f.pair_label).astype(bool)
-    if not labels.any():
-        raise FqtoolError(f"{f.name}: no genuine template pairs: FNMR is undefined")
-    report = CurveReport("erc", [], [], pauc_limit)
-    for fmr in fmrs:
-        first = None
-        for method, image_q in qualities.items():
-            curve = _erc_one(dist, labels, template_pair_quality(f, image_q), fmr, method, pauc_limit)
-            report.curves.append(curve)
-            first = first or curve
-        report.baselines.extend(_baselines(first, dist, labels, pauc_limit))
-        impostors = int((~labels).sum())
-        if impostors * fmr < 1.0:
-            report.warnings.append(
-                f"{impostors} impostor pairs are too few for FMR {fmr:g}: nearest FMR used"
-            )
-    return report
-
-
-def _baselines(first: Curve, dist: np.ndarray, labels: np.ndarray, pauc_limit: float) -> list[Curve]:
-    x = first.fraction
-    zeros = np.zeros(len(x), int)
-    out = []
-    ideal = erc_ideal(dist, labels, float(first.threshold[0]), x)
-    for name, y in (("ideal", ideal), ("random", np.full(len(x), first.fnmr[0]))):
-        c = Curve(name, "erc", first.operating_point, x, y, np.full(len(x), np.nan), zeros, zeros)
-        c.auc, c.pauc = area_under(x, y, float(x[-1])), area_under(x, y, pauc_limit)
-        out.append(c)
-    return out

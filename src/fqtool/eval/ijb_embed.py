@@ -9,10 +9,11 @@ decoded images is in memory at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,6 +41,28 @@ def dist_env() -> tuple[int, int, int]:
             raise FqtoolError(f"${key} is not an integer: {os.environ.get(key)!r}") from None
 
     return read("RANK", 0), read("WORLD_SIZE", 1), read("LOCAL_RANK", 0)
+
+
+#: Open :func:`process_group_scope` blocks: the process group made for the first set serves them all.
+_GROUP_SCOPES: list[bool] = []
+
+
+@contextlib.contextmanager
+def process_group_scope() -> Iterator[None]:
+    """Keep the process group that embedding creates under torchrun until the block ends.
+
+    A group destroyed and created again for the next set reads the first group's stale addresses from
+    torchrun's store ("connection refused"): several sets share one group, destroyed once at the end."""
+    import torch.distributed as dist
+
+    had_group = dist.is_available() and dist.is_initialized()
+    _GROUP_SCOPES.append(True)
+    try:
+        yield
+    finally:
+        _GROUP_SCOPES.pop()
+        if not had_group and not _GROUP_SCOPES and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def chunk_ranges(num_images: int, chunk: int = CHUNK) -> list[tuple[int, int]]:
@@ -76,44 +99,50 @@ def _load_chunk(path: Path, rows: int) -> dict[str, np.ndarray] | None:
             arrays = {key: data[key] for key in data.files}
     except Exception:  # noqa: BLE001 - any damage to a chunk means "embed it again"
         return None
-    if any(len(v) != rows for v in arrays.values()) or "embeddings" not in arrays:
-        return None
-    return arrays
+    from fqtool.eval.feature_checks import chunk_is_usable  # h6: NaN or odd chunks are redone (25.2)
+
+    return arrays if chunk_is_usable(arrays, rows) else None
 
 
-def _loader(dataset: IjbAlignedFaces, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+def local_device(device: torch.device, local_rank: int, world: int) -> torch.device:
+    """Under torchrun a CUDA device without an index is this rank's GPU (``cuda:LOCAL_RANK``), not GPU 0."""
+    if world > 1 and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", local_rank)
+    return device
+
+
+def _batches(todo: list[tuple[int, int]], batch_size: int) -> list[tuple[int, list[int]]]:
+    """``(chunk number, image rows)`` per batch; a batch never straddles two chunks."""
+    return [
+        (k, list(range(first, min(first + batch_size, end))))
+        for k, (start, end) in enumerate(todo)
+        for first in range(start, end, batch_size)
+    ]
+
+
+def _loader(meta: IjbMeta, batches, workers: int, device: torch.device) -> DataLoader:
+    """One loader for every chunk this rank embeds (its workers start once, not once per chunk)."""
     from fqtool.runtime import loader_workers
 
-    workers = min(loader_workers(workers), -(-len(dataset) // batch_size))
+    workers = min(loader_workers(workers), len(batches))
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
+        IjbAlignedFaces(meta, np.arange(len(meta.images))),
+        batch_sampler=[rows for _, rows in batches],
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
     )
 
 
-def _embed_chunk(
-    model,
-    meta: IjbMeta,
-    start: int,
-    end: int,
-    *,
-    size,
-    device,
-    batch_size,
-    workers,
-    flip,
-    precision,
-    on_batch,
-) -> dict[str, np.ndarray]:
+def _embed_chunks(model, meta: IjbMeta, todo, *, device, batch_size, workers, flip, precision, on_batch):
+    """Yield ``((start, end), arrays)`` for each chunk of ``todo`` as soon as its last batch is embedded."""
     from fqtool.data.decode import resize_if_needed
 
-    dataset = IjbAlignedFaces(meta, np.arange(start, end))
-    plain, flipped, quality, norms = [], [], [], []
-    for _index, images, errors in _loader(dataset, batch_size, workers, device):
+    size = tuple(model.preprocess.size)
+    batches = _batches(todo, batch_size)
+    last_batch = {k: i for i, (k, _) in enumerate(batches)}
+    parts: dict[str, list] = {"embeddings": [], "quality": [], "norms": [], "embeddings_flip": []}
+    for i, (_index, images, errors) in enumerate(_loader(meta, batches, workers, device)):
         bad = [e for e in errors if e]
         if bad:
             raise BadInputError(bad[0])
@@ -121,21 +150,17 @@ def _embed_chunk(
         out = embed_images(
             model, images, device=device, batch_size=len(images), flip=flip, precision=precision
         )  # the one flip of fqtool: e and e_flip come back separately
-        plain.append(out.unflipped if flip else out.embeddings)
-        quality.append(out.quality)
-        norms.append(out.norms)
+        parts["embeddings"].append(out.unflipped if flip else out.embeddings)
+        parts["quality"].append(out.quality)
+        parts["norms"].append(out.norms)
         if flip:
-            flipped.append(out.flipped)
+            parts["embeddings_flip"].append(out.flipped)
         if on_batch is not None:
             on_batch(len(images))
-    arrays = {
-        "embeddings": np.concatenate(plain).astype(np.float32),
-        "quality": np.concatenate(quality).astype(np.float32),
-        "norms": np.concatenate(norms).astype(np.float32),
-    }
-    if flip:
-        arrays["embeddings_flip"] = np.concatenate(flipped).astype(np.float32)
-    return arrays
+        k = batches[i][0]
+        if last_batch[k] == i:
+            yield todo[k], {key: np.concatenate(v).astype(np.float32) for key, v in parts.items() if v}
+            parts = {key: [] for key in parts}
 
 
 def _save_chunk(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -153,7 +178,7 @@ def _wait_for_others(world: int, parts: Path, ranges: list[tuple[int, int]]) -> 
     if own_group:
         dist.init_process_group("gloo", timeout=timedelta(hours=6))
     dist.barrier()
-    if own_group:
+    if own_group and not _GROUP_SCOPES:
         dist.destroy_process_group()
     missing = [r for r in ranges if not _chunk_path(parts, *r).is_file()]
     if missing:
@@ -191,44 +216,29 @@ def embed_ijb(
     ranges = chunk_ranges(len(meta.images), chunk)
     if parts is not None:
         ensure_dir(parts)
-        _check_manifest(
-            parts,
-            {
-                "set": meta.name,
-                "images": len(meta.images),
-                "chunk": chunk,
-                "flip": flip,
-                "weights": info.get("weights"),
-                "arch": info.get("arch"),
-            },
-        )
-    size = tuple(model.preprocess.size)
+        from fqtool.eval.feature_checks import resume_key  # h6: keyed by the weights' content (25.1)
+
+        _check_manifest(parts, resume_key(
+            model, set=meta.name, images=len(meta.images), chunk=chunk, flip=flip, precision=precision,
+            arch=info.get("arch"), quality_method=info.get("quality_method"),
+        ))
     done: dict[tuple[int, int], dict[str, np.ndarray]] = {}
     began = time.perf_counter()
+    todo = []
     for k, (start, end) in enumerate(ranges):
         if k % world != rank:
             continue
-        path = _chunk_path(parts, start, end) if parts is not None else None
-        arrays = _load_chunk(path, end - start) if path is not None else None
+        arrays = _load_chunk(_chunk_path(parts, start, end), end - start) if parts is not None else None
         if arrays is None:
-            arrays = _embed_chunk(
-                model,
-                meta,
-                start,
-                end,
-                size=size,
-                device=device,
-                batch_size=batch_size,
-                workers=workers,
-                flip=flip,
-                precision=precision,
-                on_batch=on_batch,
-            )
-            if path is not None:
-                _save_chunk(path, arrays)
+            todo.append((start, end))
         elif on_batch is not None:
             on_batch(end - start)
-        if path is None:
+    embedded = _embed_chunks(model, meta, todo, device=device, batch_size=batch_size, workers=workers,
+                             flip=flip, precision=precision, on_batch=on_batch)
+    for (start, end), arrays in embedded:
+        if parts is not None:
+            _save_chunk(_chunk_path(parts, start, end), arrays)
+        else:
             done[(start, end)] = arrays
     _wait_for_others(world, parts, ranges)
     if rank != 0:

@@ -14,11 +14,11 @@ import numpy as np
 
 from fqtool.errors import FqtoolError
 from fqtool.eval.features import FeatureSet
-from fqtool.models.face_model import HEAD_METHODS, MODEL_QUALITY_METHODS
+from fqtool.quality_methods import BY_NAME, HEAD_METHODS, names_for
 
-QUALITY_METHODS = (*MODEL_QUALITY_METHODS, "serfiq")
+QUALITY_METHODS = names_for("erc-curve")
 #: Methods that need the model and the images (the rest can come from saved features).
-NEEDS_MODEL = (*HEAD_METHODS, "serfiq")
+NEEDS_MODEL = tuple(m for m in QUALITY_METHODS if BY_NAME[m].needs_images)
 
 
 def check_methods(methods: Sequence[str], have_model: bool) -> list[str]:
@@ -46,15 +46,17 @@ def method_qualities(
     """``{"model:<method>": per-image quality}`` for each method, row-aligned with ``features``."""
     out: dict[str, np.ndarray] = {}
     for method in check_methods(methods, model is not None):
-        out[f"model:{method}"] = _one(method, features, model, images, device, batch_size, serfiq, on_batch)
+        out[f"model:{method}"] = _quality_of_method(method, features, model, images, device, batch_size,
+                                                    serfiq, on_batch)
     return out
 
 
-def _one(method, features, model, images, device, batch_size, serfiq, on_batch) -> np.ndarray:
-    held = _held_array(method, features.quality_method())
+def _quality_of_method(method, features, model, images, device, batch_size, serfiq, on_batch) -> np.ndarray:
+    """One method's per-image quality: from the features when they hold it, else by running the model."""
+    held = _saved_array_holding(method, features.quality_method())
     if held is not None:
         return np.asarray(features.norms if held == "norm" else features.quality, dtype=np.float64)
-    if method in HEAD_METHODS:
+    if BY_NAME[method].computed_by_model:
         return _head_quality(model, method, images, device, batch_size, on_batch)
     from fqtool.eval.serfiq import SerfiqOptions, serfiq_embed
 
@@ -66,22 +68,23 @@ def _one(method, features, model, images, device, batch_size, serfiq, on_batch) 
     )[1]
 
 
-def _held_array(method: str, own: str) -> str | None:
+def _saved_array_holding(method: str, own: str) -> str | None:
     """``"norm"`` or ``"own"`` when saved features (norms + the model's own quality ``own``) already hold
     ``method``'s quality; ``head`` matches either kind of head. ``None`` when the model must run again."""
-    if method == "norm":
+    if not BY_NAME[method].needs_images:
         return "norm"
-    if method == own or (method == "head" and own in HEAD_METHODS):
+    if method == own or (BY_NAME[method].head == "any" and own in HEAD_METHODS):
         return "own"
     return None
 
 
 def held_quality(method: str, own: str, where: str) -> str:
-    """:func:`_held_array` for features that cannot be recomputed (IJB): one line naming ``where`` when
+    """:func:`_saved_array_holding` for features that cannot be recomputed (IJB): one line naming ``where``
+    when
     ``method`` is not held."""
     if method not in QUALITY_METHODS:
         raise FqtoolError(f"unknown quality method {method!r}; use {', '.join(QUALITY_METHODS)}")
-    held = _held_array(method, own)
+    held = _saved_array_holding(method, own)
     if held is not None:
         return held
     raise FqtoolError(f"--method {method} on {where}: its features hold the embedding norms and the model's "

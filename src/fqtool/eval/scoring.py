@@ -28,19 +28,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.eval.embed import Embeddings, embed_images
-from fqtool.eval.serfiq import UNRELATED_QUALITY, SerfiqOptions
+from fqtool.eval.serfiq import SerfiqOptions
 from fqtool.fsutil import atomic_open, atomic_path
-from fqtool.models.face_model import MODEL_QUALITY_METHODS, EmbeddingModel, QualityCalibration
+from fqtool.models.face_model import EmbeddingModel, QualityCalibration
+from fqtool.quality_methods import BY_NAME, TABLE, names_for
 
-#: Calibration used when a checkpoint has none for the method in use.
+#: Calibration used when a checkpoint has none for the method in use (from the quality-method table).
 DEFAULT_CALIBRATION: dict[str, QualityCalibration] = {
-    "norm": QualityCalibration(10.0, 110.0, "default: MagFace magnitude range l_a=10, u_a=110"),
-    "head": QualityCalibration(0.0, 1.0, "default: head probability 0..1"),
-    # CCS/NNCCS of a trained model: ~1 = as close to another identity as to its own, ~3 = clearly its own
-    "crfiqa": QualityCalibration(1.0, 3.0, "default: CR-FIQA certainty ratio 1..3"),
-    "serfiq": QualityCalibration(UNRELATED_QUALITY, 1.0, "default: SER-FIQ 2*sigmoid(-sqrt 2)..1"),
+    m.name: QualityCalibration(*m.calibration) for m in TABLE if m.calibration is not None
 }
-METHODS = ("auto", *MODEL_QUALITY_METHODS, "serfiq")
+METHODS = names_for("score")
 
 
 @dataclass
@@ -58,6 +55,7 @@ class ScoreResult:
     bad: list[str] = field(default_factory=list)
     total: int = 0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # the input's one-line warnings (no face, not aligned)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -138,13 +136,13 @@ def set_method(model: EmbeddingModel, method: str) -> tuple[str, str]:
     if method not in METHODS:
         raise FqtoolError(f"unknown quality method {method!r}; use {', '.join(METHODS)}")
     own = model.quality_method
-    if method == "serfiq":
+    if BY_NAME[method].computed_by_model:
+        model.set_quality_method(method)
+    elif method != "auto":  # computed beside the model's forward pass (SER-FIQ)
         from fqtool.eval.serfiq import check_serfiq_model
 
         check_serfiq_model(model)
         return method, own
-    if method != "auto":
-        model.set_quality_method(method)
     return model.quality_method, own
 
 
@@ -187,7 +185,9 @@ def score_dataset(
 
     def batches() -> Iterator[torch.Tensor]:
         start = 0
-        for images, _labels, ok in _loader(dataset, batch_size, workers, device):
+        from fqtool.data.datasets import guarded_batches  # h6: shared-memory failures in one line (25.11)
+
+        for images, _labels, ok in guarded_batches(_loader(dataset, batch_size, workers, device)):
             ok_np = ok.numpy().astype(bool)
             index = np.arange(start, start + len(ok_np))
             start += len(ok_np)
@@ -224,6 +224,7 @@ def score_dataset(
         bad=[dataset.name(i) for i in bad_index],
         total=len(dataset),
         seconds=seconds,
+        notes=list(getattr(dataset, "notes", [])),
     )
 
 

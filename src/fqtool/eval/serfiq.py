@@ -15,7 +15,6 @@ a score depends on the seed and the image's position, not on the batch size or t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -23,13 +22,14 @@ import numpy as np
 import torch
 
 from fqtool.errors import FqtoolError
+from fqtool.quality_methods import SERFIQ_UNRELATED
 
 DEFAULT_PASSES = 100
 DEFAULT_DROPOUT = 0.5
 #: Mask elements (images × passes × features) generated and pushed through the head at once.
 CHUNK_ELEMENTS = 1 << 25
 #: Quality when the m embeddings are as far apart as orthogonal unit vectors: the 0 of the 0–100 scale.
-UNRELATED_QUALITY = 2.0 / (1.0 + math.exp(math.sqrt(2.0)))
+UNRELATED_QUALITY = SERFIQ_UNRELATED  # the quality-method table's 0 of the SER-FIQ scale
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,15 @@ def check_serfiq_model(model) -> None:
         )
 
 
+#: More stochastic passes than this only cost time and memory (the SER-FIQ paper uses m = 100).
+MAX_PASSES = 10_000
+
+
 def check_serfiq_options(passes: int, dropout: float) -> None:
     if passes < 2:
         raise FqtoolError(f"SER-FIQ needs at least 2 passes to compare embeddings, got {passes}")
+    if passes > MAX_PASSES:  # h6: options that allocate are bounded before allocating (issue 25.10)
+        raise FqtoolError(f"--serfiq-passes {passes} is too many (at most {MAX_PASSES}; the paper uses 100)")
     if not 0.0 < dropout < 1.0:
         raise FqtoolError(f"SER-FIQ dropout must be in (0, 1), got {dropout}")
 

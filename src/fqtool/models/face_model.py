@@ -11,12 +11,10 @@ from torch import nn
 
 from fqtool.errors import FqtoolError
 from fqtool.models.preprocess import Preprocess
+from fqtool.quality_methods import BY_NAME, HEAD_METHODS, MODEL_METHODS
 
-#: Quality a model computes itself: MagFace's embedding norm, EQFace's head, CR-FIQA's regressor.
-MODEL_QUALITY_METHODS = ("norm", "head", "crfiqa")
-#: Methods served by a quality head. ``head`` also means "whatever head the model has".
-HEAD_METHODS = ("head", "crfiqa")
-_HEAD_NAMES = {"head": "an EQFace quality head", "crfiqa": "a CR-FIQA regressor (qs)"}
+#: Quality a model computes itself (the quality-method table's ``computed_by_model`` entries).
+MODEL_QUALITY_METHODS = MODEL_METHODS
 
 
 def resolve_quality_method(requested: str, head_method: str | None, where: str = "this model") -> str:
@@ -25,16 +23,18 @@ def resolve_quality_method(requested: str, head_method: str | None, where: str =
     if requested not in MODEL_QUALITY_METHODS:
         known = ", ".join(MODEL_QUALITY_METHODS)
         raise ValueError(f"quality method must be one of {known}, not {requested!r}")
-    if requested == "norm":
-        return "norm"
+    wanted = BY_NAME[requested]
+    if wanted.head is None:
+        return requested
     if head_method is None:
-        wanted = "a quality head" if requested == "head" else _HEAD_NAMES[requested]
-        fix = "use a CR-FIQA checkpoint" if requested == "crfiqa" else "add an EQFace head: --quality-weights"
-        raise FqtoolError(f"--method {requested} needs {wanted}; {where} has no quality head ({fix}, or use "
+        needs = "a quality head" if wanted.head == "any" else wanted.head_name
+        crfiqa = wanted.head == "crfiqa"
+        fix = "use a CR-FIQA checkpoint" if crfiqa else "add an EQFace head: --quality-weights"
+        raise FqtoolError(f"--method {requested} needs {needs}; {where} has no quality head ({fix}, or use "
                           "--method norm)")
-    if requested != "head" and requested != head_method:
-        raise FqtoolError(f"--method {requested} needs {_HEAD_NAMES[requested]}; {where} has "
-                          f"{_HEAD_NAMES[head_method]} (use --method head or norm)")
+    if wanted.head != "any" and wanted.head != head_method:
+        raise FqtoolError(f"--method {requested} needs {wanted.head_name}; {where} has "
+                          f"{BY_NAME[head_method].head_name} (use --method head or norm)")
     return head_method
 
 

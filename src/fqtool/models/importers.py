@@ -160,7 +160,13 @@ def _iresnet_arch(state: Mapping[str, torch.Tensor], path: Path | None) -> tuple
     if name is None:
         raise CheckpointError(f"iResNet with {layers} blocks per stage is not a known architecture", path)
     widths = tuple(int(state[f"layer{s}.0.conv1.weight"].shape[0]) for s in range(1, 5))
-    embedding, fc_in = (int(n) for n in state["fc.weight"].shape)
+    shape = tuple(int(n) for n in state["fc.weight"].shape)
+    side = round((shape[-1] / widths[3]) ** 0.5) if shape else 0
+    if len(shape) != 2 or side < 1 or side * side * widths[3] != shape[1]:
+        # h6 (issue 25.11): a wrong-shaped fc.weight is one line, not a ValueError from the preprocessing
+        raise CheckpointError(f"fc.weight has shape {list(shape)}; an iResNet's is [embedding, "
+                              f"{widths[3]}·side²] (e.g. [512, {widths[3] * 49}])", path)
+    embedding, fc_in = shape
     kwargs: dict = {"embedding_size": embedding}
     if widths != _DEFAULT_WIDTHS or name == "iresnet_tiny":
         kwargs["widths"] = widths

@@ -21,14 +21,9 @@ import torch.nn.functional as F
 
 from fqtool.errors import BadInputError, FormatError, FqtoolError, FqtoolWarning
 from fqtool.models._state import first_line
-from fqtool.models.face_model import (
-    HEAD_METHODS,
-    MODEL_QUALITY_METHODS,
-    ModelInfo,
-    QualityCalibration,
-    resolve_quality_method,
-)
+from fqtool.models.face_model import ModelInfo, QualityCalibration, resolve_quality_method
 from fqtool.models.preprocess import ARCFACE, Preprocess
+from fqtool.quality_methods import HEAD_METHODS, MODEL_METHODS
 from fqtool.runtime import resolve_device
 
 #: Graph input layouts recorded in the ``input_layout`` metadata of fqtool's exports.
@@ -146,8 +141,8 @@ class OnnxFaceModel:
         self.embedding_name = "embedding" if "embedding" in self._outputs else self._outputs[0]
         self.quality_name = "quality" if "quality" in self._outputs else None
         method = meta.get("quality_method", "norm")
-        if method not in MODEL_QUALITY_METHODS:
-            known = ", ".join(MODEL_QUALITY_METHODS)
+        if method not in MODEL_METHODS:
+            known = ", ".join(MODEL_METHODS)
             raise FormatError(f"damaged fqtool metadata (quality_method {method!r}; known: {known})",
                               self.path)
         self.graph_quality_method = method if self.quality_name else "norm"
@@ -288,8 +283,11 @@ class OnnxFaceModel:
         """Network input (see :meth:`prepare`) → ``(embedding N×D, quality N)`` float32 CPU tensors."""
         from_head = self.quality_method in HEAD_METHODS
         names = [self.embedding_name] + ([self.quality_name] if from_head else [])
-        outputs = self.session.run(names, {self.input_name: self._to_feed(x)})
+        outputs = self._run(names, self._to_feed(x))
         embedding = torch.from_numpy(np.asarray(outputs[0], np.float32))
+        if embedding.ndim != 2:
+            raise FormatError(f"output {self.embedding_name!r} has shape {tuple(embedding.shape)}; expected "
+                              "N×D embeddings", self.path)
         if from_head:
             quality = torch.from_numpy(np.asarray(outputs[1], np.float32)).reshape(-1)
         else:
@@ -302,7 +300,34 @@ class OnnxFaceModel:
         """The flattened feature map (``_backbone`` graphs of a split export only)."""
         if FEATURES_NAME not in self._outputs:
             raise FqtoolError(f"{self.path} has no {FEATURES_NAME!r} output (only split _backbone graphs do)")
-        return self.session.run([FEATURES_NAME], {self.input_name: self._to_feed(x)})[0]
+        return self._run([FEATURES_NAME], self._to_feed(x))[0]
+
+    # h6 (issue 25.11): foreign graphs with a fixed batch size, and graphs that fail or return other row
+    # counts, end in one line naming the file instead of an onnxruntime traceback.
+    def _run(self, names: list[str], feed: np.ndarray) -> list[np.ndarray]:
+        batch = self._inputs[0].shape[0] if self._inputs[0].shape else None
+        if not len(feed):
+            return self.session.run(names, {self.input_name: feed})
+        step = batch if isinstance(batch, int) and batch > 0 else len(feed)
+        parts = []
+        for start in range(0, len(feed), max(step, 1)):
+            chunk = feed[start:start + step]
+            rows = len(chunk)
+            if rows < step:  # the last chunk of a fixed-batch graph is padded, the padding dropped
+                chunk = np.concatenate([chunk, np.zeros((step - rows, *chunk.shape[1:]), chunk.dtype)])
+            try:
+                out = self.session.run(names, {self.input_name: chunk})
+            except Exception as exc:  # onnxruntime's own exception types
+                raise FormatError(f"the ONNX graph failed on a batch of {len(chunk)} ({first_line(exc)})",
+                                  self.path) from None
+            for name, value in zip(names, out, strict=True):
+                if np.ndim(value) == 0 or len(value) != len(chunk):
+                    raise FormatError(f"output {name!r} has {len(np.atleast_1d(value))} rows for "
+                                      f"{len(chunk)} images; expected one row per image", self.path)
+            parts.append([np.asarray(value)[:rows] for value in out])
+        if len(parts) == 1:
+            return parts[0]
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
 
     def __repr__(self) -> str:
         return (

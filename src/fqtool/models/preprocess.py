@@ -17,6 +17,9 @@ import torch.nn.functional as F
 
 from fqtool.errors import FqtoolError
 
+#: Largest network input side accepted from a file's metadata or a --preprocess SPEC.
+MAX_INPUT_SIDE = 4096
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -42,6 +45,8 @@ class Preprocess:
         size = tuple(self.size)
         if len(size) != 2 or not all(_is_number(n, numbers.Integral) and n > 0 for n in size):
             raise ValueError(f"preprocess size must be two positive integers, not {list(size)}")
+        if max(size) > MAX_INPUT_SIDE:  # h6 (25.11): a damaged size of 100000 would allocate 30 GB a batch
+            raise ValueError(f"preprocess size {list(size)} is beyond {MAX_INPUT_SIDE} pixels a side")
         for name in ("mean", "std"):
             values = tuple(getattr(self, name))
             if len(values) != 3 or not all(_is_number(v) and math.isfinite(v) for v in values):

@@ -307,7 +307,7 @@ _RANGES: dict[str, Range] = {
     "min_lr": _NON_NEGATIVE, "momentum": Range(0.0, 1.0, open_high=True), "weight_decay": _NON_NEGATIVE,
     "head_weight_decay": _NON_NEGATIVE, "clip_grad": _NON_NEGATIVE, "focal_gamma": _NON_NEGATIVE,
     "sample_rate": Range(0.0, 1.0, open_low=True), "quality_std_warn": _NON_NEGATIVE,
-    "embedding_size": _AT_LEAST_ONE, "workers": _NON_NEGATIVE, "save_every": _NON_NEGATIVE,
+    "embedding_size": Range(1.0, 65536.0), "workers": _NON_NEGATIVE, "save_every": _NON_NEGATIVE,
     "val_every": _NON_NEGATIVE, "log_every": _AT_LEAST_ONE, "max_steps": _NON_NEGATIVE,
     "max_bad_steps": _AT_LEAST_ONE, "calibration_images": _NON_NEGATIVE, "batch_per_gpu": Range(2.0),
 }
