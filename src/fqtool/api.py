@@ -300,8 +300,7 @@ class QualityModel:
     def set_quality_method(self, method: str) -> None:
         """Make ``auto`` mean ``norm``, ``head`` or ``crfiqa`` from now on (``head``: whichever head the
         model has)."""
-        if method != "auto":
-            set_method(self.network, method)
+        set_method(self.network, method)  # ``auto`` leaves the model's own method
 
     def features(
         self,

@@ -20,8 +20,9 @@ from fqtool.cli.options import (
 )
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
+from fqtool.quality_methods import names_for
 
-METHODS = ("auto", "norm", "head", "crfiqa")
+METHODS = names_for("calibrate")
 
 
 def command(
