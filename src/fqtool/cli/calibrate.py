@@ -20,7 +20,7 @@ from fqtool.cli.options import (
 )
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
-from fqtool.quality_methods import names_for
+from fqtool.quality_methods import method_help, names_for
 
 METHODS = names_for("calibrate")
 
@@ -47,8 +47,8 @@ def command(
     ] = (1.0, 99.0),
     method: Annotated[
         str,
-        typer.Option("--method", help="Quality the scale is for: auto (the model's own), norm, head or "
-                     "crfiqa; it becomes the copy's default method."),
+        typer.Option("--method", help=f"Quality the scale is for: {method_help('calibrate')}; it becomes the "
+                     "copy's default method."),
     ] = "auto",
     batch_size: BatchSize = 64,
     workers: Workers = 0,
