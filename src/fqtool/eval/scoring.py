@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.eval.embed import Embeddings, embed_images
+from fqtool.eval.methods import beside_runner
 from fqtool.eval.serfiq import SerfiqOptions
 from fqtool.fsutil import atomic_open, atomic_path
 from fqtool.models.face_model import EmbeddingModel, QualityCalibration
@@ -135,8 +136,6 @@ def set_method(model: EmbeddingModel, method: str) -> tuple[str, str]:
     """
     if method not in METHODS:
         raise FqtoolError(f"unknown quality method {method!r}; use {', '.join(METHODS)}")
-    from fqtool.eval.methods import beside_runner
-
     own = model.quality_method
     runner = beside_runner(method)
     if BY_NAME[method].computed_by_model:
@@ -176,8 +175,6 @@ def score_dataset(
     on_progress: Callable[[int], None] | None = None,
 ) -> ScoreResult:
     """Quality (and embeddings) for every readable image of ``dataset``, in dataset order."""
-    from fqtool.eval.methods import beside_runner
-
     device = torch.device(device)
     runner = beside_runner(method) if method in METHODS else None
     if runner is not None:
