@@ -132,7 +132,7 @@ def feature_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Ta
         raise FqtoolError("EQFace stage 3 (--quality-weights) trains the quality-weighted ArcFace; "
                           f"--loss {cfg.loss} cannot take a quality")
     scorer = load_face_model(cfg.quality_weights, device=device)
-    if scorer.head_method != "head":
+    if not isinstance(scorer.quality_head, QualityHead):  # EQFace's head, not CR-FIQA's regressor
         found = "a CR-FIQA regressor" if scorer.head_method else "no quality head"
         raise CheckpointError(f"has {found}, not an EQFace quality head; pass the train-quality output "
                               "(stage 2)", cfg.quality_weights)
