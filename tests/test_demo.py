@@ -39,6 +39,10 @@ def test_plan_uses_only_registered_commands(tmp_path) -> None:
     assert [s.name for s in steps] == [
         "synth", "convert-rec", "make-list", "train-magface", "verify", "score", "erc-curve", "export",
     ]
+    assert [s.name for s in plan_steps(tmp_path, FULL, seed=0)] == [
+        "synth", "convert-rec", "make-list", "train-magface", "train-crfiqa", "verify", "score", "score",
+        "erc-curve", "export",
+    ]
     assert all(s.args[0] in names for s in steps)
 
 
@@ -51,9 +55,76 @@ def test_full_demo_compares_crfiqa_and_quick_skips_it(tmp_path) -> None:
     as_magface = [str(tmp_path / "model") if a == str(crfiqa_weights.parent) else a
                   for a in full["train-crfiqa"][1:]]
     assert as_magface == full["train-magface"][1:] + ["--lr-batch", "0"]  # same data, model and schedule
-    assert f"crfiqa={crfiqa_weights}" in full["erc-curve"]
-    assert "train-crfiqa" not in quick and "--quality-model" not in quick["erc-curve"]
-    assert "--features" in quick["erc-curve"]
+    assert f"crfiqa={tmp_path / 'reports' / 'val_crfiqa.csv'}" in full["erc-curve"]
+    assert "train-crfiqa" not in quick and not any(a.startswith("crfiqa=") for a in quick["erc-curve"])
+    assert "--features" in quick["erc-curve"] and "--features" in full["erc-curve"]
+
+
+def _embedded_sets(step_args: list[str], out) -> list[tuple[str, str]]:
+    """``(image set, weights)`` a step's command embeds: verify/score embed their input with ``-w``;
+    erc-curve embeds its TARGET with ``-w`` and each ``--quality-model`` unless it reads ``--features``."""
+    same_set = {str(out / "data" / "val.bin"): "val", str(out / "unpacked" / "images"): "train",
+                str(out / "unpacked" / "verification" / "val" / "images"): "val"}
+    name, *rest = step_args
+    if name not in ("verify", "score", "erc-curve") or "--features" in rest:
+        return []
+    target = same_set.get(rest[0], rest[0])
+    weights = [rest[i + 1] for i, a in enumerate(rest) if a == "-w"]
+    weights += [rest[i + 1].split("=", 1)[1] for i, a in enumerate(rest) if a == "--quality-model"]
+    return [(target, w) for w in weights]
+
+
+@pytest.mark.parametrize("size", [QUICK, FULL], ids=["quick", "full"])
+def test_no_step_embeds_the_same_set_twice(tmp_path, size) -> None:
+    """Each (image set, model) pair is embedded by one step only: erc-curve reuses verify's features,
+    and CR-FIQA's verification quality comes from one score pass, not a second embedding of val.bin."""
+    steps = plan_steps(tmp_path, size, 0)
+    embedded = [pair for step in steps for pair in _embedded_sets(step.args, tmp_path)]
+    assert embedded and len(embedded) == len(set(embedded)), embedded
+    val = [w for target, w in embedded if target == "val"]
+    assert len(val) == (2 if size.crfiqa else 1)
+
+
+def test_full_demo_trains_half_the_images_of_before() -> None:
+    """Training dominates the demo: each model sees at most 10 × 576 images (the earlier 20 epochs saw
+    twice that), with the learning-rate drops inside those epochs."""
+    assert FULL.epochs * FULL.identities * FULL.images_per_identity <= 576 * 10
+    assert all(0 < int(e) < FULL.epochs for e in FULL.lr_steps.split(","))
+
+
+def test_report_figures_show_what_the_data_say() -> None:
+    """Legend counts per band, hue-distinct colours, raw and 0-100 values under the extremes, and the
+    ERC's x label in correct English."""
+    from fqtool.demo import LEVEL_COLOURS, extreme_label, level_groups, pick_extremes
+
+    rows = [{"level": lv, "quality": str(q), "quality_100": str(min(100.0, q * 10)), "kind": "blur"}
+            for lv, q in ((0.0, 20.0), (0.0, 19.5), (0.2, 15.0), (0.5, 9.0), (0.9, 4.0), (0.95, 3.1))]
+    groups = level_groups(rows)
+    assert [label for label, _ in groups] == ["clean (2)", "level 0-⅓ (1)", "level ⅓-⅔ (1)", "level ⅔-1 (2)"]
+    assert len(set(LEVEL_COLOURS)) == len(groups)
+    hues = [int(c[1:3], 16) - int(c[5:7], 16) for c in LEVEL_COLOURS]  # red minus blue tells them apart
+    assert len({h > 0 for h in hues}) == 2  # not all shades of one orange
+    lowest, highest = pick_extremes(rows, 2)
+    assert [r["quality"] for r in lowest] == ["3.1", "4.0"] and highest[0]["quality"] == "20.0"
+    assert extreme_label(highest[0]) == "20 (100/100)" and extreme_label(highest[1]) == "19.5 (100/100)"
+    from pathlib import Path
+
+    import fqtool.eval.plots as plots
+
+    text = Path(plots.__file__).read_text(encoding="utf-8")
+    assert "Ratio of unconsidered images [%]" in text and "unconsidered image [" not in text
+
+
+def test_impostor_note_is_honest_about_the_tail() -> None:
+    from fqtool.demo import impostor_note
+
+    n = {"impostor": 1000, "impostor_fewest": 24, "impostor_fewest_at": 0.95, "genuine": 1000}
+    note = impostor_note(n, 0.01)
+    assert "1000 at 0 % rejected (the 10 most similar pass)" in note
+    assert ("as few as 24 remain at 95 % rejected (fewer than 1/FMR = 100: there the threshold is the most "
+            "similar impostor)") in note
+    assert "most similar impostor" not in impostor_note(n, 0.1)  # 24 ≥ 1/0.1
+    assert "1/FMR = 100" not in impostor_note({**n, "impostor_fewest": 100}, 0.01)
 
 
 def test_erc_aucs_per_operating_point() -> None:
@@ -69,8 +140,15 @@ def test_quick_demo_runs_end_to_end(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     report = (out / "report.md").read_text()
     for needle in ("verification accuracy", "Spearman", "quality_by_level.png", "extremes.png",
-                   "fqtool train-magface", "What good looks like", "CR-FIQA(L) 0.0138", "impostor pairs"):
+                   "fqtool train-magface", "What good looks like", "CR-FIQA(L) 0.0138", "impostor pairs",
+                   "fqtool convert-rec DATA OUT/unpacked"):
         assert needle in report
+    assert str(out) not in report.split("## The same on your data")[1] and "--overwrite" not in report
+    doc = json.loads((out / "report.json").read_text())
+    assert [s["name"] for s in doc["steps"]][-1] == "report" and len(doc["steps"]) == 9
+    assert all(s["seconds"] >= 0 and s["cpu_seconds"] >= 0 for s in doc["steps"])
+    assert doc["numbers"]["accuracy"] == float(verify_accuracy(out))
+    assert "step 4/8 train-magface:" in result.output
     with open(out / "reports" / "verify.csv", newline="") as handle:
         verify = next(csv.DictReader(handle))
     assert int(verify["pairs"]) == QUICK.val_pairs
@@ -93,6 +171,11 @@ def test_quick_demo_runs_end_to_end(tmp_path) -> None:
 #: FMR 1e-1, and Spearman(quality, level) on the training images of −0.52 and −0.60.
 MIN_GT_GAIN = 0.1
 MAX_SPEARMAN = -0.25
+
+
+def verify_accuracy(out) -> str:
+    with open(out / "reports" / "verify.csv", newline="") as handle:
+        return next(csv.DictReader(handle))["accuracy"]
 
 
 def _assert_demo_is_honest(out, summary: dict) -> None:

@@ -217,6 +217,7 @@ def test_provider_choice_without_a_real_gpu(monkeypatch) -> None:
     from fqtool.models import onnx_model as runtime
 
     monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runtime.torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     assert select_providers("auto") == ["CPUExecutionProvider"]
     with pytest.warns(OnnxProviderWarning, match="onnxruntime-gpu"):

@@ -181,3 +181,45 @@ def test_erc_curve_methods_of_a_crfiqa_model(tmp_path: Path) -> None:
     wrong = runner.invoke(app, [*base[:3], str(eqface), *base[4:], "-o", str(tmp_path / "w"),
                                 "--method", "crfiqa"])
     assert wrong.exit_code == 2 and "has an EQFace quality head" in wrong.stderr
+
+
+def method_name_comparisons(root: Path) -> list[str]:
+    """``x == "crfiqa"``, ``m in ("head", "crfiqa")``, ``"serfiq" in methods`` … in the modules under
+    ``root`` except the table itself: decisions that belong in a table field."""
+    import ast
+
+    from fqtool.quality_methods import BY_NAME
+
+    names = set(BY_NAME) - {"auto"}  # "auto" is also a device and a precision
+
+    def named(node: ast.AST) -> bool:
+        items = node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else [node]
+        return any(isinstance(i, ast.Constant) and i.value in names for i in items)
+
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "quality_methods.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare) and any(named(n) for n in [node.left, *node.comparators]):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_no_decision_outside_the_table_compares_a_method_name() -> None:
+    import fqtool
+
+    assert method_name_comparisons(Path(fqtool.__file__).parent) == []
+
+
+def test_methods_beside_the_model_name_a_module_with_the_runner_functions() -> None:
+    from fqtool.eval.methods import beside_runner
+    from fqtool.quality_methods import TABLE
+
+    beside = [m.name for m in TABLE if m.beside]
+    assert beside == ["serfiq"]
+    for name in beside:
+        runner = beside_runner(name)
+        functions = ("check_options", "check_model", "embed_beside")
+        assert all(callable(getattr(runner, f, None)) for f in functions)
+    assert beside_runner("norm") is None and beside_runner("auto") is None

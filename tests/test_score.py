@@ -132,10 +132,11 @@ def test_head_method_needs_a_head(tmp_path: Path, faces: Path) -> None:
     assert result.exit_code == 2 and "quality head" in result.stderr
 
 
-def test_defaults_and_calibration_helpers(tmp_path: Path) -> None:
-    (tmp_path / "faces").mkdir()
-    assert default_output(tmp_path / "faces") == tmp_path.resolve() / "faces_quality.csv"
-    assert default_output(tmp_path / "train.rec") == tmp_path.resolve() / "train_quality.csv"
+def test_defaults_and_calibration_helpers(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "data" / "faces").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # the default CSV goes into the current folder, not beside INPUT
+    assert default_output(tmp_path / "data" / "faces") == Path.cwd() / "faces_quality.csv"
+    assert default_output(tmp_path / "data" / "train.rec") == Path.cwd() / "train_quality.csv"
     cal = fit_calibration(np.linspace(0, 100, 101), 1, 99)
     assert (cal.low, cal.high) == pytest.approx((1.0, 99.0))
 

@@ -109,18 +109,3 @@ def test_score_path_score_then_erc_curve(tmp_path) -> None:
     assert len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "erc2").exists()
 
-
-def test_default_output_stays_relative(tmp_path, monkeypatch) -> None:
-    """``score faces/`` wrote (and printed) an absolute path; it is now ``faces_quality.csv`` as given."""
-    from pathlib import Path
-
-    from fqtool.eval.scoring import default_output
-
-    (tmp_path / "d" / "faces").mkdir(parents=True)
-    (tmp_path / "d" / "train.txt").write_text("a.jpg 0\n")
-    monkeypatch.chdir(tmp_path / "d")
-    assert default_output("faces/") == Path("faces_quality.csv")
-    assert default_output("train.txt") == Path("train_quality.csv")
-    monkeypatch.chdir(tmp_path / "d" / "faces")
-    assert default_output(".") == tmp_path.resolve() / "d" / "faces_quality.csv"
-    assert default_output("../faces") == Path("../faces_quality.csv")

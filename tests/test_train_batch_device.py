@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from fqtool import runtime
 from fqtool.cli.app import app
+from fqtool.cli.train_progress import ConsoleProgress
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.models import create_model
 from fqtool.train import distributed as D
@@ -145,7 +146,7 @@ def test_the_trainer_warns_before_the_first_step_when_the_batch_will_not_fit(tin
     cfg = resolve_config("magface", data=str(tiny_rec), output=str(tmp_path), arch="iresnet_tiny",
                          batch_size=8, workers=0, device="cpu", quiet=True)
     out = io.StringIO()
-    trainer = Trainer(cfg, D.DistEnv(), Console(file=out, width=300))
+    trainer = Trainer(cfg, D.DistEnv(), ConsoleProgress(Console(file=out, width=300)))
     trainer.log.close()
     text = out.getvalue()
     assert "memory: iresnet_tiny fp32 with 8 images per process needs" in text, text

@@ -15,13 +15,23 @@ the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fqtool.api_inputs import (
+    _batch_size,
+    _InMemory,
+    _is_collection,
+    _names,
+    _not_aligned_note,
+    _path_arg,
+    read_images,
+)
 from fqtool.errors import FqtoolError
 from fqtool.eval.embed import embed_images
 from fqtool.eval.features import FeatureSet, extract_features
@@ -33,116 +43,11 @@ from fqtool.runtime import resolve_device
 __all__ = ["QualityModel", "align_faces", "erc_curve", "load_model", "read_images", "verify"]
 
 
-# ----------------------------------------------------------------------------------------------- images
-
-
-# ----------------------------------------------------------------------------- input checks (h6, 25.13)
-
-
-def _batch_size(value: Any) -> int:
-    """A positive integer batch size, or the one-line error the CLI gives for the same input."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise FqtoolError(f"batch_size must be a positive integer, not {value!r}")
-    return int(value)
-
-
-def _path_arg(value: Any, what: str) -> Any:
-    """A path argument: ``str``/``Path`` (or None); anything else is an FqtoolError, not a TypeError."""
-    if value is not None and not isinstance(value, str | Path):
-        raise FqtoolError(f"{what} must be a path (str or pathlib.Path), not {type(value).__name__}")
-    return value
-
-
 def _model_arg(model: Any) -> QualityModel:
     if not isinstance(model, QualityModel):
         raise FqtoolError(f"give a model from fqtool.load_model(...), not a {type(model).__name__} "
                           f"({str(model)[:40]!r})")
     return model
-
-
-def _from_file(path: Path) -> torch.Tensor:
-    from fqtool.data.decode import decode_image, read_image_file
-
-    if not path.exists():
-        raise FqtoolError("no such file", path)
-    if not path.is_file():
-        raise FqtoolError("is not an image file (give folders, list files and .rec to model.score)", path)
-    return decode_image(read_image_file(path), str(path))
-
-
-def _from_array(array: np.ndarray, what: str) -> torch.Tensor:
-    """An RGB uint8 array: ``H×W×3`` (one image) or ``N×H×W×3`` (a batch) → ``N×3×H×W``."""
-    if array.dtype != np.uint8:
-        raise FqtoolError(f"{what} must be uint8 RGB (0-255), got dtype {array.dtype}")
-    if array.ndim == 2:  # grey
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    if array.ndim == 3:
-        array = array[None]
-    if array.ndim != 4 or array.shape[-1] != 3:
-        raise FqtoolError(f"{what} must be H×W×3 or N×H×W×3 RGB, got shape {tuple(array.shape)}")
-    return torch.from_numpy(np.require(array, requirements=("C", "W"))).permute(0, 3, 1, 2)
-
-
-def _from_tensor(tensor: torch.Tensor) -> torch.Tensor:
-    if tensor.dtype != torch.uint8:
-        raise FqtoolError(f"a tensor of images must be uint8 RGB (0-255), got {tensor.dtype}")
-    batch = tensor[None] if tensor.ndim == 3 else tensor
-    if batch.ndim != 4 or batch.shape[1] != 3:
-        raise FqtoolError(f"a tensor of images must be 3×H×W or N×3×H×W, got shape {tuple(tensor.shape)}")
-    return batch.cpu()
-
-
-def _one_or_batch(item: Any) -> torch.Tensor:
-    """Any single input → an ``N×3×H×W`` uint8 tensor (N = 1 except for batches)."""
-    if isinstance(item, str | Path):
-        return _from_file(Path(item).expanduser())[None]
-    if isinstance(item, torch.Tensor):
-        return _from_tensor(item)
-    if isinstance(item, np.ndarray):
-        return _from_array(item, "a numpy image")
-    if hasattr(item, "convert") and hasattr(item, "size"):  # a PIL image, without importing PIL here
-        return _from_array(np.asarray(item.convert("RGB")), "a PIL image")
-    raise FqtoolError(f"cannot read an image from {type(item).__name__}; give a path, a PIL image, "
-                      "a uint8 numpy array or a uint8 tensor")
-
-
-def read_images(images: Any, size: tuple[int, int] | None = (112, 112)) -> torch.Tensor:
-    """Any accepted ``images`` → one RGB uint8 tensor ``N×3×H×W``, resized to ``size`` (H, W) if needed."""
-    from fqtool.data.decode import resize_if_needed
-
-    items = list(images) if isinstance(images, list | tuple) else [images]
-    if not items:
-        raise FqtoolError("no images given")
-    batches = [resize_if_needed(_one_or_batch(item), size) for item in items]
-    shapes = {tuple(b.shape[1:]) for b in batches}
-    if len(shapes) > 1:
-        raise FqtoolError(f"images of different sizes {sorted(shapes)}; pass size= to resize them")
-    return torch.cat(batches) if len(batches) > 1 else batches[0]
-
-
-class _InMemory:
-    """The small dataset interface ``score_dataset`` reads, over decoded images."""
-
-    def __init__(self, images: torch.Tensor, names: list[str]) -> None:
-        self.images, self.names = images, names
-        self.labels = np.full(len(images), -1, dtype=np.int64)
-        self.size = tuple(images.shape[-2:])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], -1
-
-    def name(self, i: int) -> str:
-        return self.names[i]
-
-
-def _names(images: Any, count: int) -> list[str]:
-    items = images if isinstance(images, list | tuple) else [images]
-    if len(items) == count and all(isinstance(item, str | Path) for item in items):
-        return [str(item) for item in items]
-    return [str(i) for i in range(count)]
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -192,9 +97,11 @@ class QualityModel:
             emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         return emb
 
-    def quality(self, images: Any, *, method: str = "auto", batch_size: int = 64) -> np.ndarray:
-        """Raw quality per image, float32 (the norm for ``norm``, the head's score for ``head``)."""
-        return self.score(images, method=method, batch_size=batch_size).quality
+    def quality(self, images: Any, *, method: str = "auto", batch_size: int = 64) -> np.ndarray | float:
+        """Raw quality per image, float32 (the norm for ``norm``, the head's score for ``head``); a plain
+        ``float`` for one image (a path, a PIL image or one ``H×W×C`` array)."""
+        quality = self.score(images, method=method, batch_size=batch_size).quality
+        return float(quality[0]) if _is_single_image(images) and len(quality) == 1 else quality
 
     def open(self, source: str | Path):
         """A folder (recursive), list file, ``.rec``, insightface folder or one image, as a dataset.
@@ -240,6 +147,7 @@ class QualityModel:
         on_progress: Callable[[int], None] | None = None,
         align: bool = False,
         detector: str | Path | None = None,
+        progress: bool = False,
         **method_options: Any,
     ) -> ScoreResult:
         """Quality (raw and 0-100), norms and optionally embeddings, row-aligned with the images.
@@ -249,6 +157,8 @@ class QualityModel:
         ``align``: ``images`` are photos (a folder, list file or image path) to detect and align first
         (:meth:`aligned`, ``detector`` its weights). ``method_options`` go to
         :func:`fqtool.eval.scoring.score_dataset` (options of a quality method).
+        ``on_progress(n)`` is called with the number of images each batch finished; ``progress=True``
+        shows a progress bar on stderr instead.
         """
         batch_size = _batch_size(batch_size)
         if align:
@@ -260,10 +170,12 @@ class QualityModel:
         else:
             batch = read_images(images, self.size)
             dataset = _InMemory(batch, _names(images, len(batch)))
-        return score_dataset(
-            self.network, dataset, batch_size=batch_size, workers=workers, device=self.device,
-            method=method, keep_embeddings=keep_embeddings, on_progress=on_progress, **method_options,
-        )
+        with _progress_bar("score", len(dataset), progress and on_progress is None) as bar:
+            return score_dataset(
+                self.network, dataset, batch_size=batch_size, workers=workers, device=self.device,
+                method=method, keep_embeddings=keep_embeddings, on_progress=on_progress or bar,
+                **method_options,
+            )
 
     def calibrate(self, images: Any, *, percentiles: tuple[float, float] = (1.0, 99.0), method: str = "auto",
                   output: str | Path | None = None, batch_size: int = 64, workers: int = 0,
@@ -300,8 +212,7 @@ class QualityModel:
     def set_quality_method(self, method: str) -> None:
         """Make ``auto`` mean ``norm``, ``head`` or ``crfiqa`` from now on (``head``: whichever head the
         model has)."""
-        if method != "auto":
-            set_method(self.network, method)
+        set_method(self.network, method)  # ``auto`` leaves the model's own method
 
     def features(
         self,
@@ -322,24 +233,27 @@ class QualityModel:
         )
 
 
-def _not_aligned_note(found: tuple[int, int], size: tuple[int, int]) -> str:
-    """The warning for a folder whose images are not the model's size: crops for another model, or photos."""
-    if found[0] == found[1] and found[0] <= 256:  # square and small: crops aligned for another input size
-        advice = (f"they look like aligned crops for another model and are resized; re-align the photos "
-                  f"at this model's size (`fqtool align --size {size[0]}` or --align), or check --preprocess")
-    else:
-        advice = "they are resized without face alignment; for photos use --align (or `fqtool align` first)"
-    return f"images are {found[1]}×{found[0]}, not the model's {size[1]}×{size[0]}: {advice}"
+def _is_single_image(images: Any) -> bool:
+    """One image file, PIL image or ``H×W×C`` array (not a list, a batch or a folder)."""
+    if isinstance(images, str | Path):
+        return not _is_collection(images)
+    if hasattr(images, "ndim"):
+        return images.ndim == 3 and images.shape[-1] in (1, 3, 4)
+    return hasattr(images, "convert") and hasattr(images, "size")  # a PIL image
 
 
-def _is_collection(images: Any) -> bool:
-    """A path that names many images: a folder, a list file or a ``.rec`` (not a single image file)."""
-    if not isinstance(images, str | Path):
-        return False
-    from fqtool.data.decode import IMAGE_EXTENSIONS
+@contextmanager
+def _progress_bar(what: str, total: int, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A transient Rich bar on stderr (``progress=True`` of the API), or nothing."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
 
-    path = Path(images).expanduser()
-    return path.is_dir() or (path.exists() and path.suffix.lower() not in IMAGE_EXTENSIONS)
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def load_model(

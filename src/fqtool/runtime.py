@@ -59,11 +59,16 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` → bf16 on CUDA, fp32 elsewhere; an explicit choice is kept (fp16 only on CUDA)."""
+    """``auto`` → bf16 on CUDA GPUs with native bf16 (compute capability ≥ 8.0, Ampere on), fp16 on older
+    ones (bf16 is emulated there, slowly), fp32 elsewhere; an explicit choice is kept (fp16 only on CUDA)."""
     if precision not in PRECISIONS:
         raise FqtoolError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type != "cuda":
+            return "fp32"
+        import torch
+
+        return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
     if precision == "fp16" and device.type != "cuda":
         raise FqtoolError("--precision fp16 needs CUDA (use bf16 or fp32 on the CPU)")
     return precision

@@ -11,21 +11,41 @@ lets an interrupted run resume; ``faces.csv`` and ``no_face.txt`` are written la
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
-import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from fqtool.align.detectors import Detections, FaceDetector, load_detector
-from fqtool.align.landmarks import LANDMARK_COLUMNS, GivenFace, landmarks_problem, read_landmarks
+from fqtool.align.landmarks import GivenFace, landmarks_problem, read_landmarks
+from fqtool.align.outputs import (
+    _crop_name,
+    _identity,
+    _Journal,
+    _write_crop,
+    _write_lines,
+    encode_crop,
+    out_names,
+    write_faces_csv,
+)
+from fqtool.align.records import (
+    CSV_COLUMNS,
+    FACE_POLICIES,
+    FACES_CSV,
+    FORMATS,
+    JOURNAL,
+    NO_FACE_TXT,
+    UNREADABLE_TXT,
+    AlignedFace,
+    AlignOptions,
+    AlignResult,
+    ImageOutcome,
+)
 from fqtool.data.decode import IMAGE_EXTENSIONS, decode_rgb_array, read_image_file, resize_if_needed
 from fqtool.data.lists import check_names
 from fqtool.data.walk import walk_images
@@ -34,140 +54,41 @@ from fqtool.data.warp import (
     TEMPLATE_112,
     loose_crop,
     norm_crop,
-    template,
     umeyama,
     warp_affine_fast,
 )
-from fqtool.errors import BadInputError, FqtoolError
-from fqtool.fsutil import atomic_open, atomic_path, ensure_dir, source_identity
+from fqtool.errors import BadInputError, FormatError, FqtoolError
+from fqtool.fsutil import ensure_dir
 
 __all__ = [
     "CSV_COLUMNS",
+    "FACES_CSV",
     "FACE_POLICIES",
+    "FORMATS",
+    "JOURNAL",
+    "NO_FACE_TXT",
+    "UNREADABLE_TXT",
     "AlignOptions",
     "AlignResult",
     "AlignedFace",
     "Aligner",
+    "ImageOutcome",
     "align_images",
     "align_input",
     "decode_rgb",
+    "encode_crop",
+    "out_names",
+    "write_faces_csv",
     "first_off_size",
     "list_inputs",
     "select_faces",
 ]
 
-FACE_POLICIES = ("largest", "best", "all")
-FORMATS = ("png", "jpg")
-CSV_COLUMNS = ["source", "face", "out", "score", "x1", "y1", "x2", "y2", *LANDMARK_COLUMNS]
-FACES_CSV = "faces.csv"
-NO_FACE_TXT = "no_face.txt"
-UNREADABLE_TXT = "unreadable.txt"
-JOURNAL = ".align-journal.jsonl"
 #: Refinement pass: the face at 1.5× the 112 template with 84 px of context each side (a 336 px canvas).
 REFINE_SCALE = 1.5
 REFINE_MARGIN = 84.0
 #: Images smaller than this (either side) cannot hold a detectable face; they go to no_face.txt.
 MIN_IMAGE_SIDE = 8
-
-
-@dataclass
-class AlignOptions:
-    """What ``fqtool align`` was asked for (also recorded in the resume journal)."""
-
-    size: int = 112
-    faces: str = "largest"
-    min_size: float = 0.0
-    threshold: float | None = None
-    max_side: int = 640
-    #: Detector input enlarged this many times (after ``max_side``): finds smaller faces, costs upscale².
-    upscale: float = 1.0
-    fmt: str = "png"
-    workers: int = 1
-    detector: str | None = None
-    landmarks: str | None = None
-    refine: bool = True
-    #: Loose crops (box + this many pixels, not rotated) instead of the five-point template (``None``).
-    margin: float | None = None
-
-    def check(self) -> None:
-        template(self.size)  # refuses sizes no crop should have (at most MAX_SIZE: no 112000² crops)
-        if self.margin is not None and not (0.0 <= self.margin <= 4 * MAX_SIZE):
-            raise FqtoolError(f"--margin {self.margin:g}: use 0 to {4 * MAX_SIZE} pixels")
-        if self.faces not in FACE_POLICIES:
-            raise FqtoolError(f"--faces {self.faces!r}: use {', '.join(FACE_POLICIES)}")
-        if self.fmt not in FORMATS:
-            raise FqtoolError(f"--format {self.fmt!r}: use {' or '.join(FORMATS)}")
-        if self.max_side < 32:
-            raise FqtoolError("--max-side must be at least 32 pixels")
-        if not 1.0 <= self.upscale <= 4.0:
-            raise FqtoolError(f"--upscale must be between 1 and 4, not {self.upscale}")
-        if self.detector and self.landmarks:
-            raise FqtoolError("give --detector or --landmarks, not both")
-        if self.landmarks and self.upscale != 1.0:
-            raise FqtoolError("--upscale enlarges the detector input; with --landmarks nothing is detected")
-
-    def journal_key(self) -> dict:
-        key = asdict(self)
-        key.pop("workers")
-        if key["upscale"] == 1.0:
-            key.pop("upscale")  # runs journalled before --upscale existed still resume
-        if key["margin"] is None:
-            key.pop("margin")  # the same for --margin
-        return key
-
-
-@dataclass
-class AlignedFace:
-    """One crop: where it came from, where it went, the detector's score, box and landmarks."""
-
-    source: str
-    face: int
-    out: str
-    score: float
-    box: np.ndarray
-    landmarks: np.ndarray
-
-    def row(self) -> list[str]:
-        numbers = [*np.asarray(self.box, np.float64).ravel(), *np.asarray(self.landmarks, np.float64).ravel()]
-        return [self.source, str(self.face), self.out, f"{self.score:.4f}", *(f"{v:.2f}" for v in numbers)]
-
-    @classmethod
-    def from_row(cls, row: Sequence) -> AlignedFace:
-        values = np.array([float(v) for v in row[4:]], dtype=np.float64)
-        return cls(str(row[0]), int(row[1]), str(row[2]), float(row[3]), values[:4], values[4:].reshape(5, 2))
-
-
-@dataclass
-class ImageOutcome:
-    """What happened to one input image."""
-
-    source: str
-    faces: list[AlignedFace] = field(default_factory=list)
-    status: str = "ok"  # ok | no_face | unreadable
-    reason: str = ""
-    #: The source file's identity when it was read (fsutil.source_identity): a resumed run redoes an image
-    #: whose file changed or is another input's with the same name.
-    identity: str = ""
-
-
-@dataclass
-class AlignResult:
-    """A finished run: crops made, images without a face, unreadable files, timing."""
-
-    faces: list[AlignedFace]
-    no_face: list[str]
-    unreadable: list[tuple[str, str]]
-    images: int
-    resumed: int
-    seconds: float
-    output: Path
-    detector: str
-
-    @property
-    def images_per_second(self) -> float:
-        done = self.images - self.resumed
-        return done / self.seconds if self.seconds > 0 else 0.0
-
 
 # ----------------------------------------------------------------------------------------------- input
 
@@ -321,156 +242,6 @@ def _cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# ----------------------------------------------------------------------------------------------- output
-
-
-def _safe_stem(source: str) -> str:
-    """The source path without its suffix, kept inside OUTPUT: ``..`` parts become ``_``, a root and ``.``
-    parts are dropped (list files may name images outside their folder)."""
-    stem = os.path.splitext(source.replace("\\", "/"))[0]
-    parts = ["_" if p == ".." else p for p in stem.split("/") if p not in ("", ".")]
-    return "/".join(parts) or "_"
-
-
-def out_names(sources: Sequence[str], fmt: str) -> dict[str, str]:
-    """Crop name stem per source, unique by construction, also where case does not count.
-
-    The source's path without its suffix; sources whose stems collide (``a.jpg`` and ``a.png``) keep the
-    suffix in the stem (``a_jpg``); a stem still taken after that (``a_jpg.png``, ``A.jpg`` next to
-    ``A.JPG``) gets ``~2``, ``~3``… Crop names are the stem, or the stem plus ``_<face>``, so unique stems
-    give unique crop names."""
-    stems = {s: _safe_stem(s) for s in sources}
-    counts: dict[str, int] = {}
-    for stem in stems.values():
-        counts[stem.casefold()] = counts.get(stem.casefold(), 0) + 1
-    wanted = {}
-    for source, stem in stems.items():
-        if counts[stem.casefold()] > 1:
-            stem = stem + "_" + os.path.splitext(source)[1].lstrip(".").lower()
-        wanted[source] = stem
-    return _uniquified(wanted)
-
-
-def _uniquified(wanted: dict[str, str]) -> dict[str, str]:
-    """Each value made unique (compared case-folded): the first keeps its name, the others get ``~k``."""
-    taken = {stem.casefold() for stem in wanted.values()}
-    used: set[str] = set()
-    out = {}
-    for source in sorted(wanted):
-        stem = wanted[source]
-        if stem.casefold() in used:
-            k = 2
-            while f"{stem}~{k}".casefold() in taken:
-                k += 1
-            stem = f"{stem}~{k}"
-            taken.add(stem.casefold())
-        used.add(stem.casefold())
-        out[source] = stem
-    return out
-
-
-def _crop_name(stem: str, face: int, policy: str, fmt: str) -> str:
-    return f"{stem}_{face}.{fmt}" if policy == "all" else f"{stem}.{fmt}"
-
-
-def encode_crop(crop: np.ndarray, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    if fmt == "png":
-        Image.fromarray(crop).save(buffer, format="PNG", compress_level=1)
-    else:
-        Image.fromarray(crop).save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
-
-
-def _write_crop(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-class _Journal:
-    """Finished images, one JSON line each, so an interrupted run resumes; removed once the CSV is written."""
-
-    def __init__(self, output: Path, options: AlignOptions) -> None:
-        self.path = output / JOURNAL
-        self.key = options.journal_key()
-        self.handle = None
-
-    def load(self, output: Path, root: Path, stems: dict[str, str]) -> dict[str, ImageOutcome]:
-        done: dict[str, ImageOutcome] = {}
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
-            return done
-        try:
-            if not lines or json.loads(lines[0]).get("options") != self.key:
-                return done  # another run's journal (other options): start afresh
-        except (ValueError, AttributeError):
-            return done
-        for line in lines[1:]:
-            try:
-                entry = json.loads(line)
-                outcome = ImageOutcome(entry["source"], [AlignedFace.from_row(r) for r in entry["faces"]],
-                                       entry["status"], entry.get("reason", ""), str(entry["id"]))
-            except (ValueError, KeyError, TypeError, IndexError):
-                continue  # a line cut short by the interruption: that image is redone
-            if _unchanged(root, outcome) and all(self._current(output, stems, f) for f in outcome.faces):
-                done[outcome.source] = outcome
-        return done
-
-    def _current(self, output: Path, stems: dict[str, str], face: AlignedFace) -> bool:
-        """The crop exists under the name this run gives it (names depend on the other inputs)."""
-        name = _crop_name(stems.get(face.source, ""), face.face, self.key["faces"], self.key["fmt"])
-        return face.out == name and (output / face.out).is_file()
-
-    def open(self, keep: Iterable[ImageOutcome]) -> None:
-        self.handle = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self.handle.write(json.dumps({"options": self.key}) + "\n")
-        for outcome in keep:
-            self.add(outcome)
-
-    def add(self, outcome: ImageOutcome) -> None:
-        entry = {"source": outcome.source, "id": outcome.identity, "status": outcome.status,
-                 "reason": outcome.reason, "faces": [f.row() for f in outcome.faces]}
-        self.handle.write(json.dumps(entry) + "\n")
-        self.handle.flush()
-
-    def close(self, finished: bool) -> None:
-        if self.handle is not None:
-            self.handle.close()
-        if finished:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-
-
-def _identity(path: Path) -> str:
-    try:
-        return source_identity(path)
-    except OSError:
-        return ""
-
-
-def _unchanged(root: Path, outcome: ImageOutcome) -> bool:
-    """The journalled image is the same file as now (not another input's, not replaced in place)."""
-    return bool(outcome.identity) and outcome.identity == _identity(root / outcome.source)
-
-
-def write_faces_csv(path: Path, faces: Iterable[AlignedFace]) -> None:
-    with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for face in faces:
-            writer.writerow(face.row())
-
-
-def _write_lines(path: Path, lines: list[str]) -> None:
-    if lines:
-        with atomic_open(path, "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in lines))
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
 # ----------------------------------------------------------------------------------------------- runs
 
 
@@ -562,8 +333,12 @@ def align_input(
         _write_lines(output / NO_FACE_TXT, no_face)
         _write_lines(output / UNREADABLE_TXT, [f"{s}\t{r}" for s, r in unreadable])
         finished = True
+    except FormatError as exc:
+        if exc.path is None and options.detector:  # the detector graph's output layout, not an image
+            raise FormatError(str(exc), options.detector) from None
+        raise
     finally:
-        journal.close(finished)
+        journal.close(finished or not outcomes)  # no image finished: nothing to resume, no journal left
     return AlignResult(faces, no_face, unreadable, len(sources), len(done),
                        time.perf_counter() - began, output, aligner.source_name)
 

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from fqtool.cli.console import console, warn
+from fqtool.cli.console import console, plural, warn
+from fqtool.cli.jsonout import JsonFlag, emit_json
 from fqtool.cli.options import DetectorFile, Quiet
 from fqtool.cli.progress import progress_bar
 
@@ -24,13 +25,20 @@ class CropFormat(StrEnum):
     jpg = "jpg"
 
 
-def _report(result) -> None:
+def _report(result, json_out: bool = False) -> None:
     if result.unreadable:
         shown = ", ".join(s for s, _ in result.unreadable[:5]) + (", …" if len(result.unreadable) > 5 else "")
         warn(f"{len(result.unreadable)} files could not be read (listed in unreadable.txt): {shown}")
+    if json_out:
+        emit_json({"output": result.output, "faces_csv": result.output / "faces.csv", "images": result.images,
+                   "faces": len(result.faces), "no_face": len(result.no_face), "resumed": result.resumed,
+                   "unreadable": [source for source, _ in result.unreadable], "detector": result.detector,
+                   "images_per_second": result.images_per_second})
+        return
     resumed = f" ({result.resumed} kept from an interrupted run)" if result.resumed else ""
     console.print(
-        f"aligned {len(result.faces)} faces from {result.images} images{resumed} with {result.detector}; "
+        f"aligned {plural(len(result.faces), 'face')} from {plural(result.images, 'image')}{resumed} with "
+        f"{result.detector}; "
         f"{len(result.no_face)} without a face (no_face.txt); {result.images_per_second:.1f} img/s",
         highlight=False, soft_wrap=True,
     )
@@ -80,6 +88,7 @@ def command(
     workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Images processed in parallel "
                                          "(threads).")] = 2,
     quiet: Quiet = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Detect faces in photos and align them to 112×112 (insightface's five-point template), or --size.
 
@@ -97,4 +106,4 @@ def command(
     )
     with progress_bar("align", None, quiet=quiet) as advance:
         result = align_input(input, output, options, on_progress=advance)
-    _report(result)
+    _report(result, json_out)

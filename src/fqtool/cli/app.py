@@ -59,11 +59,66 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """fqtool's own warnings are one line in its style; others keep Python's format."""
-    if issubclass(category, FqtoolWarning):
-        warn(str(message))
+    """Every Python warning as one line in fqtool's style: fqtool's own as they are, others (PIL's Corrupt
+    EXIF and DecompressionBombWarning, numpy's RuntimeWarning, …) with their category instead of
+    Python's two lines with a source path."""
+    text = " ".join(str(message).split())
+    if issubclass(category, FqtoolWarning) or category is UserWarning:
+        warn(text)
     else:
-        warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
+        warn(f"{text} ({category.__name__})")
+
+
+def one_line_usage_error(exc: Any) -> None:
+    """A click usage error (bad option value, out of range, unknown choice) as one ``error:`` line on
+    stderr, like every other fqtool error; click's exit code (2) is kept by the caller."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # the help was shown instead
+        return
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None and getattr(exc, "cmd", None) else ""
+    message = " ".join(exc.format_message().split())
+    err_console.print(f"[bold red]error:[/] {escape(message)}{escape(hint)}", markup=True, highlight=False,
+                      soft_wrap=True)
+
+
+def _narrow() -> bool:
+    """Under 100 columns the type column (``<path>``, ``<int range> [x>=1]``) leaves the help ~17
+    characters; there it is left out (the help text names what each option takes)."""
+    import shutil
+
+    return shutil.get_terminal_size().columns < 100
+
+
+def _tidy_help() -> None:
+    """Help that reads at 80 columns: no ``<bool>`` type beside flags, no ``[default: ]`` for an empty
+    default, usage errors on one line. Typer has no setting for these, so its renderers are wrapped."""
+    from typer import core, rich_utils
+
+    display_type = core.TyperOption.display_type_rich
+    number_range = core.TyperOption._get_number_range_help_str
+
+    def no_bool_type(self, ctx):
+        if self.is_flag or self.is_bool_flag or _narrow():
+            return None
+        return display_type(self, ctx)
+
+    def no_narrow_range(self):
+        return None if _narrow() else number_range(self)
+
+    core.TyperOption.display_type_rich = no_bool_type
+    core.TyperOption._get_number_range_help_str = no_narrow_range
+    for cls in (core.TyperOption, core.TyperArgument):
+        default_string = cls._get_default_string
+
+        def no_empty_default(self, *args, _original=default_string, **kwargs):
+            text = _original(self, *args, **kwargs)
+            return "" if str(text).strip(" '\"[]()") == "" else text
+
+        cls._get_default_string = no_empty_default
+    rich_utils.rich_format_error = one_line_usage_error
+
+
+_tidy_help()
 
 
 class _ErrorBoundary(TyperGroup):
@@ -73,10 +128,13 @@ class _ErrorBoundary(TyperGroup):
     """
 
     def invoke(self, ctx: Any) -> Any:
+        with warnings.catch_warnings():  # Python's filters stay; what they let through is one line
+            warnings.showwarning = _show_warning
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: Any) -> Any:
         try:
-            with warnings.catch_warnings():
-                warnings.showwarning = _show_warning
-                return super().invoke(ctx)
+            return super().invoke(ctx)
         except FqtoolError as exc:
             _fail(str(exc), exc.exit_code)
         except OSError as exc:
@@ -101,7 +159,7 @@ app = typer.Typer(
     name="fqtool",
     help="Face recognition training and label-free face image quality: data, training, evaluation, export.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

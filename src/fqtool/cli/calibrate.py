@@ -20,8 +20,9 @@ from fqtool.cli.options import (
 )
 from fqtool.cli.progress import progress_bar
 from fqtool.errors import FqtoolError
+from fqtool.quality_methods import method_help, names_for
 
-METHODS = ("auto", "norm", "head", "crfiqa")
+METHODS = names_for("calibrate")
 
 
 def command(
@@ -46,8 +47,8 @@ def command(
     ] = (1.0, 99.0),
     method: Annotated[
         str,
-        typer.Option("--method", help="Quality the scale is for: auto (the model's own), norm, head or "
-                     "crfiqa; it becomes the copy's default method."),
+        typer.Option("--method", help=f"Quality the scale is for: {method_help('calibrate')}; it becomes the "
+                     "copy's default method."),
     ] = "auto",
     batch_size: BatchSize = 64,
     workers: Workers = 0,

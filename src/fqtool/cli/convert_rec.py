@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from fqtool.cli.console import console
+from fqtool.cli.console import console, plural
+from fqtool.cli.jsonout import JsonFlag, emit_json
 from fqtool.cli.options import ListFormat, Quiet
 from fqtool.cli.progress import progress_bar
 
@@ -31,6 +32,7 @@ def command(
     limit: Annotated[int | None, typer.Option("--limit", min=0, help="Convert only the first N images.",
                                               show_default=False)] = None,
     quiet: Quiet = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Unpack a RecordIO face data set into OUT/images/<class>/<key>.<ext> (original bytes, no
     re-encoding), a list file, classes.tsv and one folder per verification .bin. Interrupted runs can
@@ -40,9 +42,16 @@ def command(
     plan = plan_conversion(src, include_bins=bins, limit=limit)
     with progress_bar("convert-rec", plan.total, quiet=quiet) as advance:
         result = convert_rec(plan, out, list_format=list_format.value, workers=workers, on_progress=advance)
+    if json_out:
+        emit_json({"output": out, "images": result.num_images, "classes": result.num_classes,
+                   "skipped": result.skipped, "seconds": result.seconds,
+                   "images_per_second": result.images_per_second, "list": result.list_path,
+                   "classes_file": result.classes_path, "verification": result.verification})
+        return
     resumed = f" ({result.skipped} already present)" if result.skipped else ""
     console.print(
-        f"converted {result.num_images} images of {result.num_classes} classes in {result.seconds:.1f} s "
+        f"converted {plural(result.num_images, 'image')} of "
+        f"{plural(result.num_classes, 'class', 'classes')} in {result.seconds:.1f} s "
         f"({result.images_per_second:,.0f} img/s){resumed}; list {result.list_path.name}, "
         f"{result.classes_path.name}" + (f"; verification: {', '.join(result.verification)}"
                                           if result.verification else ""),

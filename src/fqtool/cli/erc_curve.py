@@ -28,6 +28,7 @@ from fqtool.cli.options import (
     SerfiqPasses,
     Weights,
 )
+from fqtool.quality_methods import method_help
 
 
 def command(
@@ -68,9 +69,8 @@ def command(
         list[str] | None,
         typer.Option(
             "--method",
-            help="Quality method of the model to draw (repeatable, replaces the model's own): norm "
-            "(MagFace magnitude), head (the model's quality head), crfiqa (a CR-FIQA regressor), serfiq "
-            "(SER-FIQ dropout robustness). IJB sets: norm and the model's own quality.",
+            help="Quality method of the model to draw (repeatable, replaces the model's own): "
+            f"{method_help('erc-curve')}. IJB sets: norm and the model's own quality.",
             show_default=False,
         ),
     ] = None,

@@ -67,7 +67,8 @@ def rich_table(data: TableData) -> Table:
     from rich import box
     from rich.table import Table
 
-    style = {"box": box.SIMPLE_HEAD, "padding": (0, 1), "collapse_padding": True} if data.compact else {}
+    style = ({"box": box.SIMPLE_HEAD, "padding": (0, 1), "collapse_padding": True, "pad_edge": False}
+             if data.compact else {})
     table = Table(title=data.title, **style)
     for column in data.columns:
         table.add_column(column, justify="left" if column in data.left else "right",

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console, err_console
+from fqtool.cli.jsonout import JsonFlag, emit_json
 from fqtool.cli.options import Arch, ModelFile, Output, PreprocessSpec, QualityWeights, check_output_file
 from fqtool.errors import FqtoolError
 
@@ -108,6 +109,7 @@ def command(
             help="Skip the ONNX Runtime parity check (the ONNX checker still runs).",
         ),
     ] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Export weights to ONNX (dynamic batch; outputs `embedding` and `quality`), checked in ONNX Runtime."""
     from fqtool.runtime import require_onnxruntime
@@ -141,8 +143,14 @@ def command(
                 on_step=on_step,
             )
     except ParityError as exc:
-        console.print(_parity_table(exc.report))
+        if json_out:
+            emit_json({"ok": False, "parity": exc.report.to_dict(), "error": str(exc)})
+        else:
+            console.print(_parity_table(exc.report))
         raise
+    if json_out:
+        emit_json({"ok": True, **report.to_dict()})
+        return
     if report.parity is not None:
         console.print(_parity_table(report.parity))
     for path in report.paths:

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from fqtool.cli.console import console, warn
+from fqtool.cli.console import console, plural, warn
+from fqtool.cli.jsonout import JsonFlag, emit_json
 from fqtool.cli.options import ListFormat, Output, Quiet, check_output_file
 from fqtool.cli.progress import progress_bar
 
@@ -27,6 +28,7 @@ def command(
     check: Annotated[bool, typer.Option("--check", help="Decode every image; leave out and report "
                                         "unreadable ones.")] = False,
     quiet: Quiet = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Write a list file for an image folder: sorted identity folders get labels 0..C-1, files are
     listed in sorted order. Default output ROOT/train.txt (train.lst for --format lst), with
@@ -45,8 +47,14 @@ def command(
     if result.bad_images:
         shown = ", ".join(result.bad_images[:5]) + (", …" if len(result.bad_images) > 5 else "")
         warn(f"left out {len(result.bad_images)} unreadable images: {shown}")
+    if json_out:
+        emit_json({"list": result.list_path, "classes": result.classes_path, "images": result.num_images,
+                   "identities": result.num_classes, "skipped_identities": result.skipped_classes,
+                   "unreadable": result.bad_images, "warnings": result.notes})
+        return
     skipped = (f"; left out {result.skipped_classes} identities with < {min_images} images"
                if result.skipped_classes else "")
     classes = f" and {result.classes_path}" if result.classes_path else ""
-    console.print(f"listed {result.num_images} images of {result.num_classes} identities{skipped}; "
+    console.print(f"listed {plural(result.num_images, 'image')} of "
+                  f"{plural(result.num_classes, 'identity', 'identities')}{skipped}; "
                   f"wrote {result.list_path}{classes}", highlight=False, soft_wrap=True)

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from fqtool.cli.console import console
+from fqtool.cli.console import console, plural
+from fqtool.cli.jsonout import JsonFlag, emit_json
 from fqtool.cli.options import Seed
 
 
@@ -21,14 +22,20 @@ def command(
         int, typer.Option("--impostor", min=0, help="Impostor pairs (two identities).")
     ] = 3000,
     seed: Seed = 0,
+    json_out: JsonFlag = False,
 ) -> None:
     """Build a verification set from identity folders: distinct genuine and impostor pairs drawn with a
     seed, spread evenly over the 10 folds; use it with verify and erc-curve like lfw.bin."""
     from fqtool.data.pairs import make_pairs
 
     result = make_pairs(root, output, genuine=genuine, impostor=impostor, seed=seed)
+    if json_out:
+        emit_json({"output": result.output, "genuine": result.genuine, "impostor": result.impostor,
+                   "images": result.images, "identities": result.identities, "seed": seed})
+        return
     console.print(
         f"wrote {result.output}: {result.genuine} genuine + {result.impostor} impostor pairs over "
-        f"{result.images} images of {result.identities} identities (seed {seed})",
+        f"{plural(result.images, 'image')} of {plural(result.identities, 'identity', 'identities')} "
+        f"(seed {seed})",
         highlight=False, soft_wrap=True,
     )

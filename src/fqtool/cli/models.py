@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from fqtool.cli.console import console
+from fqtool.cli.jsonout import JsonFlag, emit_json
 
 _FAMILY_FILES = {
     "magface": "{'epoch','arch','state_dict'}: module.features.* / features.module.* / features.*",
@@ -49,20 +50,44 @@ def _params(name: str) -> tuple[str, str]:
     return f"{count / 1e6:.2f} M", str(model.embedding_size)
 
 
+def _models_doc(pattern: str, families: bool) -> dict:
+    from fqtool.models.registry import aliases_of, get_spec, list_models
+
+    rows = []
+    for name in list_models(pattern):
+        spec = get_spec(name)
+        params, emb = _params(name)
+        rows.append({"name": name, "aliases": aliases_of(name), "params": params,
+                     "embedding_size": int(emb) if emb.isdigit() else None,
+                     "input": describe_preprocess(spec.preprocess), "description": spec.description})
+    from fqtool.models.preprocess import FAMILY_PREPROCESS, PRESET_ALIASES
+
+    presets = []
+    for name, preprocess in FAMILY_PREPROCESS.items():
+        entry = {"preset": name, "aliases": [a for a, t in PRESET_ALIASES.items() if t == name],
+                 "input": describe_preprocess(preprocess)}
+        presets.append({**entry, "reads": _FAMILY_FILES.get(name, "")} if families else entry)
+    return {"architectures": rows, "presets": presets}
+
+
 def command(
     pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'iresnet*'.")] = "*",
     families: Annotated[
         bool, typer.Option("--families", help="Also say which files each family reads.")
     ] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """List the registered architectures (input preprocessing, parameters, embedding size, description) and
     the --preprocess presets."""
     from fqtool.models.registry import aliases_of, get_spec, list_models
 
+    if json_out:
+        emit_json(_models_doc(pattern, families))
+        return
     table = Table(title="architectures (--arch of train-*, score, export, convert-weights; aliases are "
                   "arcface_torch's names)", title_justify="left")
     for column in ("name", "alias", "params", "emb", "input", "description"):
-        table.add_column(column, justify="right" if column in ("params", "emb") else "left")
+        table.add_column(column, justify="right" if column in ("params", "emb") else "left", overflow="fold")
     for name in list_models(pattern):
         spec = get_spec(name)
         params, emb = _params(name)
@@ -80,7 +105,7 @@ def _presets_table(families: bool) -> Table:
                                       " (--families: which files each family reads)")
     table = Table(title=title, title_justify="left")
     for column in ("preset", "alias", "input", *(("reads",) if families else ())):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for name, preprocess in FAMILY_PREPROCESS.items():
         aliases = " ".join(a for a, target in PRESET_ALIASES.items() if target == name)
         reads = (_FAMILY_FILES.get(name, ""),) if families else ()

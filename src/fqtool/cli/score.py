@@ -10,7 +10,8 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from fqtool.cli.console import console, warn
+from fqtool.cli.console import console, err_console, plural, warn
+from fqtool.cli.jsonout import JsonFlag, emit_json
 from fqtool.cli.options import (
     AlignFlag,
     Arch,
@@ -90,11 +91,23 @@ def _print_summary(result, csv_path: Path, meaningful: bool = True) -> None:
              f"{s['mean_quality']:.4g}); scale [{cal.low:g}, {cal.high:g}] from {cal.source}" if meaningful
              else f"constant (raw {s['mean_quality']:.6g}; quality_100 is not meaningful)")
     console.print(
-        f"scored {s['images']} images ({s['unreadable']} unreadable) in {s['seconds']:.1f} s, "
+        f"scored {plural(s['images'], 'image')} ({s['unreadable']} unreadable) in {s['seconds']:.1f} s, "
         f"{s['images_per_second']:,.0f} img/s; quality ({result.method}) {scale}",
         highlight=False, soft_wrap=True,
     )
     console.print(f"wrote {csv_path}", highlight=False, soft_wrap=True)
+
+
+def _write_report(result, dataset, out_dir: Path, title: str) -> Path:
+    """The HTML page, with the images read back from the scored dataset by name."""
+    from fqtool.eval.report import write_score_report
+
+    index = {dataset.name(i): i for i in range(len(dataset))}
+
+    def load(name: str) -> bytes | None:
+        return dataset.load_bytes(index[name]) if name in index else None
+
+    return write_score_report(result, out_dir, load, title=title)
 
 
 def command(
@@ -133,12 +146,18 @@ def command(
         Path | None, typer.Option("--plot", help="Write a histogram of the 0-100 quality (.png).",
                                   show_default=False)
     ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write DIR/index.html: one self-contained page with the "
+                                  "summary, the histogram and the 8 lowest and highest images.",
+                                  show_default=False, metavar="DIR")
+    ] = None,
     batch_size: BatchSize = 256,
     workers: Workers = 4,
     device: Device = "auto",
     align: AlignFlag = False,
     detector: DetectorFile = None,
     quiet: Quiet = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Score face image quality (0-100) for a folder, list file, .rec or one image; writes a CSV.
 
@@ -147,7 +166,7 @@ def command(
     --format path-score writes '<path> <quality>' lines instead (CR-FIQA's form).
 
     Unreadable images are listed on stderr and skipped. Default output: <INPUT name>_quality.csv (.txt for
-    path-score) beside INPUT.
+    path-score) in the current folder.
     """
     from fqtool.api import load_model
     from fqtool.eval.score_files import write_path_scores
@@ -195,10 +214,17 @@ def command(
         write_csv(result, csv_path, order)
     if save_embeddings is not None:
         write_embeddings(result, save_embeddings, order)
-        console.print(f"wrote {save_embeddings}", highlight=False, soft_wrap=True)
+        err_console.print(f"wrote {save_embeddings}", highlight=False, soft_wrap=True)
     if plot is not None:
         plot_histogram(result, plot, title=f"{input.name}: {len(result)} images")
-        console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+        err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+    if report is not None:
+        title = f"{input.name}: quality of {plural(len(result), 'image')}"
+        page = _write_report(result, dataset, report, title)
+        err_console.print(f"wrote {page}", highlight=False, soft_wrap=True)
+    if json_out:
+        emit_json({"output": csv_path, **result.summary(), "report": page if report else None})
+        return
     ranked = result.order("desc")
     if top:
         console.print(_table(result, ranked[:top], f"best {min(top, len(result))}"))

@@ -53,7 +53,8 @@ def _default_text(recipe: str, name: str, opt: Opt) -> str:
     value = recipe_default(recipe, name)
     if value is None or value == "":  # unset (data = "" in TrainConfig): no "[default: ]"
         return f"[default: {opt.unset}]" if opt.unset else ""
-    return f"[default: {_format(value)}]"
+    text = _format(value)
+    return f"[default: {text}]" if text else ""  # an empty default (--data "") says nothing
 
 
 def _option(opt: Opt, help_text: str) -> Any:
@@ -185,13 +186,14 @@ def _as_str(value: Any) -> Any:
 
 def run_training(recipe: str, options: dict[str, Any]) -> None:
     """Resolve the configuration and train; print where the model went (rank 0)."""
+    from fqtool.cli.train_progress import ConsoleProgress
     from fqtool.train.config import resolve_config
     from fqtool.train.engine import train
 
     config_file = options.pop("config", None)
     flags = {name: _as_str(value) for name, value in options.items()}
     cfg = resolve_config(recipe, config_file=config_file, **flags)
-    result = train(cfg, console=err_console)
+    result = train(cfg, progress=ConsoleProgress(err_console))
     if result.model_path is not None:
         val = "  ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in result.val.items() if k.endswith("accuracy"))
         tail = f"  ({val})" if val else ""

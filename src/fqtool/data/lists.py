@@ -172,7 +172,7 @@ def read_list(path: str | Path) -> ImageList:
     path = Path(path)
     try:
         check_regular_file(path)
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of a path
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise BadInputError(f"cannot read list file ({reason})", path) from None

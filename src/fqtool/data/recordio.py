@@ -1,44 +1,38 @@
 """MXNet RecordIO (``.rec`` + ``.idx``) in pure Python: no mxnet needed to read or write.
 
-Layout (dmlc-core ``recordio``, little-endian)::
-
-    record := part+ ; part := u32 magic | u32 lrec | payload[len] | zero pad to 4 bytes
-    magic  := 0xCED7230A (bytes 0A 23 D7 CE)
-    lrec   := cflag << 29 | len      cflag: 0 whole, 1 first, 2 middle, 3 last part
-
-A writer splits a payload wherever the magic appears at a 4-byte-aligned position (the magic itself
-is dropped and put back by the reader), so a reader that resynchronises on the magic never mistakes
-image bytes for a record start. The ``.idx`` file is text, ``"<key>\\t<byte offset>\\n"`` per record.
-
-Image records (``pack_record``) start with ``IRHeader`` = struct ``'IfQQ'`` (flag, label, id, id2);
-``flag > 0`` means ``flag`` float32 labels follow the header and the header label is unused.
+This module reads; the format's constants and image records are in :mod:`~fqtool.data.recordio_format`,
+the writer in :mod:`~fqtool.data.recordio_writer`, the ``.idx`` table in :mod:`~fqtool.data.recordio_index`;
+all their public names are importable from here. The layout is described in ``recordio_format``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import struct
 import threading
-import warnings
-from collections.abc import Iterator, Sequence
-from numbers import Number
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO
 
 import numpy as np
 
-from fqtool.errors import FormatError, OutputError
-from fqtool.fsutil import ensure_dir, temp_file_for
+from fqtool.data.recordio_format import (
+    _IR,
+    _LEN_MASK,
+    _PART,
+    IR_HEADER_SIZE,
+    MAGIC,
+    MAGIC_BYTES,
+    IRHeader,
+    default_idx_path,
+    pack_record,
+    record_fits,
+    unpack_record,
+)
+from fqtool.data.recordio_index import _check_distinct, _KeyTable, _parse_idx
+from fqtool.data.recordio_writer import RecordIOWriter
+from fqtool.errors import FormatError
 
-MAGIC = 0xCED7230A
-MAGIC_BYTES = struct.pack("<I", MAGIC)
-_LEN_MASK = (1 << 29) - 1
-_MAX_RECORD = 1 << 29
-_PART = struct.Struct("<II")
-_IR = struct.Struct("<IfQQ")
-IR_HEADER_SIZE = _IR.size  # 24
 _MAX_SINGLE_READ = 1 << 20
 
 __all__ = [
@@ -53,251 +47,9 @@ __all__ = [
     "pack_record",
     "read_record_at",
     "rebuild_index",
+    "record_fits",
     "unpack_record",
 ]
-
-
-class IRHeader(NamedTuple):
-    """Header of an image record. ``label`` is a float, or a float32 array when ``flag > 0``."""
-
-    flag: int
-    label: float | np.ndarray
-    id: int
-    id2: int
-
-
-def pack_record(label: float | Sequence[float], image: bytes, id: int = 0, id2: int = 0) -> bytes:
-    """Build an image-record payload the way ``mx.recordio.pack`` does."""
-    if isinstance(label, Number):
-        return _IR.pack(0, float(label), id, id2) + bytes(image)
-    values = np.asarray(label, dtype="<f4").ravel()
-    return _IR.pack(values.size, 0.0, id, id2) + values.tobytes() + bytes(image)
-
-
-def unpack_record(payload: bytes) -> tuple[IRHeader, bytes]:
-    """Split an image-record payload into its header and the remaining (encoded image) bytes."""
-    if len(payload) < IR_HEADER_SIZE:
-        raise FormatError(f"record of {len(payload)} bytes is too short for an image header")
-    flag, label, id_, id2 = _IR.unpack_from(payload)
-    start = IR_HEADER_SIZE
-    if flag > 0:
-        end = start + 4 * flag
-        if end > len(payload):
-            raise FormatError(
-                f"record header announces {flag} labels but the record has only {len(payload)} bytes"
-            )
-        label = np.frombuffer(payload, dtype="<f4", count=flag, offset=start).astype(np.float32)
-        start = end
-    return IRHeader(flag, label, id_, id2), payload[start:]
-
-
-def default_idx_path(rec_path: str | Path) -> Path:
-    """``train.rec`` → ``train.idx``."""
-    return Path(rec_path).with_suffix(".idx")
-
-
-def _encode_parts(payload: bytes) -> list[bytes]:
-    """Frame ``payload`` as dmlc does: split at aligned magic words, pad the last part to 4 bytes."""
-    n = len(payload)
-    if n >= _MAX_RECORD:
-        raise ValueError(f"record of {n} bytes is too large for RecordIO (limit {_MAX_RECORD - 1})")
-    limit = n - n % 4
-    out: list[bytes] = []
-    start = 0
-    pos = payload.find(MAGIC_BYTES, 0, limit)
-    while pos != -1:
-        if pos % 4 == 0:
-            out.append(_PART.pack(MAGIC, ((1 if start == 0 else 2) << 29) | (pos - start)))
-            out.append(payload[start:pos])
-            start = pos + 4
-            pos = payload.find(MAGIC_BYTES, start, limit)
-        else:
-            pos = payload.find(MAGIC_BYTES, pos + 1, limit)
-    out.append(_PART.pack(MAGIC, ((3 if start else 0) << 29) | (n - start)))
-    out.append(payload[start:] if start else payload)
-    pad = -n % 4
-    if pad:
-        out.append(b"\0" * pad)
-    return out
-
-
-class RecordIOWriter:
-    """Write a ``.rec`` and its ``.idx`` under temporary names; both are renamed into place on close.
-
-    Used as a context manager, an exception inside the block discards both files.
-    """
-
-    def __init__(self, rec_path: str | Path, idx_path: str | Path | None = None) -> None:
-        self.rec_path = Path(rec_path)
-        self.idx_path = Path(idx_path) if idx_path is not None else default_idx_path(rec_path)
-        self._tmp: list[Path] = []
-        ensure_dir(self.rec_path.parent)
-        ensure_dir(self.idx_path.parent)
-        self._rec = self._open_tmp(self.rec_path, "wb")
-        self._idx = self._open_tmp(self.idx_path, "w")
-        self._offset = 0
-        self._closed = False
-
-    def _open_tmp(self, final: Path, mode: str) -> IO:
-        try:
-            fd, name = temp_file_for(final)
-        except OSError as exc:
-            raise OutputError(f"cannot write ({exc.strerror or exc})", final) from None
-        self._tmp.append(Path(name))
-        if "b" in mode:
-            return os.fdopen(fd, mode, buffering=1 << 20)
-        return os.fdopen(fd, mode, encoding="ascii", newline="\n")
-
-    def write(self, key: int, payload: bytes) -> None:
-        """Append one record under ``key``."""
-        if self._closed:
-            raise ValueError("write to a closed RecordIOWriter")
-        parts = _encode_parts(bytes(payload))
-        self._rec.writelines(parts)
-        self._idx.write(f"{int(key)}\t{self._offset}\n")
-        self._offset += sum(map(len, parts))
-
-    def close(self) -> None:
-        """Flush and rename both files into place."""
-        if self._closed:
-            return
-        self._closed = True
-        for handle in (self._rec, self._idx):
-            handle.flush()
-            with contextlib.suppress(OSError):
-                os.fsync(handle.fileno())
-            handle.close()
-        os.replace(self._tmp[0], self.rec_path)
-        os.replace(self._tmp[1], self.idx_path)
-
-    def abort(self) -> None:
-        """Close and delete the temporary files; nothing appears under the final names."""
-        if self._closed:
-            return
-        self._closed = True
-        for handle in (self._rec, self._idx):
-            with contextlib.suppress(OSError):
-                handle.close()
-        for tmp in self._tmp:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-
-    def __enter__(self) -> RecordIOWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def _parse_idx(idx_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``key\toffset`` lines into two int64 arrays (file order)."""
-    try:
-        text = idx_path.read_bytes()
-    except OSError as exc:
-        raise FormatError(f"cannot read index ({exc.strerror or exc})", idx_path) from None
-    table = _parse_idx_fast(text)
-    if table is None:
-        table = _parse_idx_checked(text, idx_path)
-    return table[:, 0].copy(), table[:, 1].copy()
-
-
-def _parse_idx_fast(text: bytes) -> np.ndarray | None:
-    """numpy's text parser (about 4× faster than splitting, for multi-million-line files); None when
-    the text is not cleanly two integers per line."""
-    lines = text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            values = np.fromstring(text.translate(_WS), sep=" ", dtype=np.int64)
-    except (ValueError, DeprecationWarning):
-        return None
-    if len(values) != 2 * lines:
-        return None
-    return values.reshape(-1, 2)
-
-
-_WS = bytes.maketrans(b"\t\r\n", b"   ")
-
-
-def _parse_idx_checked(text: bytes, idx_path: Path) -> np.ndarray:
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        try:
-            if len(fields) != 2:
-                raise ValueError
-            rows.append((int(fields[0]), int(fields[1])))
-        except ValueError:
-            raise FormatError(f"line {n} is not '<key>\\t<offset>': {line[:60]!r}", idx_path) from None
-    return np.array(rows, dtype=np.int64).reshape(-1, 2)
-
-
-def _check_distinct(keys: np.ndarray, offsets: np.ndarray, idx_path: Path | None) -> None:
-    """Each key once and each record under one key: a damaged (or hostile) index that names one record
-    many times would make a conversion write it once per line."""
-    for values, what in ((keys, "key"), (offsets, "byte offset")):
-        ordered = np.sort(values, kind="stable")
-        twice = np.flatnonzero(ordered[1:] == ordered[:-1])
-        if len(twice):
-            value = int(ordered[twice[0]])
-            count = int((values == value).sum())
-            raise FormatError(f"the index names {what} {value} {count} times (each record has one line); "
-                              "the index is damaged: rebuild it (fqtool.data.recordio.rebuild_index)",
-                              idx_path)
-
-
-def record_fits(head: bytes | memoryview, pos: int, length: int, span: int) -> bool:
-    """Whether a whole record's length field agrees with where the next record starts: ``span`` bytes
-    from ``pos`` (0 = unknown). A length cut short (a damaged header) leaves image bytes where the next
-    record's magic number should be."""
-    end = _PART.size + length + (-length % 4)
-    if span <= 0 or span == end or span < end:
-        return True
-    after = bytes(head[pos + end:pos + end + 4])
-    return len(after) < 4 or after == MAGIC_BYTES
-
-
-def _is_sorted(a: np.ndarray) -> bool:
-    return bool((a[1:] >= a[:-1]).all())
-
-
-class _KeyTable:
-    """Maps record keys to offsets with numpy arrays (a dict of millions of ints costs gigabytes)."""
-
-    def __init__(self, keys: np.ndarray, offsets: np.ndarray, file_size: int) -> None:
-        self.keys = keys
-        self.offsets = offsets
-        n = len(keys)
-        # Bytes from each record's offset to the next record start: one read fetches a whole record.
-        ends = np.append(offsets, file_size)
-        if not _is_sorted(ends):
-            ends.sort()
-        self.spans = ends[np.searchsorted(ends, offsets, side="right").clip(max=len(ends) - 1)] - offsets
-        self.spans[self.spans <= 0] = 0
-        self.dense = n > 0 and keys.min() >= 0 and keys.max() < 2 * n + 16
-        if self.dense:
-            self.slot = np.full(int(keys.max()) + 1, -1, dtype=np.int64)
-            self.slot[keys] = np.arange(n)
-        else:
-            self.order = np.argsort(keys, kind="stable")
-            self.sorted_keys = keys[self.order]
-
-    def index_of(self, key: int) -> int:
-        if self.dense:
-            if 0 <= key < len(self.slot):
-                i = int(self.slot[key])
-                if i >= 0:
-                    return i
-            raise KeyError(key)
-        pos = int(np.searchsorted(self.sorted_keys, key))
-        if pos < len(self.sorted_keys) and self.sorted_keys[pos] == key:
-            return int(self.order[pos])
-        raise KeyError(key)
 
 
 _pread = getattr(os, "pread", None)

@@ -21,11 +21,12 @@ import torch
 from fqtool.errors import FqtoolError
 from fqtool.eval.sanity import constant_warning, is_constant
 from fqtool.eval.scoring import fit_calibration, score_dataset
-from fqtool.models.face_model import MODEL_QUALITY_METHODS, EmbeddingModel, QualityCalibration
+from fqtool.models.face_model import EmbeddingModel, QualityCalibration
 from fqtool.models.preprocess import Preprocess
+from fqtool.quality_methods import names_for
 
 #: Quality methods a saved calibration can be for (SER-FIQ is computed beside the model, never saved).
-CALIBRATION_METHODS = ("auto", *MODEL_QUALITY_METHODS)
+CALIBRATION_METHODS = names_for("calibrate")
 MIN_IMAGES = 20
 
 

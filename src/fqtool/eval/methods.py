@@ -8,7 +8,9 @@ already is the method asked for.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 import numpy as np
 
@@ -19,6 +21,13 @@ from fqtool.quality_methods import BY_NAME, HEAD_METHODS, names_for
 QUALITY_METHODS = names_for("erc-curve")
 #: Methods that need the model and the images (the rest can come from saved features).
 NEEDS_MODEL = tuple(m for m in QUALITY_METHODS if BY_NAME[m].needs_images)
+
+
+def beside_runner(method: str) -> ModuleType | None:
+    """The module computing ``method`` beside the model's forward pass (the table's ``beside``, e.g.
+    :mod:`fqtool.eval.serfiq`), or ``None`` for a quality the model computes itself (or ``auto``)."""
+    beside = BY_NAME[method].beside
+    return importlib.import_module(f"{__package__}.{beside}") if beside else None
 
 
 def check_methods(methods: Sequence[str], have_model: bool) -> list[str]:
@@ -55,33 +64,28 @@ def _quality_of_method(method, features, model, images, device, batch_size, serf
     """One method's per-image quality: from the features when they hold it, else by running the model."""
     held = _saved_array_holding(method, features.quality_method())
     if held is not None:
-        return np.asarray(features.norms if held == "norm" else features.quality, dtype=np.float64)
+        return np.asarray(getattr(features, held), dtype=np.float64)
     if BY_NAME[method].computed_by_model:
         return _head_quality(model, method, images, device, batch_size, on_batch)
-    from fqtool.eval.serfiq import SerfiqOptions, serfiq_embed
-
-    opts = serfiq or SerfiqOptions()
     batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
-    return serfiq_embed(
-        model, batches, passes=opts.passes, dropout=opts.dropout, seed=opts.seed, device=device,
-        on_batch=on_batch,
-    )[1]
+    return beside_runner(method).embed_beside(model, batches, serfiq, device=device, on_batch=on_batch)[1]
 
 
 def _saved_array_holding(method: str, own: str) -> str | None:
-    """``"norm"`` or ``"own"`` when saved features (norms + the model's own quality ``own``) already hold
-    ``method``'s quality; ``head`` matches either kind of head. ``None`` when the model must run again."""
-    if not BY_NAME[method].needs_images:
-        return "norm"
-    if method == own or (BY_NAME[method].head == "any" and own in HEAD_METHODS):
-        return "own"
+    """The features' array (``"norms"``, or ``"quality"``: the model's own quality ``own``) that already
+    holds ``method``'s quality (the table's ``saved_in``; ``head`` matches either kind of head), or
+    ``None`` when the model must run again."""
+    entry = BY_NAME[method]
+    if entry.saved_in is not None:
+        return entry.saved_in
+    if method == own or (entry.head == "any" and own in HEAD_METHODS):
+        return "quality"
     return None
 
 
 def held_quality(method: str, own: str, where: str) -> str:
     """:func:`_saved_array_holding` for features that cannot be recomputed (IJB): one line naming ``where``
-    when
-    ``method`` is not held."""
+    when ``method`` is not held."""
     if method not in QUALITY_METHODS:
         raise FqtoolError(f"unknown quality method {method!r}; use {', '.join(QUALITY_METHODS)}")
     held = _saved_array_holding(method, own)
@@ -97,8 +101,7 @@ def saved_qualities(methods: Sequence[str], features, where: str) -> dict[str, n
     own = features.quality_method()
     out = {}
     for method in dict.fromkeys(methods):
-        saved = features.norms if held_quality(method, own, where) == "norm" else features.quality
-        out[f"model:{method}"] = np.asarray(saved, np.float64)
+        out[f"model:{method}"] = np.asarray(getattr(features, held_quality(method, own, where)), np.float64)
     return out
 
 

@@ -47,13 +47,15 @@ class PairSet:
                               f"{' or '.join(PROTOCOLS)}")
 
     def check_erc(self, options: ErcOptions) -> None:
-        from fqtool.eval.methods import check_methods
+        from fqtool.eval.methods import beside_runner, check_methods
 
         if options.flip is not None:
             raise FqtoolError("--flip/--no-flip applies to IJB sets only")
         options.methods = check_methods(options.methods, have_model=self.needs_model)
-        if "serfiq" in options.methods and options.serfiq is not None:
-            options.serfiq.check()  # bad options fail before anything is embedded
+        runners = {beside_runner(m) for m in options.methods} - {None}
+        if options.serfiq is not None:
+            for runner in runners:
+                runner.check_options(options.serfiq)  # bad options fail before anything is embedded
         if options.quality_models and not self.needs_model:
             raise FqtoolError("--quality-model needs a TARGET (the images), not --features")
 

@@ -82,7 +82,7 @@ def _visible_max(report: CurveReport, point: str, x_max: float) -> float:
 
 def _decorate(ax, report: CurveReport, point: str, title: str) -> None:
     if report.mode == "erc":
-        ax.set_xlabel("Ratio of unconsidered image [%]")
+        ax.set_xlabel("Ratio of unconsidered images [%]")
         ax.set_title(f"{title} FNMR at {point.split('=')[1]} FMR".strip())
         top = _visible_max(report, point, 1.0)
     else:

@@ -43,21 +43,24 @@ class PairResults:
     def table(self) -> TableData:
         first = self.results[0]
         flip = "flip" if first.flip else "no flip"
-        columns = ["target", "pairs", "accuracy %", "thr", "XNorm", *[f"TAR@{f:.0e}" for f in self.fars]]
+        columns = ["target", "pairs", "accuracy %", "AUC", "EER %", "thr", "XNorm",
+                   *[f"TAR@{f:.0e}".replace("e-0", "e-") for f in self.fars]]
         rows = []
         for r in self.results:
             tars = [r.tar_at_far.get(far_key(f)) for f in self.fars]
             rows.append([
                 r.name, str(r.num_pairs), f"{100 * r.accuracy:.2f}±{100 * r.accuracy_std:.2f}",
+                "-" if r.auc is None else f"{r.auc:.4f}", "-" if r.eer is None else f"{100 * r.eer:.2f}",
                 f"{r.threshold:.3f}", "-" if r.xnorm is None else f"{r.xnorm:.3f}",
                 *["-" if t is None else f"{t:.4f}" for t in tars],
             ])
         title = f"Verification ({first.protocol} protocol, {first.folds}-fold, {flip})"
-        return TableData(title, columns, rows, left=("target",), no_wrap=tuple(columns))
+        return TableData(title, columns, rows, left=("target",), compact=True,
+                         no_wrap=tuple(c for c in columns if c != "target"))  # a long name wraps
 
     def write_csv(self, path: str | Path) -> None:
         header = ["target", "protocol", "flip", "pairs", "accuracy", "accuracy_std", "threshold", "xnorm"]
-        header += [f"tar_at_far_{far_key(f)}" for f in self.fars]
+        header += [f"tar_at_far_{far_key(f)}" for f in self.fars] + ["auc", "eer"]  # new columns last
         with atomic_open(Path(path), "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
@@ -67,6 +70,7 @@ class PairResults:
                     r.name, r.protocol, r.flip, r.num_pairs, f"{r.accuracy:.6f}", f"{r.accuracy_std:.6f}",
                     f"{r.threshold:.4f}", "" if r.xnorm is None else f"{r.xnorm:.6f}",
                     *["" if t is None else f"{t:.6f}" for t in tars],
+                    "" if r.auc is None else f"{r.auc:.6f}", "" if r.eer is None else f"{r.eer:.6f}",
                 ])
 
     def plot(self, path: str | Path) -> list[Path]:

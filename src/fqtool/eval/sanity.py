@@ -17,6 +17,7 @@ import numpy as np
 
 from fqtool.models.checkpoint import is_synthetic_data
 from fqtool.models.face_model import QualityCalibration
+from fqtool.quality_methods import BY_NAME, QualityMethod
 
 #: Quality whose spread (max − min) is below this fraction of its typical size counts as constant.
 CONSTANT_SPREAD = 1e-4
@@ -46,8 +47,8 @@ def is_constant(quality: np.ndarray) -> bool:
 
 def constant_warning(quality: np.ndarray, method: str) -> str:
     value = float(np.median(np.asarray(quality, dtype=np.float64)))
-    cause = ("the embeddings are unit-norm (L2-normalised outputs carry no quality)" if method == "norm"
-             else "the quality head outputs one value")
+    entry = BY_NAME.get(method)
+    cause = entry.constant_cause if entry is not None else QualityMethod.constant_cause
     return (f"quality ({method}) is the same for all {len(quality)} images ({value:.6g}): {cause}, so "
             "quality_100 says nothing about them; use another --method or a model with a quality signal")
 

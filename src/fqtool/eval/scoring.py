@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fqtool.errors import BadInputError, FqtoolError
 from fqtool.eval.embed import Embeddings, embed_images
+from fqtool.eval.methods import beside_runner
 from fqtool.eval.serfiq import SerfiqOptions
 from fqtool.fsutil import atomic_open, atomic_path
 from fqtool.models.face_model import EmbeddingModel, QualityCalibration
@@ -136,12 +137,11 @@ def set_method(model: EmbeddingModel, method: str) -> tuple[str, str]:
     if method not in METHODS:
         raise FqtoolError(f"unknown quality method {method!r}; use {', '.join(METHODS)}")
     own = model.quality_method
+    runner = beside_runner(method)
     if BY_NAME[method].computed_by_model:
         model.set_quality_method(method)
-    elif method != "auto":  # computed beside the model's forward pass (SER-FIQ)
-        from fqtool.eval.serfiq import check_serfiq_model
-
-        check_serfiq_model(model)
+    elif runner is not None:  # computed beside the model's forward pass (SER-FIQ)
+        runner.check_model(model)
         return method, own
     return model.quality_method, own
 
@@ -176,8 +176,9 @@ def score_dataset(
 ) -> ScoreResult:
     """Quality (and embeddings) for every readable image of ``dataset``, in dataset order."""
     device = torch.device(device)
-    if method == "serfiq":
-        (serfiq or SerfiqOptions()).check()
+    runner = beside_runner(method) if method in METHODS else None
+    if runner is not None:
+        runner.check_options(serfiq)
     used, own = set_method(model, method)
     calibration = choose_calibration(model, used, own)
     good_index: list[np.ndarray] = []
@@ -202,8 +203,8 @@ def score_dataset(
 
     began = time.perf_counter()
     try:
-        if used == "serfiq":
-            out = _serfiq_embeddings(model, batches(), serfiq or SerfiqOptions(), device, precision)
+        if runner is not None:
+            out = _beside_embeddings(runner, model, batches(), serfiq, device, precision)
         else:
             out = embed_images(model, batches(), device=device, batch_size=batch_size, precision=precision)
     finally:
@@ -228,13 +229,9 @@ def score_dataset(
     )
 
 
-def _serfiq_embeddings(model, batches, options: SerfiqOptions, device, precision: str) -> Embeddings:
-    from fqtool.eval.serfiq import serfiq_embed
-
-    embeddings, quality = serfiq_embed(
-        model, batches, passes=options.passes, dropout=options.dropout, seed=options.seed,
-        device=device, precision=precision,
-    )
+def _beside_embeddings(runner, model, batches, options, device, precision: str) -> Embeddings:
+    """Embeddings and quality from a method computed beside the forward pass (``runner``: SER-FIQ's)."""
+    embeddings, quality = runner.embed_beside(model, batches, options, device=device, precision=precision)
     norms = np.linalg.norm(embeddings.astype(np.float64), axis=1) if len(embeddings) else np.zeros(0)
     return Embeddings(embeddings, quality, norms)
 
@@ -256,12 +253,12 @@ def fit_calibration(quality: np.ndarray, low_pct: float = 1.0, high_pct: float =
 
 
 def default_output(input_path: str | Path) -> Path:
-    """``<input name>_quality.csv`` next to the input (``faces/`` → ``faces_quality.csv``)."""
+    """``<input name>_quality.csv`` in the current folder (``data/faces/`` → ``./faces_quality.csv``): not
+    beside the input, which is often a data folder the user does not want written into."""
     path = Path(input_path)
-    if path.name in ("", ".", ".."):  # no name of its own: take it (and the folder) from the resolved path
-        path = path.resolve()
-    stem = path.name if path.is_dir() else path.stem  # a relative INPUT gives a relative output (as printed)
-    return path.parent / f"{stem or 'images'}_quality.csv"
+    resolved = path.resolve()
+    stem = resolved.name if path.is_dir() else resolved.stem
+    return Path.cwd() / f"{stem or 'images'}_quality.csv"
 
 
 def write_csv(result: ScoreResult, path: str | Path, order: np.ndarray | None = None) -> Path:

@@ -159,3 +159,24 @@ def serfiq_scores(model, images: torch.Tensor, *, batch_size: int = 64, **option
     """SER-FIQ quality of an RGB uint8 tensor (N×3×H×W), in order (see :func:`serfiq_embed`)."""
     batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
     return serfiq_embed(model, batches, **options)[1]
+
+
+# ------------------------------------------- the quality-method table's runner (``QualityMethod.beside``)
+
+
+def check_options(options: SerfiqOptions | None) -> None:
+    """Bad ``--serfiq-*`` options fail before anything is embedded (``None``: the defaults)."""
+    (options or SerfiqOptions()).check()
+
+
+def check_model(model) -> None:
+    check_serfiq_model(model)
+
+
+def embed_beside(model, batches: Iterable[torch.Tensor], options: SerfiqOptions | None, *,
+                 device: torch.device | str = "cpu", precision: str = "auto",
+                 on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`serfiq_embed` with ``options`` (``None``: the defaults)."""
+    opts = options or SerfiqOptions()
+    return serfiq_embed(model, batches, passes=opts.passes, dropout=opts.dropout, seed=opts.seed,
+                        device=device, precision=precision, on_batch=on_batch)

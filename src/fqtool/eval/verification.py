@@ -49,6 +49,12 @@ class VerificationResult:
     roc_thresholds: np.ndarray
     flip: bool | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Threshold-free summaries on the whole set (no folds): ROC AUC and the equal error rate (None
+    #: without both genuine and impostor pairs), and the accuracy of always giving the majority answer.
+    auc: float | None = None
+    eer: float | None = None
+    eer_threshold: float | None = None
+    majority_accuracy: float | None = None
 
     def to_dict(self, roc: bool = False) -> dict:
         data = {
@@ -66,6 +72,10 @@ class VerificationResult:
             "fold_thresholds": self.fold_thresholds,
             "xnorm": self.xnorm,
             "tar_at_far": self.tar_at_far,
+            "auc": self.auc,
+            "eer": self.eer,
+            "eer_threshold": self.eer_threshold,
+            "majority_accuracy": self.majority_accuracy,
             "warnings": self.warnings,
         }
         if roc:
@@ -228,6 +238,52 @@ def tar_at_far(dist: np.ndarray, issame: np.ndarray, far: float) -> tuple[float 
     return float(np.mean(pos < thr)), None
 
 
+def roc_auc(dist: np.ndarray, issame: np.ndarray) -> float | None:
+    """Area under the ROC of ``same = dist < t``: the chance that a random genuine pair is closer than a
+    random impostor pair (ties count half; Mann-Whitney U). None without both kinds of pair."""
+    dist, issame = np.asarray(dist, dtype=np.float64), np.asarray(issame, dtype=bool)
+    pos, neg = dist[issame], np.sort(dist[~issame])
+    if not len(pos) or not len(neg):
+        return None
+    farther = len(neg) - np.searchsorted(neg, pos, side="right")  # impostors strictly farther
+    ties = np.searchsorted(neg, pos, side="right") - np.searchsorted(neg, pos, side="left")
+    return float((farther.sum() + 0.5 * ties.sum()) / (len(pos) * len(neg)))
+
+
+def equal_error_rate(dist: np.ndarray, issame: np.ndarray) -> tuple[float | None, float | None]:
+    """``(EER, threshold)``: where the false accept rate of ``accept = dist <= t`` meets the false reject
+    rate, over every distance in the set as ``t``; the EER is the mean of the two at the closest point."""
+    dist, issame = np.asarray(dist, dtype=np.float64), np.asarray(issame, dtype=bool)
+    pos, neg = np.sort(dist[issame]), np.sort(dist[~issame])
+    if not len(pos) or not len(neg):
+        return None, None
+    candidates = np.unique(np.concatenate([dist[np.isfinite(dist)], [-np.inf]]))
+    far = np.searchsorted(neg, candidates, side="right") / len(neg)
+    frr = 1.0 - np.searchsorted(pos, candidates, side="right") / len(pos)
+    best = int(np.argmin(np.abs(far - frr)))
+    return float((far[best] + frr[best]) / 2), float(candidates[best])
+
+
+#: Warn when always answering the majority class scores within this much of the accuracy.
+MAJORITY_MARGIN = 0.05
+
+
+def majority_warning(accuracy: float, num_genuine: int, num_impostor: int) -> tuple[float, str | None]:
+    """``(majority accuracy, warning or None)``: on imbalanced pairs accuracy says little by itself."""
+    total = num_genuine + num_impostor
+    if not total:
+        return 0.0, None
+    majority = max(num_genuine, num_impostor) / total
+    answer = "same" if num_genuine > num_impostor else "different"
+    if not num_genuine or not num_impostor or majority <= 0.6 or accuracy - majority >= MAJORITY_MARGIN:
+        return majority, None  # one class only has its own warning
+    return majority, (
+        f"imbalanced pairs ({num_genuine} genuine, {num_impostor} impostor): answering '{answer}' for every "
+        f"pair scores {100 * majority:.2f}%, within {100 * (accuracy - majority):.1f} points of the "
+        f"accuracy {100 * accuracy:.2f}%; read AUC and EER instead"
+    )
+
+
 def evaluate_verification(
     embeddings: np.ndarray,
     issame: np.ndarray,
@@ -269,6 +325,11 @@ def evaluate_verification(
         if why:
             warnings.append(f"TAR@FAR={far:g} not reported: {why}")
     norms = np.linalg.norm(embeddings, axis=1) if xnorm_norms is None else np.asarray(xnorm_norms)
+    accuracy = float(np.mean(accs))
+    eer, eer_threshold = equal_error_rate(fixed, issame)
+    majority, note = majority_warning(accuracy, int(issame.sum()), int((~issame).sum()))
+    if note:
+        warnings.append(note)
     return VerificationResult(
         name=name,
         protocol=protocol,
@@ -276,7 +337,7 @@ def evaluate_verification(
         num_genuine=int(issame.sum()),
         num_impostor=int((~issame).sum()),
         folds=nfolds,
-        accuracy=float(np.mean(accs)),
+        accuracy=accuracy,
         accuracy_std=float(np.std(accs)),
         threshold=float(np.mean(thrs)),
         fold_accuracies=[float(a) for a in accs],
@@ -288,6 +349,10 @@ def evaluate_verification(
         roc_thresholds=THRESHOLDS.copy(),
         flip=flip,
         warnings=warnings,
+        auc=roc_auc(fixed, issame),
+        eer=eer,
+        eer_threshold=eer_threshold,
+        majority_accuracy=majority,
     )
 
 

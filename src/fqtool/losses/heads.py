@@ -92,6 +92,21 @@ def check_labels(labels: Tensor, num_classes: int) -> None:
         )
 
 
+def cosine_matrix(x_hat: Tensor, weight: Tensor) -> Tensor:
+    """(B, C) cosines between unit embeddings and the normalised centres, in fp32 whatever the autocast.
+
+    Under bf16 autocast the product would land on a 2^-8 grid (logit steps of 0.25 at s = 64) before the
+    fp32 margins and CR-FIQA's targets. The clamp to [-1, 1] only removes rounding past ±1; it is done in
+    place without autograd (the matmul keeps its inputs, not its output), so no (B, C) copy is kept for
+    backward and the gradient passes straight through.
+    """
+    with torch.autocast(device_type=x_hat.device.type, enabled=False):
+        cos = F.linear(x_hat.float(), F.normalize(weight.float(), dim=1))
+    with torch.no_grad():
+        cos.clamp_(-1.0, 1.0)
+    return cos
+
+
 class ClassificationHead(nn.Module):
     """Class centres ``weight`` (num_local, E) ~ N(0, 0.01) + a margin + cross entropy.
 
@@ -123,11 +138,14 @@ class ClassificationHead(nn.Module):
         self.sample_rate, self.focal_gamma = float(sample_rate), float(focal_gamma)
         self.ddp_grad_scale = bool(ddp_grad_scale)
         self.weight = nn.Parameter(torch.normal(0.0, 0.01, (self.num_local, self.embedding_size)))
+        #: every rank's batch size when a trainer guarantees it (a fixed-size sampler): saves the per-step
+        #: collective and host syncs of :func:`gather_sizes`. None: uneven batches allowed, sizes gathered.
+        self.batch_per_rank: int | None = None
 
     # ---------------------------------------------------------------- forward
     def forward(self, embeddings: Tensor, labels: Tensor, quality: Tensor | None = None) -> HeadOutput:
         self._check_inputs(embeddings, labels, quality)
-        sizes = gather_sizes(embeddings.shape[0], embeddings.device)
+        sizes = self._batch_sizes(embeddings)
         scale = float(self.world_size) if self.ddp_grad_scale else 1.0
         local_norms = embeddings.detach().float().norm(dim=1)
         emb = all_gather_with_grad(embeddings.float(), sizes, scale)
@@ -140,9 +158,7 @@ class ClassificationHead(nn.Module):
         if self.training and self.sample_rate < 1.0:
             index, local_labels = sample_centres(local_labels, self.num_local, self.sample_rate)
             weight = weight[index]
-        x_hat = emb / norms.clamp(min=1e-12).unsqueeze(1)
-        # The (B, C) product may run under the caller's autocast; the margin and CE run in fp32.
-        cos = F.linear(x_hat, F.normalize(weight, dim=1)).float().clamp(-1.0, 1.0)
+        cos = cosine_matrix(emb / norms.clamp(min=1e-12).unsqueeze(1), weight)
 
         logits = self.margin(cos, local_labels, norms=norms, quality=q)
         loss_id, _ = distributed_cross_entropy(logits, local_labels, self.focal_gamma)
@@ -161,6 +177,14 @@ class ClassificationHead(nn.Module):
             penalty_name=self.margin.penalty_name if extra is not None else "",
             stats={} if extra is None else {k: v.detach() for k, v in extra.stats.items()},
         )
+
+    def _batch_sizes(self, embeddings: Tensor) -> list[int]:
+        if self.batch_per_rank is None:
+            return gather_sizes(embeddings.shape[0], embeddings.device)
+        if embeddings.shape[0] != self.batch_per_rank:
+            raise RuntimeError(f"batch_per_rank is {self.batch_per_rank} but this rank's batch has "
+                               f"{embeddings.shape[0]} rows")
+        return [self.batch_per_rank] * self.world_size
 
     def _check_inputs(self, embeddings: Tensor, labels: Tensor, quality: Tensor | None) -> None:
         """Shape/dtype checks that cost no device sync (value ranges: :func:`check_labels`)."""
@@ -188,14 +212,15 @@ class ClassificationHead(nn.Module):
         """The full (C, E) centres on CPU, assembled shard by shard (a collective: call on every rank).
 
         By default **every rank** receives the full matrix (simple: any rank may save or inspect it);
-        ``rank0_only=True`` keeps it on rank 0 only (other ranks get ``{}``), saving host memory for
-        very large C. Peak device memory is one shard. Optimizer state is not included: slice full
+        ``rank0_only=True`` keeps it on rank 0 only (other ranks get ``{}``; each shard travels to rank 0
+        alone), saving host memory for very large C: what the trainer's checkpoints use. Peak device
+        memory is one shard. Optimizer state is not included: slice full
         momentum buffers with :func:`shard_slice` yourself.
         """
         keep = not rank0_only or self.rank == 0
         full = torch.empty((self.num_classes, self.embedding_size), dtype=self.weight.dtype) if keep else None
         for owner in range(self.world_size):
-            part = self._broadcast_shard(owner)
+            part = self._shard_to_rank0(owner) if rank0_only else self._broadcast_shard(owner)
             if full is not None:
                 full[shard_slice(self.num_classes, owner, self.world_size)] = part.cpu()
         if full is None:
@@ -219,6 +244,19 @@ class ClassificationHead(nn.Module):
         )
         torch.distributed.broadcast(buf, src=owner)
         return buf
+
+    def _shard_to_rank0(self, owner: int) -> Tensor | None:
+        """``owner``'s shard on rank 0 (point to point: no other rank receives it), None elsewhere."""
+        if owner == self.rank == 0 or self.world_size == 1:
+            return self.weight.detach()
+        if self.rank == owner:
+            torch.distributed.send(self.weight.detach().contiguous(), dst=0)
+        elif self.rank == 0:
+            _, count = shard_range(self.num_classes, owner, self.world_size)
+            buf = self.weight.new_empty((count, self.embedding_size))
+            torch.distributed.recv(buf, src=owner)
+            return buf
+        return None
 
     def load_full_state_dict(self, state: dict[str, Any]) -> None:
         """Load this rank's rows from a :meth:`full_state_dict` taken with any world size."""

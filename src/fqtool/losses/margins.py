@@ -103,13 +103,17 @@ def replace_target(cos: Tensor, labels: Tensor, new_target: Tensor) -> Tensor:
     """
     valid = labels >= 0
     index = labels.clamp(min=0).unsqueeze(1)
-    old = cos.gather(1, index).squeeze(1)
-    return cos.scatter(1, index, torch.where(valid, new_target, old).unsqueeze(1))
+    return cos.scatter(1, index, torch.where(valid, new_target, target_cos(cos, labels)).unsqueeze(1))
 
 
 def target_cos(cos: Tensor, labels: Tensor) -> Tensor:
-    """The target cosine per row (B,); rows with label −1 read column 0 (their value is not used)."""
-    return cos.gather(1, labels.clamp(min=0).unsqueeze(1)).squeeze(1)
+    """The target cosine per row (B,); rows with label −1 read column 0 (their value is not used).
+
+    Indexing, not ``gather``: autograd keeps only the indices for it, where ``gather`` keeps the whole
+    (B, C) input for backward.
+    """
+    rows = torch.arange(cos.shape[0], device=cos.device)
+    return cos[rows, labels.clamp(min=0)]
 
 
 class CombinedMarginLoss(Margin):

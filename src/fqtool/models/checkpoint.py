@@ -31,6 +31,7 @@ from fqtool.models.face_model import MODEL_QUALITY_METHODS, FaceModel, ModelInfo
 from fqtool.models.preprocess import Preprocess
 from fqtool.models.quality_head import head_from_state
 from fqtool.models.registry import build_backbone, get_spec
+from fqtool.quality_methods import HEAD_METHODS
 
 FORMAT_VERSION = 1
 META_KEY = "fqtool"
@@ -233,8 +234,9 @@ def model_from_checkpoint(
         trained_on_synthetic=meta.get("trained_on_synthetic") is True,
     )
     model = FaceModel(backbone, info, head)
-    if meta.get("quality_method") == "norm":
-        model.quality_method = "norm"  # a head that is kept but not used by default
+    method = meta.get("quality_method")  # checked above: None or one the model computes itself
+    if method is not None and method not in HEAD_METHODS:
+        model.quality_method = method  # a head that is kept but not used by default (norm)
     # else the head's own method (older checkpoints said "head" for CR-FIQA regressors too)
     return model
 
@@ -248,7 +250,7 @@ def _check_recorded_facts(meta: dict, backbone: torch.nn.Module, head, path: Pat
     if meta.get("has_quality_head") is True and head is None:
         raise CheckpointError("damaged fqtool metadata (has_quality_head is true, but there is no "
                               "quality_head.* tensor)", path)
-    if method in ("head", "crfiqa") and head is None:
+    if method in HEAD_METHODS and head is None:
         raise CheckpointError(f"damaged fqtool metadata (quality_method {method!r} without a quality head)",
                               path)
     recorded = meta.get("embedding_size")

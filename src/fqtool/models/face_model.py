@@ -28,10 +28,8 @@ def resolve_quality_method(requested: str, head_method: str | None, where: str =
         return requested
     if head_method is None:
         needs = "a quality head" if wanted.head == "any" else wanted.head_name
-        crfiqa = wanted.head == "crfiqa"
-        fix = "use a CR-FIQA checkpoint" if crfiqa else "add an EQFace head: --quality-weights"
-        raise FqtoolError(f"--method {requested} needs {needs}; {where} has no quality head ({fix}, or use "
-                          "--method norm)")
+        raise FqtoolError(f"--method {requested} needs {needs}; {where} has no quality head "
+                          f"({wanted.missing_head_fix}, or use --method norm)")
     if wanted.head != "any" and wanted.head != head_method:
         raise FqtoolError(f"--method {requested} needs {wanted.head_name}; {where} has "
                           f"{BY_NAME[head_method].head_name} (use --method head or norm)")

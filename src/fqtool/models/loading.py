@@ -17,8 +17,9 @@ from fqtool.runtime import require_onnxruntime, resolve_device
 
 NO_WEIGHTS_MESSAGE = (
     "no model weights given: pass --weights FILE or set FQTOOL_WEIGHTS. fqtool downloads nothing; "
-    "train a model with `fqtool train-magface ...` (or `fqtool demo` for a tiny one in a minute), or convert "
-    "a MagFace / arcface_torch / EQFace checkpoint with `fqtool convert-weights IN.pth OUT.safetensors`"
+    "train a model with `fqtool train-magface ...` (or `fqtool demo --quick` for a tiny one: "
+    "about 30 s on 2 CPU cores), or convert a MagFace / arcface_torch / EQFace checkpoint with "
+    "`fqtool convert-weights IN.pth OUT.safetensors`"
 )
 
 

@@ -24,7 +24,7 @@ from fqtool.models._state import first_line
 from fqtool.models.face_model import ModelInfo, QualityCalibration, resolve_quality_method
 from fqtool.models.preprocess import ARCFACE, Preprocess
 from fqtool.quality_methods import HEAD_METHODS, MODEL_METHODS
-from fqtool.runtime import resolve_device
+from fqtool.runtime import parse_device
 
 #: Graph input layouts recorded in the ``input_layout`` metadata of fqtool's exports.
 LAYOUT_NCHW = "nchw-float"
@@ -61,7 +61,7 @@ def select_providers(device: str = "auto") -> list:
     name = (device or "auto").strip().lower()
     if name == "auto":
         return [(CUDA_EP, {"device_id": 0}), CPU_EP] if ort_cuda_available() else [CPU_EP]
-    resolved = resolve_device(name)
+    resolved = parse_device(name)  # no set_device: ONNX Runtime takes the index as device_id
     if resolved.type == "cpu":
         return [CPU_EP]
     if CUDA_EP not in ort.get_available_providers():

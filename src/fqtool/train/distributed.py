@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -18,6 +20,8 @@ from torch import nn
 
 from fqtool.errors import FqtoolError
 from fqtool.runtime import parse_device, resolve_device, use_cuda_device
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,37 @@ def all_true(flag: torch.Tensor | bool) -> bool:
     value = (~flag).float().reshape(1)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() == 0.0)
+
+
+def all_true_each(flags: torch.Tensor) -> list[bool]:
+    """For each entry of a 1-d bool tensor: true on every rank? One all-reduce and one host sync."""
+    bad = (~flags.bool()).float()
+    if dist.is_initialized():
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return [value == 0.0 for value in bad.tolist()]
+
+
+def agree(action: Callable[[], T]) -> T:
+    """Run ``action`` on every rank; if it raises an :class:`FqtoolError` on any rank, raise on every rank.
+
+    A rank that fails alone would leave the others waiting in their next collective (a hang under NCCL);
+    here every rank reaches one gather, then all stop with the same one-line message.
+    """
+    try:
+        result, failure = action(), None
+    except FqtoolError as exc:
+        result, failure = None, exc
+    if not dist.is_initialized():
+        if failure is not None:
+            raise failure
+        return result
+    messages = gather_objects(None if failure is None else str(failure))
+    if failure is not None:
+        raise failure
+    for rank, message in enumerate(messages):
+        if message is not None:
+            raise FqtoolError(f"rank {rank}: {message}")
+    return result
 
 
 def gather_objects(obj):

@@ -8,29 +8,46 @@ collectives (head gathering, RNG states) are called on every rank.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
-from torch import nn
 
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.fsutil import ensure_dir
 from fqtool.models import QualityCalibration
 from fqtool.runtime import autocast, resolve_precision
-from fqtool.train import distributed as D
-from fqtool.train import memory as M
-from fqtool.train import state as S
+from fqtool.train import memory
 from fqtool.train.config import TrainConfig, batch_split, effective_lr, save_config, to_dict
 from fqtool.train.data import GlobalBatchSampler, make_loader, open_training_data
-from fqtool.train.logging import TrainLogger
+from fqtool.train.distributed import (
+    DistEnv,
+    agree,
+    barrier,
+    cleanup,
+    convert_sync_batchnorm,
+    gather_objects,
+    setup,
+    wrap_ddp,
+)
+from fqtool.train.logging import TrainLogger, TrainProgress
 from fqtool.train.output import check_output, clear_previous_run, remove_stale_temporaries
 from fqtool.train.recipes import Task, build_task
 from fqtool.train.schedule import lr_factor, set_lr
+from fqtool.train.state import (
+    agreed_resume,
+    collect_rng,
+    load_optimizer_state,
+    load_state,
+    optimizer_state,
+    save_state,
+    seed_everything,
+    set_rng_state,
+    sharded_params,
+)
+from fqtool.train.step import BufferGuard, StepOutcome, backward_and_step, grad_scaler, non_finite_tensors
 
 
 class NonFiniteLossError(FqtoolError):
@@ -39,12 +56,6 @@ class NonFiniteLossError(FqtoolError):
 
 class NonFiniteModelError(FqtoolError):
     """The weights (or the quality calibration) became NaN/inf: nothing is saved as a finished model."""
-
-
-def non_finite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
-    """Names of the floating-point tensors holding a NaN or an infinity."""
-    return [name for name, t in tensors.items()
-            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 @dataclass
@@ -58,33 +69,11 @@ class TrainResult:
     skipped_steps: int = 0
 
 
-def grad_scaler(precision: str) -> torch.amp.GradScaler | None:
-    """fp16 needs loss scaling (fp16 runs on CUDA only; the tests swap in a CPU scaler)."""
-    return torch.amp.GradScaler("cuda", growth_interval=100) if precision == "fp16" else None
-
-
-class _BufferGuard:
-    """Keeps a copy of BatchNorm statistics so a NaN batch cannot poison them for good."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.buffers = [b for name, b in module.named_buffers() if "running" in name]
-        self.saved = [b.detach().clone() for b in self.buffers]
-
-    def snapshot(self) -> None:
-        for saved, buf in zip(self.saved, self.buffers, strict=True):
-            saved.copy_(buf)
-
-    def restore_if_broken(self) -> None:
-        if any(not torch.isfinite(b).all() for b in self.buffers):
-            for saved, buf in zip(self.saved, self.buffers, strict=True):
-                buf.copy_(saved)
-
-
 class _EvalView:
     """The model as ``embed_images`` sees it, without handing it the module: embed_images would move it
     and convert its weights to channels_last on CUDA, under DDP and the optimiser's feet."""
 
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
         self.model, self.device = model, device
         self.embedding_size = model.embedding_size
 
@@ -98,7 +87,59 @@ class _EvalView:
 class Trainer:
     """One training run. ``run()`` returns a :class:`TrainResult`; construct it inside a process group."""
 
-    def __init__(self, cfg: TrainConfig, env: D.DistEnv, console: Console | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, env: DistEnv, progress: TrainProgress | None = None) -> None:
+        cfg, notes = self._cpu_settings(cfg, env)
+        self.cfg, self.env = cfg, env
+        self.batch = batch_split(cfg, env.world_size)  # before any file is touched: a bad split is one line
+        notes.extend(env.notes)
+        self.output = Path(cfg.output)
+        self._prepare_output()
+        self.precision = resolve_precision(cfg.precision, env.device)
+        if env.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        seed_everything(cfg.seed)  # identical model initialisation on every rank
+        self.dataset = open_training_data(cfg.data, size=(112, 112))
+        notes.extend(getattr(self.dataset, "notes", []))  # images / links left out of an image folder
+        self.num_classes = int(self.dataset.num_classes)
+        self._check_labels()
+        self.task: Task = build_task(cfg, self.num_classes, env.device)
+        self.dataset = self._reopen_for_model()
+        if cfg.sync_bn and env.distributed:
+            convert_sync_batchnorm(self.task.trainable, env.device)
+        if cfg.channels_last:
+            self.task.model.to(memory_format=torch.channels_last)
+        self.head_params = sharded_params(self.task.head, self.num_classes)
+        self.base_lr = effective_lr(cfg, env.world_size)
+        self.optimizer = self._make_optimizer()
+        self.scaler = grad_scaler(self.precision)
+        self.memory_notes = memory.training_notes(cfg, self.task, self.batch, self.precision, env.device)
+        self.sampler = GlobalBatchSampler(len(self.dataset), self.batch.per_gpu, rank=env.rank,
+                                          world_size=env.world_size, seed=cfg.seed)
+        if hasattr(self.task.head, "batch_per_rank"):  # equal batches by construction: no size exchange
+            self.task.head.batch_per_rank = self.sampler.batch_size
+        self.steps_per_epoch = self.sampler.batches_per_epoch
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.stop_step = min(self.total_steps, cfg.max_steps) if cfg.max_steps > 0 else self.total_steps
+        self.step, self.epoch, self.bad_steps, self.skipped, self.samples_in_epoch = 0, 0, 0, 0, 0
+        self.resumed_from = self._maybe_resume()
+        if self.resumed_from is None:
+            seed_everything(cfg.seed * 1000 + env.rank + 1)  # per-rank streams from here on
+        self.net = wrap_ddp(self.task.trainable, env)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+        self.guard = BufferGuard(self.task.trainable)
+        self.val_sets = self._load_val_sets() if env.is_main else []
+        # the first file of the run: a start that failed above leaves the output folder empty
+        self.log = TrainLogger(self.output, enabled=env.is_main, total_steps=self.stop_step,
+                               progress=progress, quiet=cfg.quiet)
+        self.val_results: dict[str, float] = {}
+        self._warned_collapse = False
+        self._val_step = -1
+        for note in notes + self.memory_notes[1:]:
+            self.log.warn(note)
+
+    @staticmethod
+    def _cpu_settings(cfg: TrainConfig, env: DistEnv) -> tuple[TrainConfig, list[str]]:
         notes = []
         if env.device.type != "cuda":
             # PyTorch's CPU backward of a stride-2 1×1 convolution (iResNet's downsample) in channels_last
@@ -107,60 +148,17 @@ class Trainer:
                 if getattr(cfg, flag):
                     cfg = dataclasses.replace(cfg, **{flag: False})
                     notes.append(f"--{flag.replace('_', '-')} is a CUDA optimisation; ignored on the CPU")
-        self.cfg, self.env = cfg, env
-        self.batch = batch_split(cfg, env.world_size)  # before any file is touched: a bad split is one line
-        notes.extend(env.notes)
-        self.output = Path(cfg.output)
-        check_output(self.output, resume=cfg.resume, overwrite=cfg.overwrite)
-        D.barrier()  # every rank has looked at the folder before rank 0 changes it
-        if env.is_main:
-            if cfg.overwrite:
+        return cfg, notes
+
+    def _prepare_output(self) -> None:
+        """Check the folder on every rank (one answer for all), then let rank 0 tidy it."""
+        agree(lambda: check_output(self.output, resume=self.cfg.resume, overwrite=self.cfg.overwrite))
+        if self.env.is_main:
+            if self.cfg.overwrite:
                 clear_previous_run(self.output)
             remove_stale_temporaries(self.output)
             ensure_dir(self.output)  # writable? (state/, logs and config come once the run is set up)
-        D.barrier()
-        self.precision = resolve_precision(cfg.precision, env.device)
-        if env.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        S.seed_everything(cfg.seed)  # identical model initialisation on every rank
-        self.dataset = open_training_data(cfg.data, size=(112, 112))
-        notes.extend(getattr(self.dataset, "notes", []))  # images / links left out of an image folder
-        self.num_classes = int(self.dataset.num_classes)
-        self._check_labels()
-        self.task: Task = build_task(cfg, self.num_classes, env.device)
-        self.dataset = self._reopen_for_model()
-        if cfg.sync_bn and env.distributed:
-            D.convert_sync_batchnorm(self.task.trainable, env.device)
-        if cfg.channels_last:
-            self.task.model.to(memory_format=torch.channels_last)
-        self.head_params = S.sharded_params(self.task.head, self.num_classes)
-        self.base_lr = effective_lr(cfg, env.world_size)
-        self.optimizer = self._make_optimizer()
-        self.scaler = grad_scaler(self.precision)
-        self.memory_notes = M.training_notes(cfg, self.task, self.batch, self.precision, env.device)
-        self.sampler = GlobalBatchSampler(len(self.dataset), self.batch.per_gpu, rank=env.rank,
-                                          world_size=env.world_size, seed=cfg.seed)
-        self.steps_per_epoch = self.sampler.batches_per_epoch
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.stop_step = min(self.total_steps, cfg.max_steps) if cfg.max_steps > 0 else self.total_steps
-        self.step, self.epoch, self.bad_steps, self.skipped = 0, 0, 0, 0
-        self.samples_in_epoch = 0
-        self.resumed_from = self._maybe_resume()
-        if self.resumed_from is None:
-            S.seed_everything(cfg.seed * 1000 + env.rank + 1)  # per-rank streams from here on
-        self.net = D.wrap_ddp(self.task.trainable, env)
-        if cfg.compile:
-            self.net = torch.compile(self.net)
-        self.guard = _BufferGuard(self.task.trainable)
-        self.val_sets = self._load_val_sets() if env.is_main else []
-        # the first file of the run: a start that failed above leaves the output folder empty
-        self.log = TrainLogger(self.output, enabled=env.is_main, total_steps=self.stop_step,
-                               console=console, quiet=cfg.quiet)
-        self.val_results: dict[str, float] = {}
-        self._warned_collapse = False
-        self._val_step = -1
-        for note in notes + self.memory_notes[1:]:
-            self.log.warn(note)
+        barrier()
 
     # ------------------------------------------------------------------ set-up helpers
     def _reopen_for_model(self):
@@ -202,13 +200,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict:
-        """The full training state (a collective: every rank calls it; only rank 0 keeps the result)."""
-        head = self.task.head.full_state_dict()
-        optim = S.optimizer_state(self.optimizer, self.head_params, self.num_classes)
-        rng = S.collect_rng()
+        """The full training state on rank 0 (a collective: every rank calls it; the head and its momentum
+        are gathered on rank 0 only, so no other rank ever holds the whole C×E matrix)."""
+        head = self.task.head.full_state_dict(rank0_only=True)
+        optim = optimizer_state(self.optimizer, self.head_params, self.num_classes)
+        rng = collect_rng()
         return {
             "model": {k: v.detach().cpu() for k, v in self.task.trainable.state_dict().items()},
-            "head": {"weight": head["weight"]},
+            "head": {"weight": head.get("weight")},
             "optimizer": optim,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "step": self.step, "epoch": self.epoch, "samples_in_epoch": self.samples_in_epoch,
@@ -216,66 +215,69 @@ class Trainer:
             "world_size": self.env.world_size, "config": to_dict(self.cfg),
         }
 
+    def _local_tensors(self, network: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """``network``'s tensors and this rank's head shard (no gathering)."""
+        head = {f"head.{k}": v for k, v in self.task.head.state_dict().items()}
+        return {**network.state_dict(), **head}
+
+    def _broken_anywhere(self, tensors: dict[str, torch.Tensor]) -> list[str]:
+        """Names of NaN/inf tensors on any rank (BatchNorm buffers and head shards differ per rank): one
+        answer on every rank (a collective)."""
+        per_rank = gather_objects(non_finite_tensors(tensors))
+        return [f"{name} (rank {rank})" if len(per_rank) > 1 else name
+                for rank, names in enumerate(per_rank) for name in names]
+
     def save(self, *, epoch_end: bool = False) -> None:
-        state = self._state()
-        broken = non_finite_tensors({**state["model"], **{f"head.{k}": v for k, v in state["head"].items()}})
+        broken = self._broken_anywhere(self._local_tensors(self.task.trainable))
         if broken:  # keep the last good state on disk: it is where the user resumes from
             self.log.warn(f"step {self.step}: {len(broken)} tensors are NaN/inf (e.g. {broken[0]}); "
                           "training state not saved")
             return
+        state = self._state()
         if self.env.is_main:
-            S.save_state(self.output / "state" / "last.pt", state)
+            save_state(self.output / "state" / "last.pt", state)
             if epoch_end:
-                S.save_state(self.output / "state" / f"epoch-{self.epoch:03d}.pt", state)
-        D.barrier()
+                save_state(self.output / "state" / f"epoch-{self.epoch:03d}.pt", state)
+        barrier()
 
     def _maybe_resume(self) -> Path | None:
-        path = S.find_resume(self.cfg.resume, self.output)
-        if path is None:
+        found = agreed_resume(self.cfg.resume, self.output, is_main=self.env.is_main)
+        if found is None:
             return None
-        state = S.load_state(path)
-        if state.get("config", {}).get("recipe") not in (None, self.cfg.recipe):
-            raise CheckpointError(f"this state is from train-{state['config']['recipe']}, "
-                                  f"not train-{self.cfg.recipe}", path)
-        try:
-            self.task.trainable.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            message = f"the saved network does not fit this run ({str(exc)[:300]})"
-            raise CheckpointError(message, path) from None
-        self.task.head.load_full_state_dict(state["head"])
-        S.load_optimizer_state(self.optimizer, state["optimizer"], self.head_params, self.num_classes)
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = self.base_lr
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        path, state = found
+        agree(lambda: self._load_resumed(path, state))
         self.epoch = int(state["epoch"])
         self.samples_in_epoch = int(state["samples_in_epoch"])
         self.step = self.epoch * self.steps_per_epoch + self.samples_in_epoch // self.sampler.global_batch
         self.bad_steps, self.skipped = int(state.get("bad_steps", 0)), int(state.get("skipped", 0))
         rngs = state["rng"]
         if len(rngs) == self.env.world_size:
-            S.set_rng_state(rngs[self.env.rank])
+            set_rng_state(rngs[self.env.rank])
         else:  # another world size: fresh but reproducible per-rank streams
-            S.seed_everything(self.cfg.seed * 1000 + self.env.rank + 1 + self.step)
+            seed_everything(self.cfg.seed * 1000 + self.env.rank + 1 + self.step)
         return path
 
-    # ------------------------------------------------------------------ one step
-    def _grads_finite(self) -> torch.Tensor:
-        """Clip the network's gradient norm (if asked) and tell whether all gradients are finite (0-d tensor,
-        no host sync)."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        ok = torch.ones((), dtype=torch.bool, device=self.env.device)
-        if not params:
-            return ok
-        max_norm = self.cfg.clip_grad if self.cfg.clip_grad > 0 else math.inf
-        trunk = [p for p in params if id(p) not in self.head_params]
-        if trunk:
-            ok = ok & torch.isfinite(torch.nn.utils.clip_grad_norm_(trunk, max_norm)).to(ok.device)
-        for p in params:
-            if id(p) in self.head_params:
-                ok = ok & torch.isfinite(p.grad).all()
-        return ok
+    def _load_resumed(self, path: Path, state: dict) -> None:
+        if state.get("config", {}).get("recipe") not in (None, self.cfg.recipe):
+            raise CheckpointError(f"this state is from train-{state['config']['recipe']}, "
+                                  f"not train-{self.cfg.recipe}", path)
+        try:
+            self.task.trainable.load_state_dict(state["model"])
+        except RuntimeError as exc:  # torch's message spans many lines: one line, the cause first
+            saved = state.get("config", {}).get("arch")
+            why = (f"saved with --arch {saved}, this run has --arch {self.cfg.arch}"
+                   if saved and saved != self.cfg.arch else " ".join(str(exc).split())[:200])
+            message = (f"the saved network does not fit this run ({why}); resume with the same settings "
+                       "or start a new --output")
+            raise CheckpointError(message, path) from None
+        self.task.head.load_full_state_dict(state["head"])
+        load_optimizer_state(self.optimizer, state["optimizer"], self.head_params, self.num_classes)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = self.base_lr
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
+    # ------------------------------------------------------------------ one step
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict, torch.Tensor]:
         """One optimiser step; returns detached scalars (tensors: no host sync) and the batch's quality."""
         set_lr(self.optimizer, self._lr_factor())
@@ -285,23 +287,12 @@ class Trainer:
         sane = torch.isfinite(loss) & torch.isfinite(out.norms.detach()).all()
         if quality is not None:
             sane = sane & torch.isfinite(quality.detach()).all()
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            self._grads_finite()  # clips; fp16 overflow in gradients is the scaler's to handle
-            good = D.all_true(sane)
-        else:
-            loss.backward()
-            good = D.all_true(sane & self._grads_finite())
-        if good:
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            self.bad_steps = 0
-        else:
+        outcome = backward_and_step(loss, sane, self.optimizer, self.scaler, self.head_params,
+                                    self.cfg.clip_grad)
+        if outcome is StepOutcome.BAD:
             self._bad_step(float(loss.detach()), float(out.norms.detach().float().mean()))
+        else:  # stepped, or an fp16 overflow every rank skipped (normal loss scaling)
+            self.bad_steps = 0
         self.optimizer.zero_grad(set_to_none=True)
         values = {"loss/total": loss.detach(), "loss/id": out.loss_id, "train/accuracy": out.accuracy,
                   "train/norm_mean": out.norms.mean()}
@@ -444,12 +435,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ outputs
     def _finish(self) -> Path | None:
-        head = self.task.head.full_state_dict()
-        weights = {**self.task.model.state_dict(), "head.weight": head["weight"]}
-        self._refuse_non_finite(non_finite_tensors(weights), len(weights))
-        if not self.env.is_main:
-            D.barrier()
-            return None
+        """Refuse NaN/inf (one decision for all ranks), gather the head on rank 0 and write the model."""
+        local = self._local_tensors(self.task.model)
+        self._refuse_non_finite(self._broken_anywhere(local), len(local))
+        head = self.task.head.full_state_dict(rank0_only=True)
+        return agree(lambda: self._write_model(head) if self.env.is_main else None)
+
+    def _write_model(self, head: dict) -> Path:
         from fqtool.models.checkpoint import save_checkpoint, write_safetensors
 
         model = self.task.model
@@ -466,7 +458,6 @@ class Trainer:
                                       "world_size": self.env.world_size, "val": self.val_results})
         self.task.train_mode()
         self.log.message(f"saved {path}")
-        D.barrier()
         return path
 
     def _refuse_non_finite(self, broken: list[str], total: int) -> None:
@@ -474,7 +465,7 @@ class Trainer:
         if not broken:
             return
         kept = self.output / "state" / "last.pt"
-        where = (f"the last good state is {kept} (step {S.load_state(kept)['step']}); resume from it with "
+        where = (f"the last good state is {kept} (step {load_state(kept)['step']}); resume from it with "
                  "a lower --lr" if kept.is_file() else "no good training state was saved")
         raise NonFiniteModelError(f"training produced NaN/inf values in {len(broken)} of {total} tensors "
                                   f"(e.g. {broken[0]}) at step {self.step}; no model saved: {where}")
@@ -504,10 +495,11 @@ class Trainer:
 _SHOWN = {"loss/total": "loss", "train/accuracy": "acc", "train/lr": "lr"}
 
 
-def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
-    """Run one training (single process, or one rank of a torchrun job)."""
-    env = D.setup(cfg.device)
+def train(cfg: TrainConfig, progress: TrainProgress | None = None) -> TrainResult:
+    """Run one training (single process, or one rank of a torchrun job). ``progress`` receives what a
+    person watches (see :class:`~fqtool.train.logging.TrainProgress`); the core itself prints nothing."""
+    env = setup(cfg.device)
     try:
-        return Trainer(cfg, env, console).run()
+        return Trainer(cfg, env, progress).run()
     finally:
-        D.cleanup()
+        cleanup()

@@ -132,7 +132,7 @@ def feature_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Ta
         raise FqtoolError("EQFace stage 3 (--quality-weights) trains the quality-weighted ArcFace; "
                           f"--loss {cfg.loss} cannot take a quality")
     scorer = load_face_model(cfg.quality_weights, device=device)
-    if scorer.head_method != "head":
+    if not isinstance(scorer.quality_head, QualityHead):  # EQFace's head, not CR-FIQA's regressor
         found = "a CR-FIQA regressor" if scorer.head_method else "no quality head"
         raise CheckpointError(f"has {found}, not an EQFace quality head; pass the train-quality output "
                               "(stage 2)", cfg.quality_weights)
@@ -205,6 +205,7 @@ def quality_task(cfg: TrainConfig, num_classes: int, device: torch.device) -> Ta
     from fqtool.models.loading import load_face_model
 
     base = load_face_model(cfg.weights, device=device)
+    cfg.arch = base.info.arch  # the run trains on this backbone: banner and config.toml say so
     backbone = _freeze(base.backbone)
     quality_head = QualityHead(backbone.feature_dim).to(device)
     info = copy.deepcopy(base.info)

@@ -5,7 +5,8 @@ it loads with ``torch.load(weights_only=True)``:
 
 * ``model``: the trainable model's state dict (replicated, identical on every rank);
 * ``head``: the classification head's *full* weights (``head.full_state_dict()``), re-split on resume;
-* ``optimizer``: the optimiser state, with the head's momentum gathered to full rows and re-sliced;
+* ``optimizer``: the optimiser state, with the head's momentum gathered to full rows and re-sliced
+  (both gathered on rank 0 only, which writes the file);
 * ``scaler``, ``step`` (global), ``epoch``, ``samples_in_epoch`` (position in the epoch, in images);
 * ``rng``: every rank's python / numpy / torch (/ CUDA) generator states;
 * ``bad_steps``, ``config``, ``world_size``.
@@ -24,7 +25,7 @@ import torch.distributed as dist
 from fqtool.errors import CheckpointError, FqtoolError
 from fqtool.fsutil import atomic_path
 from fqtool.losses import shard_slice
-from fqtool.train.distributed import gather_objects
+from fqtool.train.distributed import agree, broadcast_object, gather_objects
 
 STATE_VERSION = 1
 
@@ -62,16 +63,20 @@ def seed_everything(seed: int) -> None:
 
 
 # -- head rows in the optimiser -------------------------------------------------------------------------
-def _gather_rows(local: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """All ranks' row shards of a (num_local, ...) tensor → full (num_classes, ...) tensor on every rank."""
+def _gather_rows(local: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+    """All ranks' row shards of a (num_local, ...) tensor → the full (num_classes, ...) tensor on rank 0
+    (a collective; the other ranks get None: only the rank that saves ever holds every row)."""
     if not dist.is_initialized():
         return local.detach().clone()
     world = dist.get_world_size()
     rows = -(-num_classes // world)
     padded = torch.zeros((rows, *local.shape[1:]), dtype=local.dtype, device=local.device)
     padded[: local.shape[0]] = local.detach()
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
+    main = dist.get_rank() == 0
+    parts = [torch.empty_like(padded) for _ in range(world)] if main else None
+    dist.gather(padded, parts, dst=0)
+    if not main:
+        return None
     sizes = [len(range(num_classes)[shard_slice(num_classes, r, world)]) for r in range(world)]
     return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
 
@@ -89,15 +94,18 @@ def sharded_params(head: torch.nn.Module, num_classes: int) -> set[int]:
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer, head_params: set[int], num_classes: int) -> dict:
-    """The optimiser's state dict with every head-shard tensor gathered to its full rows."""
+    """The optimiser's state dict with every head-shard tensor gathered to its full rows on rank 0 (a
+    collective; on the other ranks those entries are None)."""
     state = optimizer.state_dict()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, param in enumerate(params):
         if id(param) in head_params and index in state["state"]:
-            entry = state["state"][index]
+            # state_dict() shares each parameter's entry with the live optimiser: copy before replacing
+            entry = state["state"][index] = dict(state["state"][index])
             for key, value in list(entry.items()):
                 if torch.is_tensor(value) and value.dim() >= 1 and value.shape == param.shape:
-                    entry[key] = _gather_rows(value, num_classes).cpu()
+                    full = _gather_rows(value, num_classes)
+                    entry[key] = None if full is None else full.cpu()
     return state
 
 
@@ -141,6 +149,43 @@ def find_resume(resume: str | None, output: Path) -> Path | None:
     if not path.is_file():
         raise FqtoolError("no training state to resume from", path)
     return path
+
+
+def agreed_resume(resume: str | None, output: Path, *, is_main: bool) -> tuple[Path, dict[str, Any]] | None:
+    """Where every rank resumes from: rank 0 decides, each rank loads its own copy and checks its step.
+
+    Nodes may not share a disk: rank 0 finds the state (``--resume``) and broadcasts its place (relative
+    to the output folder when inside it) and step; every rank loads that file from its own disk. A rank
+    missing it, or holding another step, stops the run on every rank with one line (no rank hangs).
+    """
+    def decide() -> tuple[Path, dict[str, Any]] | None:
+        path = find_resume(resume, output)
+        return None if path is None else (path, load_state(path))
+
+    mine = agree(decide) if is_main else agree(lambda: None)
+    place = None
+    if mine is not None:
+        path, state = mine
+        inside = path.resolve().is_relative_to(output.resolve())
+        place = (str(path.resolve().relative_to(output.resolve())) if inside else str(path), inside,
+                 int(state["step"]))
+    place = broadcast_object(place)
+    if place is None:
+        return None
+    where, inside, step = place
+    return agree(lambda: mine if is_main else _load_at_step(output / where if inside else Path(where), step))
+
+
+def _load_at_step(path: Path, step: int) -> tuple[Path, dict[str, Any]]:
+    """This rank's copy of the state rank 0 resumes from, if it is at the same step."""
+    advice = "every node needs rank 0's state (share the output folder, or copy its state/ folder)"
+    if not path.is_file():
+        raise FqtoolError(f"no training state here, but rank 0 resumes from step {step}; {advice}", path)
+    state = load_state(path)
+    if int(state.get("step", -1)) != step:
+        raise FqtoolError(f"this training state is at step {state.get('step')}, but rank 0 resumes from step "
+                          f"{step}; {advice}", path)
+    return path, state
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
