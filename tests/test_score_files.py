@@ -108,4 +108,3 @@ def test_score_path_score_then_erc_curve(tmp_path) -> None:
     assert res.exit_code == 2 and "matches no image" in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "erc2").exists()
-
