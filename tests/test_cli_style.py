@@ -128,3 +128,26 @@ def test_no_weights_error_names_the_demo_and_its_time(tmp_path, monkeypatch) -> 
     assert result.exit_code == 2
     assert "fqtool demo --quick" in result.stderr and "about 30 s" in result.stderr
     assert "in a minute" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["verify", "train-magface", "erc-curve"])
+def test_repeatable_options_show_one_value_type_not_a_python_list(command) -> None:
+    """``<list[Path]>`` is Python's spelling; the help shows what one value is (``<path>...``)."""
+    done = _run(command, "--help", columns=160)
+    assert done.returncode == 0, done.stderr
+    assert "list[" not in done.stdout
+    assert "<path>..." in done.stdout or "<str>..." in done.stdout
+
+
+def test_unreadable_counts_are_plural_aware(tmp_path) -> None:
+    """One unreadable file is "1 file", not "1 files" (issue 26 item 5)."""
+    from PIL import Image
+
+    (tmp_path / "person").mkdir()
+    for i in range(2):
+        Image.new("RGB", (112, 112), (90 + i, 80, 70)).save(tmp_path / "person" / f"{i}.jpg")
+    (tmp_path / "person" / "broken.jpg").write_bytes(b"not a jpeg")
+    result = runner.invoke(app, ["make-list", str(tmp_path), "--check", "--output", str(tmp_path / "list.txt")])
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable image:" in result.stderr.replace("\n", " ")
+    assert "1 unreadable images" not in result.stderr

@@ -89,6 +89,14 @@ def _narrow() -> bool:
     return shutil.get_terminal_size().columns < 100
 
 
+def _element_type(text):
+    """``<list[Path]>`` → ``<path>...``: a repeatable option shows what one value is, as click does."""
+    import re
+
+    match = re.fullmatch(r"<list\[(\w+)\]>", str(text)) if text is not None else None
+    return f"<{match.group(1).lower()}>..." if match else text
+
+
 def _tidy_help() -> None:
     """Help that reads at 80 columns: no ``<bool>`` type beside flags, no ``[default: ]`` for an empty
     default, usage errors on one line. Typer has no setting for these, so its renderers are wrapped."""
@@ -100,12 +108,15 @@ def _tidy_help() -> None:
     def no_bool_type(self, ctx):
         if self.is_flag or self.is_bool_flag or _narrow():
             return None
-        return display_type(self, ctx)
+        return _element_type(display_type(self, ctx))
 
     def no_narrow_range(self):
         return None if _narrow() else number_range(self)
 
     core.TyperOption.display_type_rich = no_bool_type
+    argument_type = core.TyperArgument.display_type_rich
+    core.TyperArgument.display_type_rich = (
+        lambda self, ctx: None if _narrow() else _element_type(argument_type(self, ctx)))
     core.TyperOption._get_number_range_help_str = no_narrow_range
     for cls in (core.TyperOption, core.TyperArgument):
         default_string = cls._get_default_string

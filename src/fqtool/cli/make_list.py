@@ -46,7 +46,7 @@ def command(
         warn(note)
     if result.bad_images:
         shown = ", ".join(result.bad_images[:5]) + (", …" if len(result.bad_images) > 5 else "")
-        warn(f"left out {len(result.bad_images)} unreadable images: {shown}")
+        warn(f"left out {plural(len(result.bad_images), 'unreadable image')}: {shown}")
     if json_out:
         emit_json({"list": result.list_path, "classes": result.classes_path, "images": result.num_images,
                    "identities": result.num_classes, "skipped_identities": result.skipped_classes,

@@ -50,7 +50,7 @@ def _report_unreadable(bad: list[str], total: int, show: int = 5) -> None:
     if not bad:
         return
     names = ", ".join(bad[:show]) + (", …" if len(bad) > show else "")
-    warn(f"{len(bad)} of {total} images could not be read and were skipped: {names}")
+    warn(f"{len(bad)} of {plural(total, 'image')} could not be read and were skipped: {names}")
 
 
 def _report_not_finite(result, weights: Path) -> None:
@@ -216,7 +216,7 @@ def command(
         write_embeddings(result, save_embeddings, order)
         err_console.print(f"wrote {save_embeddings}", highlight=False, soft_wrap=True)
     if plot is not None:
-        plot_histogram(result, plot, title=f"{input.name}: {len(result)} images")
+        plot_histogram(result, plot, title=f"{input.name}: {plural(len(result), 'image')}")
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
     if report is not None:
         title = f"{input.name}: quality of {plural(len(result), 'image')}"
