@@ -147,7 +147,8 @@ def test_unreadable_counts_are_plural_aware(tmp_path) -> None:
     for i in range(2):
         Image.new("RGB", (112, 112), (90 + i, 80, 70)).save(tmp_path / "person" / f"{i}.jpg")
     (tmp_path / "person" / "broken.jpg").write_bytes(b"not a jpeg")
-    result = runner.invoke(app, ["make-list", str(tmp_path), "--check", "--output", str(tmp_path / "list.txt")])
+    args = ["make-list", str(tmp_path), "--check", "--output", str(tmp_path / "list.txt")]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "1 unreadable image:" in result.stderr.replace("\n", " ")
     assert "1 unreadable images" not in result.stderr

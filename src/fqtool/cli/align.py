@@ -28,7 +28,8 @@ class CropFormat(StrEnum):
 def _report(result, json_out: bool = False) -> None:
     if result.unreadable:
         shown = ", ".join(s for s, _ in result.unreadable[:5]) + (", …" if len(result.unreadable) > 5 else "")
-        warn(f"{plural(len(result.unreadable), 'file')} could not be read (listed in unreadable.txt): {shown}")
+        count = plural(len(result.unreadable), "file")
+        warn(f"{count} could not be read (listed in unreadable.txt): {shown}")
     if json_out:
         emit_json({"output": result.output, "faces_csv": result.output / "faces.csv", "images": result.images,
                    "faces": len(result.faces), "no_face": len(result.no_face), "resumed": result.resumed,
