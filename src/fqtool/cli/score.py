@@ -110,6 +110,45 @@ def _write_report(result, dataset, out_dir: Path, title: str) -> Path:
     return write_score_report(result, out_dir, load, title=title)
 
 
+def _output_file(input: Path, output: Path | None, file_format: Format) -> tuple[Path, bool]:
+    """Where the scores go and whether as '<path> <quality>' lines (a .txt --output, or --format)."""
+    from fqtool.eval.scoring import default_output
+
+    path_score = file_format == Format.path_score or (
+        file_format == Format.auto and output is not None and output.suffix.lower() == ".txt"
+    )
+    csv_path = output or default_output(input)
+    if path_score and output is None:
+        csv_path = csv_path.with_suffix(".txt")
+    if csv_path.resolve() == input.resolve():
+        raise FqtoolError("--output would overwrite the input", csv_path)
+    return csv_path, path_score
+
+
+def _write_outputs(result, dataset, name: str, csv_path: Path, path_score: bool, order,
+                   embeddings: Path | None, plot: Path | None, report: Path | None) -> Path | None:
+    """The scores file, then the optional embeddings, histogram and HTML page; returns the page."""
+    from fqtool.eval.score_files import write_path_scores
+    from fqtool.eval.scoring import plot_histogram, write_csv
+    from fqtool.eval.scoring import save_embeddings as write_embeddings
+
+    if path_score:
+        write_path_scores([result.names[i] for i in order.tolist()], result.quality[order], csv_path)
+    else:
+        write_csv(result, csv_path, order)
+    if embeddings is not None:
+        write_embeddings(result, embeddings, order)
+        err_console.print(f"wrote {embeddings}", highlight=False, soft_wrap=True)
+    if plot is not None:
+        plot_histogram(result, plot, title=f"{name}: {plural(len(result), 'image')}")
+        err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+    page = None
+    if report is not None:
+        page = _write_report(result, dataset, report, f"{name}: quality of {plural(len(result), 'image')}")
+        err_console.print(f"wrote {page}", highlight=False, soft_wrap=True)
+    return page
+
+
 def command(
     input: Annotated[
         Path,
@@ -169,22 +208,13 @@ def command(
     path-score) in the current folder.
     """
     from fqtool.api import load_model
-    from fqtool.eval.score_files import write_path_scores
-    from fqtool.eval.scoring import SerfiqOptions, default_output, plot_histogram, write_csv
-    from fqtool.eval.scoring import save_embeddings as write_embeddings
+    from fqtool.eval.scoring import SerfiqOptions
     from fqtool.models.loading import resolve_weights
 
     weights_path = resolve_weights(weights)
     if not input.exists():
         raise FqtoolError("no such file or folder", input)
-    path_score = file_format == Format.path_score or (
-        file_format == Format.auto and output is not None and output.suffix.lower() == ".txt"
-    )
-    csv_path = output or default_output(input)
-    if path_score and output is None:
-        csv_path = csv_path.with_suffix(".txt")
-    if csv_path.resolve() == input.resolve():
-        raise FqtoolError("--output would overwrite the input", csv_path)
+    csv_path, path_score = _output_file(input, output, file_format)
     for path, option in ((csv_path, "--output"), (save_embeddings, "--save-embeddings"), (plot, "--plot")):
         check_output_file(path, option)
     model = load_model(weights_path, quality_weights=quality_weights, device=device, arch=arch,
@@ -207,23 +237,10 @@ def command(
     if not len(result):
         raise FqtoolError("none of the images could be read", input)
     sanity = _check_sanity(result, model, input)
-    order = result.order(sort.value)
-    if path_score:
-        write_path_scores([result.names[i] for i in order.tolist()], result.quality[order], csv_path)
-    else:
-        write_csv(result, csv_path, order)
-    if save_embeddings is not None:
-        write_embeddings(result, save_embeddings, order)
-        err_console.print(f"wrote {save_embeddings}", highlight=False, soft_wrap=True)
-    if plot is not None:
-        plot_histogram(result, plot, title=f"{input.name}: {plural(len(result), 'image')}")
-        err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
-    if report is not None:
-        title = f"{input.name}: quality of {plural(len(result), 'image')}"
-        page = _write_report(result, dataset, report, title)
-        err_console.print(f"wrote {page}", highlight=False, soft_wrap=True)
+    page = _write_outputs(result, dataset, input.name, csv_path, path_score, result.order(sort.value),
+                          save_embeddings, plot, report)
     if json_out:
-        emit_json({"output": csv_path, **result.summary(), "report": page if report else None})
+        emit_json({"output": csv_path, **result.summary(), "report": page})
         return
     ranked = result.order("desc")
     if top:
