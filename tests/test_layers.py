@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "data": 1, "losses": 1,
     "models": 2,
     "eval": 3, "export": 3, "align": 3,
-    "train": 4, "api_inputs": 4,
+    "train": 4, "api_inputs": 4, "demo_figures": 5,
     "api": 5,
     "cli": 6, "demo": 6,
     "__main__": 7,
