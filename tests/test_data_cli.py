@@ -59,7 +59,7 @@ def test_make_list_cli(tmp_path, make_image) -> None:
     args = ["make-list", str(tmp_path / "faces"), "-o", str(out), "--format", "semicolon", "--check"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "left out 1 unreadable images: p2/b.jpg" in result.output
+    assert "left out 1 unreadable image: p2/b.jpg" in result.output
     assert out.read_text() == "faces/p1/a.jpg;0\nfaces/p2/a.jpg;1\n"
     assert (tmp_path / "list.classes.tsv").read_text() == "0\tp1\n1\tp2\n"
 

@@ -275,7 +275,8 @@ class FolderScan:
         """One-line warnings about what was left out, for the user."""
         out = []
         if self.loose:
-            out.append(f"{root}: left out {len(self.loose)} images outside the identity folders "
+            images = f"{len(self.loose)} image" + ("" if len(self.loose) == 1 else "s")
+            out.append(f"{root}: left out {images} outside the identity folders "
                        f"(labels come from sub-folders): {_shorten(self.loose)}")
         if self.skipped:
             out.append(f"{root}: skipped {len(self.skipped)} symbolic links that loop or point nowhere, "
