@@ -116,7 +116,7 @@ def _meta(raw: np.ndarray | None, path: Path) -> dict:
 
 
 def _validate(features: FeatureSet, path: Path) -> None:
-    from fqtool.eval.feature_checks import validate_pair_features  # h6: one validation place (25.2)
+    from fqtool.eval.feature_checks import check_finite, validate_pair_features  # the one validation place
 
     validate_pair_features(features, path)
     emb = features.embeddings
@@ -132,23 +132,7 @@ def _validate(features: FeatureSet, path: Path) -> None:
         raise FormatError("embeddings_flip does not have the shape of embeddings", path)
     for key, values in (("embeddings", emb), ("embeddings_flip", features.embeddings_flip),
                         ("quality", features.quality)):
-        _check_finite(key, values, path)
-
-
-def _check_finite(key: str, values: np.ndarray | None, path: Path) -> None:
-    """NaN/inf rows would silently count as wrong pairs and make XNorm NaN: name the first one."""
-    if values is None:
-        return
-    values = np.asarray(values)
-    if not np.issubdtype(values.dtype, np.number):
-        raise FormatError(f"{key} is not numeric (dtype {values.dtype})", path)
-    finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise FormatError(
-            f"{key}: {len(bad)} of {len(values)} rows are NaN or infinite (first: image {bad[0]}); "
-            "the model that wrote them is broken", path,
-        )
+        check_finite(key, values, path)
 
 
 def extract_features(
